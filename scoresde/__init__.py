@@ -1,0 +1,53 @@
+"""scoresde — the VP SDE, its reverse, its probability-flow ODE and DDPM as one object.
+
+See DESIGN.md for the conventions; the public API is re-exported here.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .param import PREDICTIONS, TIME_LABELS, Model, as_model, convert, from_eps, to_eps
+from .registry import Registry
+from .schedules import (
+    SCHEDULES,
+    TIME_GRIDS,
+    LinearBeta,
+    PiecewiseConstantBeta,
+    cosine_betas,
+    ddpm_linear_betas,
+    time_grid,
+)
+from .sde import SDE, SDES, VESDE, VPSDE, DiscreteChain, ReverseSDE, SubVPSDE, make_sde
+
+try:
+    __version__ = version("scoresde")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.1.0"
+
+__all__ = [
+    "PREDICTIONS",
+    "SCHEDULES",
+    "SDE",
+    "SDES",
+    "TIME_GRIDS",
+    "TIME_LABELS",
+    "VESDE",
+    "VPSDE",
+    "DiscreteChain",
+    "LinearBeta",
+    "Model",
+    "PiecewiseConstantBeta",
+    "Registry",
+    "ReverseSDE",
+    "SubVPSDE",
+    "__version__",
+    "as_model",
+    "convert",
+    "cosine_betas",
+    "ddpm_linear_betas",
+    "from_eps",
+    "make_sde",
+    "time_grid",
+    "to_eps",
+]
