@@ -124,9 +124,7 @@ class Model(nn.Module):
         return self.net(x, self.time_label(t).to(x.dtype))
 
 
-def as_model(
-    net: nn.Module, prediction: str = "eps", time_label: str | TimeLabel = "continuous", **kwargs
-) -> Model:
+def as_model(net: nn.Module, prediction: str = "eps", time_label: str | TimeLabel = "continuous", **kwargs) -> Model:
     """Wrap ``net`` as a :class:`Model` (see there)."""
     return Model(net, prediction, time_label, **kwargs)
 

@@ -43,9 +43,7 @@ class Registry(Mapping[str, V], Generic[V]):
         try:
             return self._items[name]
         except KeyError:
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._items)}"
-            ) from None
+            raise ValueError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._items)}") from None
 
     def __getitem__(self, name: str) -> V:
         return self.get(name)

@@ -75,9 +75,7 @@ class LinearBeta(BetaSchedule):
             if not math.isfinite(float(value)) or float(value) < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if beta_min > beta_max:
-            raise ValueError(
-                f"beta_min must not exceed beta_max, got beta_min={beta_min} > beta_max={beta_max}"
-            )
+            raise ValueError(f"beta_min must not exceed beta_max, got beta_min={beta_min} > beta_max={beta_max}")
         if beta_max == 0:
             raise ValueError("beta_max must be > 0 (a schedule with no noise is not a diffusion)")
         self.beta_min = float(beta_min)
@@ -235,9 +233,7 @@ def karras_grid(sde: SDE, steps: int, t_min: float, t_max: float, rho: float = 7
 
 def _need_positive_t_min(name: str, t_min: float) -> None:
     if t_min <= 0:
-        raise ValueError(
-            f"the {name!r} grid needs t_min > 0 (the log-SNR is infinite at t = 0), got t_min={t_min}"
-        )
+        raise ValueError(f"the {name!r} grid needs t_min > 0 (the log-SNR is infinite at t = 0), got t_min={t_min}")
 
 
 def time_grid(
@@ -260,8 +256,7 @@ def time_grid(
             raise ValueError("an explicit time grid must be strictly increasing")
         if times[0] < 0 or times[-1] > sde.T:
             raise ValueError(
-                f"an explicit time grid must lie in [0, T] = [0, {sde.T}], "
-                f"got [{times[0]:.6g}, {times[-1]:.6g}]"
+                f"an explicit time grid must lie in [0, T] = [0, {sde.T}], got [{times[0]:.6g}, {times[-1]:.6g}]"
             )
         return times
     steps = _positive_int(steps, "steps")

@@ -152,9 +152,7 @@ class SDE(ABC):
         """The reverse-time SDE (Anderson 1982) or the probability-flow ODE (Song et al. 2021, eq. 13)."""
         return ReverseSDE(self, score_fn, probability_flow)
 
-    def discretize(
-        self, N: int, grid: str | Tensor = "uniform", t_min: float = 0.0, **grid_options
-    ) -> DiscreteChain:
+    def discretize(self, N: int, grid: str | Tensor = "uniform", t_min: float = 0.0, **grid_options) -> DiscreteChain:
         """Read the SDE on a time grid of N steps: the discrete chain it defines exactly.
 
         With the default uniform grid on [0, T] and a VP SDE this is DDPM's chain: ᾱ_i = ᾱ(t_i)
@@ -179,9 +177,7 @@ class SDE(ABC):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         elif t.shape != (x.shape[0],):
-            raise ValueError(
-                f"t must be a scalar or have shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}"
-            )
+            raise ValueError(f"t must be a scalar or have shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}")
         return t
 
 

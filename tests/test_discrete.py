@@ -55,15 +55,11 @@ def test_from_betas_reproduces_ddpm_cumprod_and_round_trips():
     betas = torch.linspace(1e-4, 0.02, 1000)
     sde = sd.VPSDE.from_betas(betas)
     t = torch.arange(1001) / 1000
-    torch.testing.assert_close(
-        torch.exp(sde.log_alpha_bar(t[1:])), torch.cumprod(1 - betas, 0), rtol=1e-12, atol=0
-    )
+    torch.testing.assert_close(torch.exp(sde.log_alpha_bar(t[1:])), torch.cumprod(1 - betas, 0), rtol=1e-12, atol=0)
     chain = sde.discretize(1000)
     torch.testing.assert_close(chain.betas, betas, rtol=1e-12, atol=0)
     # the named schedule is the same object
-    torch.testing.assert_close(
-        sd.VPSDE(schedule="ddpm-linear").discretize(1000).betas, betas, rtol=1e-12, atol=0
-    )
+    torch.testing.assert_close(sd.VPSDE(schedule="ddpm-linear").discretize(1000).betas, betas, rtol=1e-12, atol=0)
 
 
 def test_from_betas_cosine_round_trip_and_respacing():

@@ -55,9 +55,7 @@ def test_conversions_round_trip(sde):
     v = alpha * eps - sigma * x0
     torch.testing.assert_close(sd.from_eps("v", eps, x, alpha, sigma), v, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(sd.convert(v, "v", "x0", x, alpha, sigma), x0, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(
-        sd.convert(v, "v", "score", x, alpha, sigma), -eps / sigma, rtol=1e-9, atol=1e-9
-    )
+    torch.testing.assert_close(sd.convert(v, "v", "score", x, alpha, sigma), -eps / sigma, rtol=1e-9, atol=1e-9)
 
 
 def test_gaussian_analytic_score_equals_minus_optimal_eps_over_sigma():

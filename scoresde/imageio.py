@@ -1,0 +1,145 @@
+"""Pictures without heavy dependencies: a PNG writer, image grids and 2-D scatter plots.
+
+The core package writes PNG with ``zlib`` alone (PNG spec, ISO/IEC 15948), so sample grids
+and scatter plots work without matplotlib or Pillow. Reading images (folders of PNG/JPEG)
+needs Pillow, in the ``data`` extra.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["atomic_write_bytes", "image_grid", "read_png", "save_png", "scatter_image"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    if pixels.dtype != np.uint8:
+        raise TypeError(f"PNG pixels must be uint8, got {pixels.dtype}")
+    if pixels.ndim == 2:
+        color_type, channels = 0, 1
+    elif pixels.ndim == 3 and pixels.shape[2] in (1, 3):
+        color_type, channels = (0, 1) if pixels.shape[2] == 1 else (2, 3)
+    else:
+        raise ValueError(f"PNG pixels must have shape (H, W), (H, W, 1) or (H, W, 3), got {pixels.shape}")
+    h, w = pixels.shape[:2]
+    rows = np.ascontiguousarray(pixels).reshape(h, w * channels)
+    raw = b"".join(b"\x00" + rows[i].tobytes() for i in range(h))  # filter type 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def save_png(path: str | os.PathLike, pixels: np.ndarray) -> Path:
+    """Write a uint8 image of shape (H, W) or (H, W, 3) as PNG, atomically."""
+    atomic_write_bytes(path, _png_bytes(np.asarray(pixels)))
+    return Path(path)
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Read back an 8-bit, non-interlaced PNG written by :func:`save_png` (filter 0 rows only)."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path} is not a PNG file")
+    pos, idat = 8, b""
+    w = h = color = 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            w, h, _, color = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    channels = 3 if color == 2 else 1
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
+    if (rows[:, 0] != 0).any():
+        raise ValueError(f"{path} uses PNG row filters; read it with Pillow instead")
+    pixels = rows[:, 1:].reshape(h, w, channels)
+    return pixels[..., 0] if channels == 1 else pixels
+
+
+def image_grid(images: Tensor, nrow: int | None = None, padding: int = 1, value_range=(-1.0, 1.0)) -> np.ndarray:
+    """Tile a batch (B, C, H, W) (C = 1 or 3) into one uint8 picture, values clipped to ``value_range``."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"image_grid expects (batch, 1 or 3, H, W), got {tuple(images.shape)}")
+    lo, hi = value_range
+    x = ((images.detach().float().cpu().clamp(lo, hi) - lo) / (hi - lo) * 255).round().to(torch.uint8).numpy()
+    b, c, h, w = x.shape
+    nrow = nrow or math.ceil(math.sqrt(b))
+    ncol = math.ceil(b / nrow)
+    canvas = np.full((ncol * (h + padding) + padding, nrow * (w + padding) + padding, c), 255, np.uint8)
+    for k in range(b):
+        r, q = divmod(k, nrow)
+        y0, x0 = padding + r * (h + padding), padding + q * (w + padding)
+        canvas[y0 : y0 + h, x0 : x0 + w] = x[k].transpose(1, 2, 0)
+    return canvas[..., 0] if c == 1 else canvas
+
+
+def scatter_image(
+    points: Tensor | np.ndarray,
+    reference: Tensor | np.ndarray | None = None,
+    size: int = 512,
+    limits: tuple[float, float, float, float] | None = None,
+) -> np.ndarray:
+    """Rasterize 2-D points (blue) over optional reference points (grey) as an RGB uint8 image.
+
+    ``limits`` = (xmin, xmax, ymin, ymax); by default the padded bounding box of the reference
+    (or of the points). Points outside the box are dropped from the picture.
+    """
+    pts = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"scatter_image needs points of shape (n, 2), got {pts.shape}")
+    ref = None
+    if reference is not None:
+        ref = np.asarray(reference.detach().cpu() if isinstance(reference, Tensor) else reference, np.float64)
+    if limits is None:
+        box = ref if ref is not None and len(ref) else pts
+        finite = box[np.isfinite(box).all(1)]
+        lo, hi = (finite.min(0), finite.max(0)) if len(finite) else (np.array([-1.0, -1]), np.array([1.0, 1]))
+        pad = 0.08 * (hi - lo).max() + 1e-9
+        limits = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    canvas[[0, -1], :] = canvas[:, [0, -1]] = 0  # frame
+
+    def splat(p: np.ndarray, color: tuple[int, int, int], radius: int) -> None:
+        p = p[np.isfinite(p).all(1)]
+        u = ((p[:, 0] - limits[0]) / (limits[1] - limits[0]) * (size - 1)).round().astype(int)
+        v = ((limits[3] - p[:, 1]) / (limits[3] - limits[2]) * (size - 1)).round().astype(int)
+        for du in range(-radius, radius + 1):
+            for dv in range(-radius, radius + 1):
+                uu, vv = u + du, v + dv
+                keep = (uu >= 1) & (uu < size - 1) & (vv >= 1) & (vv < size - 1)
+                canvas[vv[keep], uu[keep]] = color
+
+    if ref is not None:
+        splat(ref, (190, 190, 190), 1)
+    splat(pts, (31, 94, 204), 1)
+    return canvas
