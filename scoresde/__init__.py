@@ -20,6 +20,27 @@ from .schedules import (
 )
 from .sde import SDE, SDES, VESDE, VPSDE, DiscreteChain, ReverseSDE, SubVPSDE, make_sde
 
+# Public names that live in modules built later in the dependency order; resolved lazily
+# so `import scoresde` stays cheap and each module can land on its own.
+_LAZY = {
+    "sample": "scoresde.samplers",
+    "SOLVERS": "scoresde.samplers",
+    "log_likelihood": "scoresde.likelihood",
+    "analytic": "scoresde.analytic",
+    "WEIGHTINGS": "scoresde.losses",
+    "denoising_loss": "scoresde.losses",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__.endswith(name) else getattr(module, name)
+    raise AttributeError(f"module 'scoresde' has no attribute {name!r}")
+
+
 try:
     __version__ = version("scoresde")
 except PackageNotFoundError:  # running from a source tree that was not installed

@@ -1,14 +1,21 @@
 """The ``scoresde`` command line (typer).
 
-One sub-module per command family registers its commands on :data:`app`; choices are read
-from the registries, never hand-kept. User errors print one line and exit non-zero via
-:func:`fail`; tracebacks are for bugs only.
+Each sub-module of this package (other than ``app``) holds one family of commands and
+registers them on :data:`app` when imported; they are discovered here, so adding a command
+module needs no edit elsewhere. Choices are read from the registries, never hand-kept. User
+errors print one line and exit non-zero via :func:`fail`; tracebacks are for bugs only.
 """
 
 from __future__ import annotations
 
-from . import info as _info  # noqa: F401  (each import registers its commands)
+import importlib
+import pkgutil
+
 from .app import app, fail
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "app":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["app", "fail", "main"]
 
