@@ -48,6 +48,10 @@ class Registry(Mapping[str, V], Generic[V]):
     def __getitem__(self, name: str) -> V:
         return self.get(name)
 
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default catches KeyError, which get() turns into ValueError
+        return name in self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
