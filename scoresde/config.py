@@ -129,6 +129,7 @@ class TrainConfig:
     compile: bool = False
     bf16: bool = True
     device: str = "auto"
+    threads: int = 0
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def validate(config: TrainConfig) -> None:
     for name in ("steps", "batch_size", "log_every", "keep", "sample_num", "sample_steps"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
-    for name in ("checkpoint_every", "sample_every"):
+    for name in ("checkpoint_every", "sample_every", "threads"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0 (0 = only at the end / never), got {getattr(config, name)}")
     o = config.optim
@@ -315,6 +315,8 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         validate(config)
+        if config.threads > 0:  # on a busy machine one thread per process is often much faster
+            torch.set_num_threads(config.threads)
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.log = log or (lambda msg: None)
         self._setup_distributed()
