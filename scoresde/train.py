@@ -340,6 +340,7 @@ class Trainer:
         self.train_x = self.dataset.train.to(self.device)
         self._perm_cache: dict[int, Tensor] = {}
         self.step = 0
+        self.last_checkpoint: Path | None = None
         if resume:
             self._resume()
         self.net = self.model
@@ -351,7 +352,6 @@ class Trainer:
         if c.compile:
             self.net = torch.compile(self.net)
         self._stop = False
-        self.last_checkpoint: Path | None = None
 
     # ---- setup --------------------------------------------------------------------------
     def _setup_distributed(self) -> None:
@@ -606,6 +606,7 @@ class Trainer:
         c = self.config
         g = torch.Generator(self.device).manual_seed(c.seed + 12345)  # same noise every time: comparable pictures
         shape = (c.sample_num, *self.dataset.data_shape)
+        clip = {"clip_x0": 1.0} if self.dataset.kind == "images" else {}
         x = sample(
             self.ema,
             self.sde,
@@ -614,6 +615,7 @@ class Trainer:
             steps=c.sample_steps,
             prediction=c.model.prediction,
             generator=g,
+            **clip,
         )
         pixels = image_grid(x.clamp(-1, 1)) if self.dataset.kind == "images" else scatter_image(x, self.dataset.heldout)
         return save_png(self.run_dir / "samples" / f"step_{self.step:08d}.png", pixels)

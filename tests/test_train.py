@@ -1,0 +1,224 @@
+"""Trainer: learning on 2-D data, bitwise-exact resume after a kill, divergence handling,
+checkpoint validation in load_run, and DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import scoresde as sd
+from scoresde.config import from_dict
+from scoresde.metrics import sliced_wasserstein
+from scoresde.train import Trainer, TrainingDiverged, latest_run, load_run, train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one thread per process is much faster."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_images(**extra) -> dict:
+    """A few-second config: digits with an 8-channel UNet (dropout on, so the RNG state matters)."""
+    base = {
+        "data": {"name": "digits"},
+        "model": {"channels": 8, "channel_mult": [1, 2], "dropout": 0.1},
+        "loss": {"time": "continuous", "weighting": "likelihood", "importance": True},
+        "steps": 8,
+        "batch_size": 8,
+        "log_every": 2,
+        "checkpoint_every": 0,
+        "sample_every": 0,
+    }
+    return {**base, **extra}
+
+
+def test_short_2d_training_lowers_loss_and_moves_samples_to_the_data(tmp_path):
+    config = from_dict(
+        {
+            "data": {"name": "8gaussians", "n": 4000},
+            "model": {"width": 64, "depth": 2},
+            "optim": {"lr": 3e-3, "warmup": 20, "ema_decay": 0.99},
+            "steps": 400,
+            "batch_size": 256,
+            "log_every": 50,
+            "checkpoint_every": 0,
+            "sample_every": 0,
+        }
+    )
+    untrained = Trainer(config, tmp_path / "untrained", progress=False)
+    result = train(config, tmp_path / "run", progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.7 * losses[0]
+
+    run = load_run(tmp_path / "run")
+    assert run.step == result.step == 400 and run.kind == "points" and run.data_shape == (2,)
+    g = torch.Generator().manual_seed(0)
+
+    def sw2(model) -> float:
+        x = sd.sample(
+            model, run.sde, (1000, 2), solver="ancestral", steps=200, generator=torch.Generator().manual_seed(1)
+        )
+        return sliced_wasserstein(x, run.reference, generator=g)
+
+    trained_sw, untrained_sw = sw2(run.model), sw2(untrained.ema.eval())
+    assert trained_sw < 0.5 * untrained_sw, (trained_sw, untrained_sw)
+
+
+KILL_DRIVER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from scoresde.config import from_dict
+    from scoresde.train import Trainer
+
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self):
+        path = original(self)
+        os.kill(os.getpid(), signal.SIGKILL)  # killed right after the checkpoint, as by the OOM killer
+        return path
+
+    Trainer.save_checkpoint = save_then_die
+    Trainer(from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False).run()
+    """
+)
+
+
+def test_resume_after_kill_is_bitwise_identical(tmp_path):
+    k = 4
+    straight = train(from_dict(tiny_images(steps=2 * k)), tmp_path / "straight", progress=False)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_DRIVER,
+            json.dumps(tiny_images(steps=2 * k, checkpoint_every=k)),
+            str(tmp_path / "r"),
+        ],
+        env=ENV,
+        capture_output=True,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert [p.name for p in (tmp_path / "r" / "checkpoints").glob("*.json")] == [f"step_{k:08d}.json"]
+    resumed = train(
+        from_dict(tiny_images(steps=2 * k, checkpoint_every=k)), tmp_path / "r", resume=True, progress=False
+    )
+    assert resumed.step == straight.step == 2 * k
+    a = load_file(tmp_path / "straight" / "checkpoints" / f"step_{2 * k:08d}.safetensors")
+    b = load_file(tmp_path / "r" / "checkpoints" / f"step_{2 * k:08d}.safetensors")
+    assert a.keys() == b.keys() and any(key.startswith("optim.") for key in a)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    # and different from an unrelated seed (the comparison can fail)
+    other = train(from_dict(tiny_images(steps=2 * k, seed=1)), tmp_path / "other", progress=False)
+    c = load_file(other.checkpoint.with_suffix(".safetensors"))
+    assert not torch.equal(a["model.net.conv_in.weight"], c["model.net.conv_in.weight"])
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = from_dict(tiny_images(steps=4, checkpoint_every=2))
+    trainer = Trainer(config, tmp_path, progress=False)
+    trainer.run()
+    good = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    poisoned = Trainer(from_dict(tiny_images(steps=8, checkpoint_every=2)), tmp_path, resume=True, progress=False)
+    with torch.no_grad():
+        poisoned.model.net.conv_in.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"non-finite by step \d+; .*last good checkpoint is .*step_00000004"):
+        poisoned.run()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == good
+    assert load_run(tmp_path).step == 4
+    assert torch.isfinite(load_run(tmp_path).model.net.conv_in.weight).all()
+
+
+def test_keep_last_k_checkpoints_and_latest_run(tmp_path):
+    train(from_dict(tiny_images(steps=6, checkpoint_every=1, keep=2)), tmp_path / "runs" / "a", progress=False)
+    names = sorted(p.name for p in (tmp_path / "runs" / "a" / "checkpoints").iterdir())
+    assert names == [f"step_{s:08d}.{ext}" for s in (5, 6) for ext in ("json", "safetensors")]
+    saved = json.loads((tmp_path / "runs" / "a" / "checkpoints" / "step_00000006.json").read_text())
+    assert saved["config"]["loss"]["weighting"] == "likelihood" and saved["step"] == 6
+    assert latest_run(tmp_path / "runs") == tmp_path / "runs" / "a"
+    assert latest_run(tmp_path / "nothing") is None
+
+
+def test_load_run_refuses_missing_corrupt_and_mismatched_checkpoints(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no checkpoint"):
+        load_run(tmp_path / "empty")
+    train(from_dict(tiny_images(steps=2)), tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    assert not run.model.training and run.prediction == "eps" and run.reference.shape[1:] == (1, 8, 8)
+
+    bad = tmp_path / "corrupt"
+    shutil.copytree(tmp_path / "run", bad)
+    weights = bad / "checkpoints" / "step_00000002.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-10] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_run(bad)
+
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(tmp_path / "run", mismatched)
+    meta_path = mismatched / "checkpoints" / "step_00000002.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["model"]["channels"] = 16
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not match"):
+        load_run(mismatched)
+
+
+DDP_DRIVER = textwrap.dedent(
+    """
+    import hashlib, json, os, sys
+    import torch
+    from scoresde.config import from_dict
+    from scoresde.train import Trainer
+
+    trainer = Trainer(from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)
+    trainer.run()
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.model.parameters())).hexdigest()
+    ema = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.ema.parameters())).hexdigest()
+    out = os.path.join(sys.argv[2], f"rank{trainer.rank}.json")
+    record = {"world": trainer.world, "params": digest, "ema": ema, "batch": trainer._batch(0).sum().item()}
+    json.dump(record, open(out, "w"))
+    """
+)
+
+
+def test_torchrun_two_ranks_stay_in_sync_and_write_one_checkpoint(tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    config = tiny_images(steps=3, batch_size=8, log_every=1)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DDP_DRIVER)
+    command = [torchrun, "--nproc_per_node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0"]
+    done = subprocess.run(
+        [*command, str(driver), json.dumps(config), str(tmp_path / "run")], env=ENV, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == ranks[1]["world"] == 2
+    assert ranks[0]["params"] == ranks[1]["params"] and ranks[0]["ema"] == ranks[1]["ema"]
+    assert ranks[0]["batch"] != ranks[1]["batch"]  # each rank trains on its own shard
+    files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert files == ["step_00000003.json", "step_00000003.safetensors"]
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "step_00000003.json").read_text())
+    assert meta["world_size"] == 2 and len(meta["rng"]) == 2
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # written once (rank 0), not once per rank
