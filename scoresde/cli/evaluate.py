@@ -1,0 +1,203 @@
+"""``scoresde likelihood``, ``scoresde evaluate`` and ``scoresde compare-losses``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app, fail
+
+
+def _load(run: Path | None):
+    from ..train import latest_run, load_run
+
+    if run is None:
+        run = latest_run()
+        if run is None:
+            fail("no --run given and no trained run under ./runs (train one first: scoresde train)")
+    try:
+        return load_run(run)
+    except ValueError as err:
+        fail(str(err))
+
+
+def _split(text: str, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        fail(f"--{what} needs at least one name")
+    return items
+
+
+def _write_json(path: Path | None, record: dict) -> None:
+    if path is not None:
+        from ..imageio import atomic_write_bytes
+
+        atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def likelihood(
+    run: Annotated[Path | None, typer.Option("--run", help="run folder (default: the newest under ./runs)")] = None,
+    method: Annotated[str, typer.Option(help="ode (probability-flow ODE) or vlb (discrete variational bound)")] = "ode",
+    num: Annotated[int, typer.Option(help="held-out samples to evaluate")] = 200,
+    steps: Annotated[int, typer.Option(help="VLB chain length N (0: the run's N)")] = 0,
+    divergence: Annotated[str, typer.Option(help="ODE divergence: auto, exact or hutchinson")] = "auto",
+    probes: Annotated[int, typer.Option(help="Hutchinson probes per solve")] = 1,
+    rtol: Annotated[float, typer.Option(help="ODE relative tolerance")] = 1e-5,
+    atol: Annotated[float, typer.Option(help="ODE absolute tolerance")] = 1e-5,
+    seed: Annotated[int, typer.Option(help="seed of the dequantization, probe and VLB noise")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
+) -> None:
+    """Negative log-likelihood of held-out data (bits/dim for quantized images, nats/dim otherwise)."""
+    import torch
+
+    from ..compare import data_levels
+    from ..likelihood import METHODS, log_likelihood
+
+    if method not in METHODS:
+        fail(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")
+    if num < 1:
+        fail(f"--num must be a positive integer, got {num}")
+    r = _load(run)
+    if r.reference is None:
+        fail(f"run {r.run_dir} has no held-out reference data (reference.safetensors)")
+    dataset = r.config.data.path or r.config.data.name
+    levels = data_levels(dataset, r.kind)
+    dim = math.prod(r.data_shape)
+    options = {"steps": steps or r.config.loss.N} if method == "vlb" else {}
+    if method == "ode":
+        options.update(divergence=divergence, probes=probes, rtol=rtol, atol=atol)
+    try:
+        nll, info = log_likelihood(
+            r.model,
+            r.sde,
+            r.reference[:num].float(),
+            method,
+            r.prediction,
+            levels=levels,
+            generator=torch.Generator().manual_seed(seed),
+            return_info=True,
+            **options,
+        )
+    except ValueError as err:
+        fail(str(err))
+    per_dim = nll / dim
+    mean, se = per_dim.mean().item(), per_dim.std().item() / math.sqrt(len(per_dim)) if len(per_dim) > 1 else 0.0
+    typer.echo(f"run {r.run_dir} (step {r.step}), {len(nll)} held-out samples, method {method}, {info.nfe} NFE")
+    typer.echo(f"NLL: {mean:.4f} ± {se:.4f} nats/dim ({nll.mean().item():.3f} nats per sample)")
+    record = {"method": method, "nats_per_dim": mean, "nats_per_dim_se": se, "nfe": info.nfe, "n": len(nll)}
+    if levels is not None:
+        typer.echo(f"      {mean / math.log(2):.4f} ± {se / math.log(2):.4f} bits/dim ({levels} levels)")
+        record.update(bits_per_dim=mean / math.log(2), bits_per_dim_se=se / math.log(2), levels=levels)
+    terms = {k: v.mean().item() / dim for k, v in info.terms.items()}
+    typer.echo("terms (nats/dim): " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()))
+    record["terms_nats_per_dim"] = terms
+    _write_json(json_out, record)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path | None, typer.Option("--run", help="run folder (default: the newest under ./runs)")] = None,
+    solver: Annotated[str, typer.Option(help="sampler name(s), comma-separated (see scoresde info)")] = "ancestral",
+    steps: Annotated[int, typer.Option(help="sampling steps")] = 100,
+    num: Annotated[int, typer.Option(help="samples to draw per solver")] = 500,
+    nll_num: Annotated[int, typer.Option("--nll-num", help="held-out samples for the likelihoods (0: skip NLL)")] = 200,
+    method: Annotated[str, typer.Option(help="likelihood method(s): ode, vlb")] = "ode,vlb",
+    inception: Annotated[Path | None, typer.Option(help="FID Inception TorchScript file (adds Inception FID)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of sampling and likelihood noise")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="where to write the JSON (default: RUN/eval_SOLVER_STEPS.json)")
+    ] = None,
+) -> None:
+    """Sample quality (FD/KID in classifier features for images, SW2/MMD for points) and NLL of a run."""
+    from ..compare import evaluate_run
+    from ..likelihood import METHODS
+    from ..samplers import SOLVERS
+
+    solvers = _split(solver, "solver")
+    for s in solvers:
+        if s not in SOLVERS:
+            fail(f"unknown solver {s!r}; choose one of: {', '.join(SOLVERS)}")
+    methods = _split(method, "method") if nll_num > 0 else []
+    for m in methods:
+        if m not in METHODS:
+            fail(f"unknown likelihood method {m!r}; choose one of: {', '.join(METHODS)}")
+    if steps < 1 or num < 2:
+        fail("--steps must be >= 1 and --num >= 2")
+    r = _load(run)
+    try:
+        result = evaluate_run(
+            r,
+            solvers=solvers,
+            sample_steps=steps,
+            num_samples=num,
+            nll_num=max(nll_num, 1),
+            methods=methods,
+            inception=inception,
+            seed=seed,
+            log=typer.echo,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    _write_json(json_out or r.run_dir / f"eval_{'+'.join(solvers)}_{steps}.json", result)
+
+
+@app.command("compare-losses")
+def compare_losses_command(
+    data: Annotated[str, typer.Option(help="dataset name (see scoresde info) or path")] = "digits",
+    weightings: Annotated[str, typer.Option(help="comma-separated weighting names")] = "simple,elbo,likelihood",
+    time: Annotated[str, typer.Option("--time", help="comma-separated: discrete, continuous")] = "discrete,continuous",
+    budget: Annotated[int, typer.Option(help="training steps per model (equal for all)")] = 2000,
+    out: Annotated[Path, typer.Option(help="output folder (tables, plots, one run per setting)")] = Path("compare"),
+    seed: Annotated[int, typer.Option(help="seed shared by every setting")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="training batch size")] = 128,
+    net: Annotated[str, typer.Option(help="network: auto (mlp for points, unet for images), mlp, unet")] = "auto",
+    width: Annotated[int, typer.Option(help="MLP width")] = 256,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
+    solver: Annotated[str, typer.Option(help="sampler(s) for the quality metrics")] = "ancestral,ode",
+    sample_steps: Annotated[int, typer.Option("--sample-steps", help="sampling steps per solver")] = 100,
+    num: Annotated[int, typer.Option(help="samples per solver")] = 500,
+    nll_num: Annotated[int, typer.Option("--nll-num", help="held-out samples for the likelihoods")] = 200,
+    vlb_steps: Annotated[int, typer.Option("--vlb-steps", help="VLB chain length (0: the training N)")] = 0,
+    progress: Annotated[bool, typer.Option(help="show training progress bars")] = False,
+) -> None:
+    """Train one model per (weighting, time) on equal budgets and compare likelihood and sample quality."""
+    import dataclasses
+
+    from ..compare import compare_losses
+    from ..config import OptimConfig, TrainConfig
+
+    base = TrainConfig()
+    base = dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, net=net, width=width),
+        optim=dataclasses.replace(OptimConfig(), lr=lr),
+    )
+    try:
+        result = compare_losses(
+            data,
+            weightings=_split(weightings, "weightings"),
+            times=_split(time, "time"),
+            budget=budget,
+            out=out,
+            seed=seed,
+            batch_size=batch_size,
+            solvers=_split(solver, "solver"),
+            sample_steps=sample_steps,
+            num_samples=num,
+            nll_num=nll_num,
+            vlb_steps=vlb_steps or None,
+            config=base,
+            progress=progress,
+            log=typer.echo,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    typer.echo("")
+    typer.echo(result.markdown)
+    typer.echo(f"wrote {out / 'results.md'}, {out / 'results.json'}" + "".join(f", {p}" for p in result.plots))
