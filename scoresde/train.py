@@ -617,7 +617,11 @@ class Trainer:
             generator=g,
             **clip,
         )
-        pixels = image_grid(x.clamp(-1, 1)) if self.dataset.kind == "images" else scatter_image(x, self.dataset.heldout)
+        if self.dataset.kind == "images":
+            zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged to be seen
+            pixels = image_grid(x.clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
+        else:
+            pixels = scatter_image(x, self.dataset.heldout)
         return save_png(self.run_dir / "samples" / f"step_{self.step:08d}.png", pixels)
 
     # ---- Ctrl-C and progress ---------------------------------------------------------------

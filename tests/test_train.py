@@ -23,7 +23,7 @@ from scoresde.train import Trainer, TrainingDiverged, latest_run, load_run, trai
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models on a shared 2-core machine: one thread per process is much faster."""
     previous = torch.get_num_threads()

@@ -119,7 +119,9 @@ def train(
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the network.")] = None,
     bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="bf16 autocast on CUDA.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (0 = torch's default).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a score model: `scoresde train` alone trains a small UNet on 8x8 digits in a few minutes."""

@@ -1,0 +1,98 @@
+"""Trainer overhead: steps/s of ``scoresde.train.Trainer.run`` vs a bare PyTorch loop.
+
+The bare loop does the same work a user would write by hand: draw a batch, draw t and ε,
+form x_t = α x_0 + σ ε, forward, MSE to ε, backward, AdamW step — on the same network, batch
+size and data. The trainer adds what makes it trustworthy: LR warm-up, gradient clipping, the
+EMA, the weighting, per-t-bin metrics, the progress bookkeeping and a final checkpoint. Both
+run in the same process, interleaved, ``--repeats`` times; we report the medians.
+
+    python benchmarks/training.py                    # digits, tiny UNet, batch 64
+    python benchmarks/training.py --case moons       # 2-D MLP: tiny steps, overhead at its worst
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from scoresde.config import from_dict
+from scoresde.train import Trainer, build_model, build_sde
+
+CASES = {
+    "digits": {"data": {"name": "digits"}, "batch_size": 64},
+    "moons": {"data": {"name": "moons"}, "batch_size": 256},
+}
+
+
+def bare_loop(config, dataset, steps: int) -> float:
+    """Seconds for ``steps`` hand-written training steps (continuous t, ε-prediction, plain MSE)."""
+    sde = build_sde(config)
+    torch.manual_seed(config.seed)
+    model = build_model(config, dataset.data_shape, dataset.kind, sde)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.optim.lr)
+    x = dataset.train
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        x0 = x[torch.randint(0, len(x), (config.batch_size,), generator=g)]
+        t = 1e-5 + (1 - 1e-5) * torch.rand(config.batch_size, generator=g)
+        alpha, sigma = sde.marginal(t)
+        eps = torch.randn(x0.shape, generator=g)
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        x_t = alpha.view(shape) * x0 + sigma.view(shape) * eps
+        loss = (model(x_t, t) - eps).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def trainer_loop(config, dataset, steps: int) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = Trainer(from_dict({**_as_dict(config), "steps": steps}), folder, progress=False, dataset=dataset)
+        start = time.perf_counter()
+        trainer.run()
+        return time.perf_counter() - start
+
+
+def _as_dict(config):
+    from scoresde.config import to_dict
+
+    return to_dict(config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=sorted(CASES), default="digits")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = {**CASES[args.case], "checkpoint_every": 0, "sample_every": 0, "log_every": 50}
+    settings["loss"] = {"time": "continuous", "weighting": "simple"}
+    config = from_dict(settings)
+    from scoresde.data import load_dataset
+
+    dataset = load_dataset(config.data.name, n=config.data.n, seed=config.seed)
+    bare_loop(config, dataset, 3), trainer_loop(config, dataset, 3)  # warm-up
+    bare, ours = [], []
+    for _ in range(args.repeats):
+        bare.append(args.steps / bare_loop(config, dataset, args.steps))
+        ours.append(args.steps / trainer_loop(config, dataset, args.steps))
+    b, o = statistics.median(bare), statistics.median(ours)
+    print(
+        f"case {args.case}: batch {config.batch_size}, {args.steps} steps x {args.repeats} repeats, "
+        f"threads {args.threads}"
+    )
+    print(f"bare PyTorch loop : {b:8.2f} steps/s (runs: {', '.join(f'{v:.2f}' for v in bare)})")
+    print(f"scoresde Trainer  : {o:8.2f} steps/s (runs: {', '.join(f'{v:.2f}' for v in ours)})")
+    print(f"overhead          : {100 * (b / o - 1):+.1f}%  (target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()

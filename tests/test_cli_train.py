@@ -1,0 +1,133 @@
+"""``scoresde train`` from the command line: tiny runs, TOML configs, resume, and bad inputs that
+must end in one clear error line, a non-zero exit and an untouched run folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scoresde.cli import app
+
+TINY = ["--channels", "8", "--channel-mult", "1,2", "--batch-size", "8", "--sample-every", "0", "--quiet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def assert_one_line_error(result, pattern: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert pattern in lines[0], lines[0]
+    assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = run("--out", str(out), "--steps", "4", "--checkpoint-every", "2", "--log-every", "2", *TINY)
+    assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+def test_tiny_run_writes_a_complete_run_folder(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "metrics.jsonl", "reference.safetensors", "checkpoints"} <= names
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"]["channels"] == 8 and config["steps"] == 4 and config["model"]["channel_mult"] == [1, 2]
+    assert len((trained / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_extends_the_run_and_toml_config_is_read(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    result = run("--out", str(copy), "--resume", "--steps", "6", "--quiet")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (copy / "checkpoints" / "step_00000006.json").is_file()
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('steps = 2\nbatch_size = 4\n[data]\nname = "moons"\nn = 100\n[loss]\nweighting = "min-snr"\n')
+    result = run(
+        "--config", str(toml), "--out", str(tmp_path / "toml"), "--width", "16", "--quiet", "--sample-every", "0"
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((tmp_path / "toml" / "config.json").read_text())
+    assert (
+        saved["loss"]["weighting"] == "min-snr" and saved["data"]["name"] == "moons" and saved["model"]["width"] == 16
+    )
+
+
+def test_bad_inputs_fail_with_one_line_and_leave_no_run_folder(tmp_path):
+    out = tmp_path / "never"
+    assert_one_line_error(
+        run("--out", str(out), "--weighting", "nope", *TINY), "unknown weighting 'nope'; choose one of"
+    )
+    assert_one_line_error(
+        run("--out", str(out), "--data", "folder", "--data-path", str(tmp_path / "x")), "does not exist"
+    )
+    assert_one_line_error(run("--out", str(out), "--data", str(tmp_path / "missing.npz")), "does not exist")
+    assert_one_line_error(run("--out", str(out), "--sde", "ou"), "unknown SDE 'ou'")
+    assert_one_line_error(run("--out", str(out), "--channel-mult", "1,x"), "--channel-mult")
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[loss]\nweigting = 'simple'\n")
+    assert_one_line_error(run("--out", str(out), "--config", str(bad_toml)), "unknown config key 'loss.weigting'")
+
+    image = pytest.importorskip("PIL.Image")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.png")
+    image.fromarray(np.zeros((16, 12), np.uint8)).save(folder / "b.png")
+    assert_one_line_error(run("--out", str(out), "--data", str(folder), *TINY), "different sizes")
+    assert not out.exists()
+
+
+def test_resume_refuses_corrupt_or_mismatched_checkpoints_without_touching_them(trained, tmp_path):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(trained, corrupt)
+    weights = sorted((corrupt / "checkpoints").glob("*.safetensors"))[-1]
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    before = snapshot(corrupt)
+    assert_one_line_error(run("--out", str(corrupt), "--resume", "--steps", "8"), "corrupt")
+    assert snapshot(corrupt) == before
+
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(trained, mismatched)
+    meta_path = sorted((mismatched / "checkpoints").glob("*.json"))[-1]
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["model"]["channels"] = 16
+    meta_path.write_text(json.dumps(meta))
+    before = snapshot(mismatched)
+    assert_one_line_error(run("--out", str(mismatched), "--resume", "--steps", "8"), "does not match")
+    assert snapshot(mismatched) == before
+
+    before = snapshot(trained)
+    assert_one_line_error(
+        run("--out", str(trained), "--resume", "--weighting", "score"), "cannot change loss.weighting"
+    )
+    assert_one_line_error(run("--out", str(trained), *TINY), "already holds checkpoints")
+    assert_one_line_error(run("--out", str(tmp_path / "fresh"), "--resume"), "nothing to resume")
+    assert snapshot(trained) == before
