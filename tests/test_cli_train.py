@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +135,25 @@ def test_resume_refuses_corrupt_or_mismatched_checkpoints_without_touching_them(
     assert_one_line_error(run("--out", str(trained), *TINY), "already holds checkpoints")
     assert_one_line_error(run("--out", str(tmp_path / "fresh"), "--resume"), "nothing to resume")
     assert snapshot(trained) == before
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    exe = shutil.which("scoresde") or str(Path(sys.executable).parent / "scoresde")
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--data", "moons", "--width", "16", "--steps", "100000", "--log-every", "5"]
+    proc = subprocess.Popen([exe, "train", *args, "--sample-every", "0", "--quiet"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        stderr = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    step = json.loads(sorted((out / "checkpoints").glob("*.json"))[-1].read_text())["step"]
+    assert 5 <= step < 100000
+    result = run("--out", str(out), "--resume", "--steps", str(step + 2), "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert (out / "checkpoints" / f"step_{step + 2:08d}.json").is_file()
