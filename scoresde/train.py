@@ -374,13 +374,19 @@ class Trainer:
         if not files:
             raise ValueError(f"nothing to resume: {self.run_dir} has no checkpoint")
         meta, tensors = _read_checkpoint(files[-1])
+        try:
+            self._restore(meta, tensors, files[-1])
+        except (KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"checkpoint {files[-1]} is incomplete or corrupt (bad field {err})") from None
+
+    def _restore(self, meta: dict[str, Any], tensors: dict[str, Tensor], path: Path) -> None:
         if tuple(meta["data_shape"]) != self.dataset.data_shape:
             raise ValueError(
-                f"checkpoint {files[-1]} was trained on data of shape {tuple(meta['data_shape'])}, "
+                f"checkpoint {path} was trained on data of shape {tuple(meta['data_shape'])}, "
                 f"the data now has shape {self.dataset.data_shape}"
             )
-        _load_weights(self.model, _prefixed(tensors, "model."), str(files[-1]))
-        _load_weights(self.ema, _prefixed(tensors, "ema."), str(files[-1]))
+        _load_weights(self.model, _prefixed(tensors, "model."), str(path))
+        _load_weights(self.ema, _prefixed(tensors, "ema."), str(path))
         optim_state = meta["optimizer"]
         state = {}
         for idx, scalars in optim_state["state"].items():
@@ -399,7 +405,7 @@ class Trainer:
             torch.cuda.set_rng_state(_unb64(mine["cuda"]), self.device)
         self.generator.set_state(_unb64(mine["noise"]))
         self.step = int(meta["step"])
-        self.last_checkpoint = files[-1]
+        self.last_checkpoint = path
 
     # ---- one step ------------------------------------------------------------------------
     def _lr(self, step: int) -> float:
