@@ -25,6 +25,15 @@ def _load(run: Path | None):
         fail(str(err))
 
 
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads < 0:
+        fail(f"--threads must be >= 0, got {threads}")
+    if threads > 0:  # on a busy machine one thread per process is often much faster
+        torch.set_num_threads(threads)
+
+
 def _split(text: str, what: str) -> list[str]:
     items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
@@ -52,6 +61,7 @@ def likelihood(
     atol: Annotated[float, typer.Option(help="ODE absolute tolerance")] = 1e-5,
     seed: Annotated[int, typer.Option(help="seed of the dequantization, probe and VLB noise")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
 ) -> None:
     """Negative log-likelihood of held-out data (bits/dim for quantized images, nats/dim otherwise)."""
     import torch
@@ -61,6 +71,7 @@ def likelihood(
 
     if method not in METHODS:
         fail(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")
+    _set_threads(threads)
     if num < 1:
         fail(f"--num must be a positive integer, got {num}")
     r = _load(run)
@@ -113,6 +124,7 @@ def evaluate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="where to write the JSON (default: RUN/eval_SOLVER_STEPS.json)")
     ] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
 ) -> None:
     """Sample quality (FD/KID in classifier features for images, SW2/MMD for points) and NLL of a run."""
     from ..compare import evaluate_run
@@ -129,6 +141,7 @@ def evaluate(
             fail(f"unknown likelihood method {m!r}; choose one of: {', '.join(METHODS)}")
     if steps < 1 or num < 2:
         fail("--steps must be >= 1 and --num >= 2")
+    _set_threads(threads)
     r = _load(run)
     try:
         result = evaluate_run(
@@ -165,6 +178,7 @@ def compare_losses_command(
     nll_num: Annotated[int, typer.Option("--nll-num", help="held-out samples for the likelihoods")] = 200,
     vlb_steps: Annotated[int, typer.Option("--vlb-steps", help="VLB chain length (0: the training N)")] = 0,
     progress: Annotated[bool, typer.Option(help="show training progress bars")] = False,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
 ) -> None:
     """Train one model per (weighting, time) on equal budgets and compare likelihood and sample quality."""
     import dataclasses
@@ -177,7 +191,9 @@ def compare_losses_command(
         base,
         model=dataclasses.replace(base.model, net=net, width=width),
         optim=dataclasses.replace(OptimConfig(), lr=lr),
+        threads=threads,
     )
+    _set_threads(threads)
     try:
         result = compare_losses(
             data,
