@@ -310,6 +310,12 @@ def _score_fn(model, sde, prediction):
         out = model(x, t)
         if out.shape != x.shape:
             raise ValueError(f"model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
+        if x.requires_grad and not out.requires_grad:
+            raise ValueError(
+                "the model's output has no autograd graph with respect to x (is x detached, or is the model run "
+                "under torch.no_grad/inference_mode?); the ODE likelihood needs the divergence of the drift by "
+                "autograd, and a detached output would silently drop the score's contribution"
+            )
         return from_eps("score", to_eps(prediction, out, x, alpha, sigma), x, alpha, sigma)
 
     return score

@@ -263,4 +263,6 @@ def test_bad_input_is_refused_with_names():
         log_likelihood(model, sde, x, method="vlb", steps=1)
     with pytest.raises(ValueError, match="model returned shape"):
         log_likelihood(lambda x, t: x[:, :1], sde, x)
+    with pytest.raises(ValueError, match="no autograd graph"):  # would silently drop the score term
+        log_likelihood(lambda x, t: model(x.detach(), t), sde, x)
     assert sd.log_likelihood is log_likelihood
