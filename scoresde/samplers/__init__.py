@@ -1,0 +1,189 @@
+"""Sampling: one entry point, :func:`sample`, for discrete ancestral steps and every SDE/ODE solver.
+
+Solvers live one family per module and register themselves in :data:`SOLVERS` under their
+CLI names:
+
+==================  ==========================================================  =====  ==========
+name                method                                                      order  stochastic
+==================  ==========================================================  =====  ==========
+ancestral           DDPM Alg. 2 on the chain of the grid (Ho et al. 2020)        —      yes
+euler-maruyama      reverse-time SDE, Euler–Maruyama (Anderson 1982)             ½      yes
+reverse-diffusion   reverse-diffusion predictor (Song et al. 2021, eq. 47)       ½      yes
+pc                  predictor–corrector, Langevin corrector (Song et al. Alg. 5)  ½      yes
+ode                 probability-flow ODE, scipy ``solve_ivp`` (adaptive)        5      no
+heun                probability-flow ODE, Heun (Karras et al. 2022, Alg. 1)      2      no
+ddim                DDIM, η ≥ 0 (Song, Meng & Ermon 2021)                        1      η > 0
+dpm-solver++        DPM-Solver++ 2M / 3M in log-SNR (Lu et al. 2022)             2–3    no
+torchsde            reverse-time SDE with ``torchsde.sdeint`` in s = T − t       ½–1½   yes
+==================  ==========================================================  =====  ==========
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..param import PREDICTIONS
+from ..schedules import time_grid
+from ..sde import SDE
+from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver  # noqa: F401  (register solvers)
+from .common import SOLVERS, Context, Denoiser, Solver
+
+__all__ = ["SOLVERS", "SampleInfo", "Solver", "sample"]
+
+_LOG_SNR_GRIDS = ("log-snr", "karras")
+
+
+@dataclass
+class SampleInfo:
+    """What a call to :func:`sample` did.
+
+    Attributes:
+        solver: the solver's name.
+        nfe: number of model evaluations (all chunks together), including the denoising step.
+        times: the float64 time grid t_0 < … < t_N that was walked (from t_N down).
+        trajectory: when asked (``trajectory=True``), the states at t_N, …, t_0 stacked as
+            (N+1, batch, ...) — for ``ode``/``torchsde`` the states at the grid times.
+        denoised: whether a final noise-free denoising step x̂_0(x, t_0) was applied.
+    """
+
+    solver: str
+    nfe: int
+    times: Tensor
+    trajectory: Tensor | None = None
+    denoised: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def sample(
+    model: Callable[[Tensor, Tensor], Tensor],
+    sde: SDE,
+    shape: tuple[int, ...] | torch.Size,
+    solver: str = "ancestral",
+    steps: int = 1000,
+    prediction: str = "eps",
+    generator: torch.Generator | None = None,
+    *,
+    grid: str | Tensor = "uniform",
+    t_min: float | None = None,
+    denoise: bool | None = None,
+    clip_x0: float | None = None,
+    batch_size: int | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    return_info: bool = False,
+    trajectory: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    **options: Any,
+) -> Tensor | tuple[Tensor, SampleInfo]:
+    """Draw samples by integrating ``sde``'s reverse process from its prior with ``solver``.
+
+    Args:
+        model: ``model(x, t)`` with x of shape (batch, ...) and t of shape (batch,) in continuous
+            time; returns a tensor shaped like x holding ``prediction``.
+        sde: the forward SDE the model was trained on (VP, sub-VP, VE, or any :class:`SDE`).
+        shape: the shape of the output, (n, ...) — (n, 2) for points, (n, C, H, W) for images.
+        solver: a name from :data:`SOLVERS` (the CLI's ``--solver``).
+        steps: number of steps N of the time grid (``ode``: the grid is only used for the trajectory).
+        prediction: what the model returns: ``eps``, ``score``, ``x0`` or ``v``.
+        generator: the source of all randomness (x_T and every noise draw); on the sampling device.
+        grid: a time-grid name from ``TIME_GRIDS`` (uniform, quadratic, log-snr, karras) or an
+            explicit increasing float tensor of times (then ``steps`` is its length − 1).
+        t_min: end time ε of the grid; default per solver (0 for ``ancestral``/``ddim``, so that
+            the full uniform N-step chain is exactly DDPM; 1e-3 for the SDE/ODE solvers).
+        denoise: apply a final noise-free step x ← x̂_0(x, t_min) (one more NFE). Default: when t_min > 0.
+        clip_x0: clip x̂_0 to [−c, c] at every evaluation (images in [−1, 1]: c = 1).
+        batch_size: solve in chunks of at most this many samples (each chunk draws from
+            ``generator`` in turn, so results depend on the chunking but stay reproducible).
+        callback: called after every step with a dict (t, x, nfe, progress in [0, 1], chunk, chunks).
+        return_info: also return a :class:`SampleInfo`.
+        trajectory: record the states along the grid in ``SampleInfo.trajectory``.
+        dtype, device: of the samples (and of x, t given to the model). Default device: the
+            generator's, else CPU.
+        **options: solver options, e.g. ``variance="large"`` (ancestral), ``eta=1`` (ddim),
+            ``order=3`` (dpm-solver++), ``snr=0.16, corrector_steps=1`` (pc),
+            ``method="srk"`` (torchsde), ``method="RK45", rtol=1e-5, atol=1e-5`` (ode).
+
+    Returns:
+        The samples (shape ``shape``), and the :class:`SampleInfo` if ``return_info``.
+
+    Raises:
+        ValueError: unknown solver, steps < 1, an option the solver does not take, a model output
+            of the wrong shape or not finite (the message names the time), bad grid or t_min.
+    """
+    spec = SOLVERS.get(solver)
+    if isinstance(grid, Tensor):
+        times = time_grid(sde, 1, grid)
+        steps = times.numel() - 1
+    else:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if t_min is None:  # the solver's default; grids in log-SNR cannot start at t = 0 (λ = ∞)
+            t_min = spec.t_min if spec.t_min > 0 or grid not in _LOG_SNR_GRIDS else 1e-3
+        t_min = float(t_min)
+        times = time_grid(sde, int(steps), grid, t_min=t_min)
+    if spec.needs_positive_t_min and times[0] <= 0:
+        raise ValueError(
+            f"solver {solver!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
+        )
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+    opts = spec.check_options(options)
+    shape = _check_shape(shape)
+    n = shape[0]
+    if batch_size is None:
+        batch_size = n
+    elif isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if clip_x0 is not None and not (math.isfinite(float(clip_x0)) and clip_x0 > 0):
+        raise ValueError(f"clip_x0 must be a positive finite number or None, got {clip_x0!r}")
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"the generator is on {generator.device} but sampling runs on {device}; create it there")
+    denoise = bool(times[0] > 0) if denoise is None else bool(denoise)
+    if denoise and times[0] <= 0:
+        denoise = False  # x at t = 0 is already noise-free
+
+    den = Denoiser(model, sde, prediction, times, dtype=dtype, device=device, clip_x0=clip_x0)
+    chunks = list(range(0, n, int(batch_size)))
+    outputs, paths = [], []
+    with torch.inference_mode():
+        for c, start in enumerate(chunks):
+            size = min(int(batch_size), n - start)
+            x = sde.prior_sample((size, *shape[1:]), generator, dtype=dtype, device=device)
+            ctx = Context(den, sde, times, generator, callback, record=trajectory, chunk=(c, len(chunks)))
+            if trajectory:
+                ctx.trajectory.append(x)
+            x = spec.fn(ctx, x, **opts)
+            if denoise:
+                x = den.x0(x, 0)
+            den.raise_if_nonfinite()
+            outputs.append(x)
+            if trajectory:
+                paths.append(torch.stack(ctx.trajectory))
+    x = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    if not return_info:
+        return x
+    path = None if not trajectory else paths[0] if len(paths) == 1 else torch.cat(paths, dim=1)
+    return x, SampleInfo(spec.name, den.nfe, times, path, denoise, opts)
+
+
+def _check_shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in shape)
+        ok = len(dims) >= 1 and all(d >= 1 for d in dims) and all(int(d) == d for d in shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"shape must be a tuple of positive integers (batch, ...), got {shape!r}")
+    return dims

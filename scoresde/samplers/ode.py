@@ -1,0 +1,73 @@
+"""Solvers of the probability-flow ODE dx/dt = f(t) x − ½ g(t)² s(x, t) (Song et al. 2021, eq. 13).
+
+* ``ode`` — scipy's adaptive ``solve_ivp`` in t, as in Song et al. (2021, App. D.1: RK45,
+  rtol = atol = 1e-5); NFE is whatever the solver used.
+* ``heun`` — fixed-step second order (Karras et al. 2022, Alg. 1). Written in the variables
+  y = x/α and σ̂ = σ/α (Karras et al. eq. 4 with s(t) = α(t), σ(t) = σ̂), in which the ODE of any
+  linear-Gaussian SDE reads dy/dσ̂ = ε̂(x, t): an Euler step there is exactly DDIM (η = 0), and
+  Heun's trapezoidal correction makes it second order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .common import Context, register
+
+
+@register("ode", order=5, stochastic=False, needs_positive_t_min=True)
+def ode(ctx: Context, x: Tensor, *, method: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
+    """Probability-flow ODE with scipy.integrate.solve_ivp (adaptive; Song et al. 2021, App. D.1)."""
+    from scipy.integrate import solve_ivp
+
+    methods = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+    if method not in methods:
+        raise ValueError(f"unknown ODE method {method!r}; choose one of: {', '.join(methods)}")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    sde, den = ctx.sde, ctx.den
+    shape, dtype, device = x.shape, x.dtype, x.device
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
+        eps, _, _, sigma = den.at(xt, float(t))
+        t64 = torch.tensor(t, dtype=torch.float64)
+        f, g2 = sde._drift_coef(t64).item(), sde._g2(t64).item()
+        # dx/dt = f x − ½ g² s = f x + ½ g² ε̂/σ
+        dx = xt * f + eps * (0.5 * g2 / sigma)
+        ctx.report(0, xt, t=float(t))
+        return dx.to(torch.float64).flatten().cpu().numpy()
+
+    times = ctx.times.tolist()
+    t_eval = times[::-1] if ctx.record else None
+    y0 = x.to(torch.float64).flatten().cpu().numpy()
+    sol = solve_ivp(rhs, (times[-1], times[0]), y0, method=method, rtol=rtol, atol=atol, t_eval=t_eval)
+    if not sol.success:
+        raise RuntimeError(f"solve_ivp ({method}) failed: {sol.message}")
+    if ctx.record:  # the states at the grid times, from t_N down to t_0
+        ctx.trajectory[:] = [torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape) for y in sol.y.T]
+    return torch.from_numpy(sol.y[:, -1].copy()).to(device=device, dtype=dtype).reshape(shape)
+
+
+@register("heun", order=2, stochastic=False)
+def heun(ctx: Context, x: Tensor) -> Tensor:
+    """Heun's 2nd-order probability-flow solver (Karras et al. 2022, Alg. 1) in y = x/α, σ̂ = σ/α."""
+    A, S = ctx.sde.marginal(ctx.times)
+    s_hat = S / A
+    # Euler in (y, σ̂): y_{i−1} = y_i + (σ̂_{i−1} − σ̂_i) ε̂, i.e. x_{i−1} = (A_{i−1}/A_i) x_i + A_{i−1}(σ̂_{i−1} − σ̂_i) ε̂
+    c_x = (A[:-1] / A[1:]).tolist()
+    c_eps = (A[:-1] * (s_hat[:-1] - s_hat[1:])).tolist()
+    last_is_data = bool(S[0] == 0)
+    for i in range(ctx.steps, 0, -1):
+        d = ctx.den.eps(x, i)
+        x_euler = x.mul(c_x[i - 1]).add_(d, alpha=c_eps[i - 1])  # Alg. 1 line 5
+        if i == 1 and last_is_data:  # Alg. 1 line 6: no correction when stepping to σ = 0
+            x = x_euler
+        else:
+            d_prime = ctx.den.eps(x_euler, i - 1)  # lines 7–8: trapezoidal rule
+            x = x.mul(c_x[i - 1]).add_(d.add(d_prime), alpha=0.5 * c_eps[i - 1])
+        ctx.report(i - 1, x)
+    return x

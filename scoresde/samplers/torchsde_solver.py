@@ -1,0 +1,86 @@
+"""The reverse-time SDE solved by torchsde (Li et al. 2020; Kidger et al. 2021).
+
+torchsde integrates forward in time, so we integrate y(s) = x(T − s) for s ∈ [0, T − t_min]:
+
+    dy = [−f(t) y − g(t)² ε̂(y, t)/σ(t)] ds + g(t) dW_s,   t = T − s
+
+(the reverse SDE of Anderson 1982 with s = −ε̂/σ). Its noise is additive (g depends on t only),
+so the Itô and Stratonovich forms coincide and every torchsde method for diagonal noise
+applies. The Brownian motion is a ``BrownianInterval`` whose entropy is drawn from the caller's
+generator, so a seeded generator reproduces the samples.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .common import Context, register
+
+_ITO = ("euler", "milstein", "srk")
+_STRATONOVICH = ("midpoint", "heun", "euler_heun", "reversible_heun", "log_ode")
+METHODS = _ITO + _STRATONOVICH
+
+
+class _ReverseInS:
+    """The reverse SDE in s = T − t, flattened to torchsde's (batch, state) layout."""
+
+    noise_type = "diagonal"
+
+    def __init__(self, ctx: Context, shape: torch.Size, sde_type: str) -> None:
+        self.ctx, self.shape, self.sde_type = ctx, shape, sde_type
+        self.T = ctx.den.t_list[-1]
+
+    def _coefs(self, s: Tensor) -> tuple[float, float, float]:
+        t = torch.as_tensor(self.T - float(s), dtype=torch.float64).clamp(0, self.T)
+        return t.item(), self.ctx.sde._drift_coef(t).item(), self.ctx.sde._g2(t).item()
+
+    def f(self, s: Tensor, y: Tensor) -> Tensor:
+        t, f, g2 = self._coefs(s)
+        x = y.reshape(self.shape)
+        eps, _, _, sigma = self.ctx.den.at(x, t)
+        self.ctx.report(0, x, t=t)
+        return (x * -f - eps * (g2 / sigma)).flatten(1)
+
+    def g(self, s: Tensor, y: Tensor) -> Tensor:
+        _, _, g2 = self._coefs(s)
+        return torch.full_like(y, g2**0.5)
+
+
+@register("torchsde", order=0.5, stochastic=True, needs_positive_t_min=True)
+def torchsde_solver(ctx: Context, x: Tensor, *, method: str = "euler") -> Tensor:
+    """The reverse-time SDE solved by torchsde.sdeint in s = T − t (method: euler, milstein, srk, heun, ...)."""
+    import torchsde
+
+    if method not in METHODS:
+        raise ValueError(f"unknown torchsde method {method!r}; choose one of: {', '.join(METHODS)}")
+    times = ctx.times
+    steps = ctx.steps
+    uniform = torch.linspace(times[0].item(), times[-1].item(), steps + 1, dtype=torch.float64)
+    if not torch.allclose(times, uniform, rtol=0, atol=1e-12):
+        raise ValueError("the torchsde solver takes fixed uniform steps; use grid='uniform'")
+    T, t_min = times[-1].item(), times[0].item()
+    dt = (T - t_min) / steps
+    sde = _ReverseInS(ctx, x.shape, "ito" if method in _ITO else "stratonovich")
+    y0 = x.flatten(1)
+    # explicit entropy from the caller's generator: no global RNG, reproducible from the seed
+    entropy = int(torch.randint(0, 2**62, (1,), generator=ctx.generator, device=x.device).item())
+    levy = {"srk": "space-time", "log_ode": "foster"}.get(method, "none")
+    # output times in s, in the state's dtype; the Brownian interval spans exactly [s_0, s_end]
+    s_grid = (T - times.flip(0)) if ctx.record else torch.tensor([0.0, T - t_min], dtype=torch.float64)
+    s_grid = s_grid.to(x.dtype)
+    s_grid[0] = 0.0
+    bm = torchsde.BrownianInterval(
+        t0=0.0,
+        t1=s_grid[-1].item(),
+        size=y0.shape,
+        dtype=x.dtype,
+        device=x.device,
+        entropy=entropy,
+        dt=dt,
+        levy_area_approximation=levy,
+    )
+    ys = torchsde.sdeint(sde, y0, s_grid.to(x.device), bm=bm, method=method, dt=dt)
+    if ctx.record:
+        ctx.trajectory[:] = [y.reshape(x.shape) for y in ys]
+    return ys[-1].reshape(x.shape)
