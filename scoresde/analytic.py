@@ -107,7 +107,7 @@ class GaussianMixture:
     ):
         if tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"x must have shape (batch, *{self.data_shape}), got {tuple(x.shape)}")
-        x64 = x.detach().to(torch.float64).flatten(1)  # (B, D)
+        x64 = x.to(torch.float64).flatten(1)  # (B, D); differentiable for autograd checks
         B = x64.shape[0]
         if coefs is not None:
             alpha, sigma = coefs
@@ -167,7 +167,7 @@ class Gaussian(GaussianMixture):
 
     def __init__(self, mean: Tensor | Sequence, std: Tensor | Sequence | float) -> None:
         mean = torch.as_tensor(mean, dtype=torch.float64)
-        super().__init__([1.0], mean[None], torch.as_tensor(std, dtype=torch.float64).expand_as(mean)[None])
+        super().__init__([1.0], mean[None], torch.as_tensor(std, dtype=torch.float64)[None])
 
     def marginal_moments(self, sde: SDE, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """(mean, variance) of p_t: α μ and α² s² + σ² (scalar t)."""
