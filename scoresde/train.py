@@ -281,15 +281,24 @@ def latest_run(root: str | os.PathLike = "runs") -> Path | None:
 
 def _data_indices(step: int, n: int, batch: int, seed: int, cache: dict[int, Tensor]) -> Tensor:
     """Indices of global batch ``step``: epochs are seeded permutations, so this is a pure function of step."""
-    k = torch.arange(step * batch, (step + 1) * batch)
+
+    def permutation(e: int) -> Tensor:
+        if e not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            cache[e] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
+        return cache[e]
+
+    first, last = step * batch, (step + 1) * batch - 1
+    if first // n == last // n:  # the usual case: the batch lies inside one epoch
+        start = first % n
+        return permutation(first // n)[start : start + batch]
+    k = torch.arange(first, last + 1)
     epochs, pos = k // n, k % n
     out = torch.empty(batch, dtype=torch.long)
-    for e in epochs.unique().tolist():
-        if e not in cache:
-            cache.clear() if len(cache) > 4 else None
-            cache[e] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
+    for e in range(first // n, last // n + 1):
         mask = epochs == e
-        out[mask] = cache[e][pos[mask]]
+        out[mask] = permutation(e)[pos[mask]]
     return out
 
 
@@ -331,6 +340,9 @@ class Trainer:
         self.model = build_model(c, self.dataset.data_shape, self.dataset.kind, self.sde).to(self.device)
         torch.manual_seed(c.seed + 1 + self.rank)  # dropout: each rank its own stream
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        # listed once: walking the module tree every step costs more than the EMA update itself
+        self._ema_pairs = (list(self.ema.parameters()), list(self.model.parameters()))
+        self._ema_buffers = list(zip(self.ema.buffers(), self.model.buffers(), strict=True))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=c.optim.lr, betas=(c.optim.beta1, c.optim.beta2), weight_decay=c.optim.weight_decay
@@ -450,9 +462,8 @@ class Trainer:
         o = self.config.optim
         # warm-up as TensorFlow's ExponentialMovingAverage(num_updates): decay = min(d, (1+n)/(10+n))
         decay = min(o.ema_decay, (1 + self.step) / (10 + self.step)) if o.ema_warmup else o.ema_decay
-        ema_params = list(self.ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.model.parameters()), 1 - decay)
-        for b_ema, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+        torch._foreach_lerp_(*self._ema_pairs, 1 - decay)
+        for b_ema, b in self._ema_buffers:
             b_ema.copy_(b)
 
     # ---- the loop ------------------------------------------------------------------------
