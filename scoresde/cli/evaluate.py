@@ -177,6 +177,9 @@ def compare_losses_command(
     num: Annotated[int, typer.Option(help="samples per solver")] = 500,
     nll_num: Annotated[int, typer.Option("--nll-num", help="held-out samples for the likelihoods")] = 200,
     vlb_steps: Annotated[int, typer.Option("--vlb-steps", help="VLB chain length (0: the training N)")] = 0,
+    importance: Annotated[
+        bool, typer.Option(help="importance-sample training times ∝ w(t) in every setting (no-op for simple)")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show training progress bars")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
 ) -> None:
@@ -208,6 +211,7 @@ def compare_losses_command(
             num_samples=num,
             nll_num=nll_num,
             vlb_steps=vlb_steps or None,
+            importance=importance,
             config=base,
             progress=progress,
             log=typer.echo,
