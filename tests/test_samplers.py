@@ -15,6 +15,19 @@ DATA = Gaussian([0.5, -1.0], [0.3, 1.5])
 N_MC = 4000
 
 
+def _cheap_gaussian_eps(sde, data: Gaussian = DATA):
+    """ε* of a Gaussian written out with no argument checks: cheap enough for thousands of steps."""
+    mean, std = data.means[0].flatten(), data.stds[0].flatten()
+
+    def model(x, t):
+        t = t.double()
+        alpha, sigma = torch.exp(sde._log_alpha(t))[:, None], sde._sigma(t)[:, None]
+        var = alpha**2 * std**2 + sigma**2
+        return (sigma / var * (x.double().flatten(1) - alpha * mean)).reshape(x.shape).to(x.dtype)
+
+    return model
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -48,7 +61,7 @@ MOMENT_SETTINGS = {
 def test_every_solver_reproduces_gaussian_moments(solver):
     sde = sd.VPSDE()
     steps, kw = MOMENT_SETTINGS[solver]
-    x = sd.sample(DATA.model(sde), sde, (N_MC, 2), solver, steps=steps, generator=_gen(1), **kw)
+    x = sd.sample(_cheap_gaussian_eps(sde), sde, (N_MC, 2), solver, steps=steps, generator=_gen(1), **kw)
     _check_moments(x, DATA, bias=0.02, what=solver)
 
 
@@ -66,7 +79,7 @@ def test_every_solver_reproduces_gaussian_moments(solver):
 def test_other_sdes_reproduce_gaussian_moments(sde, solver, steps):
     # the ODE solvers on VE / dpm-solver++ on sub-VP take their steps uniform in log-SNR
     grid = "log-snr" if solver != "ancestral" else "uniform"
-    x = sd.sample(DATA.model(sde), sde, (N_MC, 2), solver, steps=steps, generator=_gen(2), grid=grid)
+    x = sd.sample(_cheap_gaussian_eps(sde), sde, (N_MC, 2), solver, steps=steps, generator=_gen(2), grid=grid)
     _check_moments(x, DATA, bias=0.02, what=f"{sde} {solver}")
 
 
@@ -74,8 +87,7 @@ def test_ancestral_full_chain_is_ddpm_algorithm_2():
     """Full 1000-step chain of the VP SDE == a hand-written Ho et al. Alg. 2 loop on its betas (float64)."""
     sde = sd.VPSDE()
     betas = sde.discretize(1000).betas  # DDPM's chain of this SDE (tests/test_discrete.py checks it)
-    data = GaussianMixture([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.2]], [[0.2, 0.1], [0.1, 0.3]])
-    model = data.model(sde)
+    model = _cheap_gaussian_eps(sde)
     shape = (16, 2)
     x = sd.sample(model, sde, shape, "ancestral", steps=1000, generator=_gen(3), dtype=torch.float64)
 
@@ -96,7 +108,7 @@ def test_ancestral_full_chain_is_ddpm_algorithm_2():
 
 def test_ddim_eta_one_is_ancestral_small():
     sde = sd.VPSDE()
-    model = DATA.model(sde)
+    model = _cheap_gaussian_eps(sde)
     kw = {"steps": 50, "dtype": torch.float64}
     a = sd.sample(model, sde, (2000, 2), "ancestral", generator=_gen(4), variance="small", **kw)
     b = sd.sample(model, sde, (2000, 2), "ddim", generator=_gen(4), eta=1.0, **kw)
@@ -114,12 +126,15 @@ def test_torchsde_euler_agrees_with_euler_maruyama_in_distribution():
     sde = sd.VPSDE()
     data = GaussianMixture([0.3, 0.7], [[-1.0], [1.0]], [[0.3], [0.2]])
     model = data.model(sde)
-    a = sd.sample(model, sde, (3000, 1), "euler-maruyama", steps=100, generator=_gen(6), denoise=False)
-    b = sd.sample(model, sde, (3000, 1), "torchsde", steps=100, generator=_gen(7), denoise=False, method="euler")
+    a = sd.sample(model, sde, (3000, 1), "euler-maruyama", steps=60, generator=_gen(6), denoise=False)
+    b = sd.sample(model, sde, (3000, 1), "torchsde", steps=60, generator=_gen(7), denoise=False, method="euler")
     assert ks_2samp(a[:, 0].numpy(), b[:, 0].numpy()).pvalue > 1e-3
     # both are the same discrete scheme: the fraction in the right-hand mode matches the weight too
     for x in (a, b):
         assert abs((x[:, 0] > 0).double().mean().item() - 0.7) < 5 * math.sqrt(0.21 / 3000)
+    # and the two-sample test has power: EM with far too few steps is told apart
+    c = sd.sample(model, sde, (3000, 1), "euler-maruyama", steps=3, generator=_gen(8), denoise=False)
+    assert ks_2samp(a[:, 0].numpy(), c[:, 0].numpy()).pvalue < 1e-6
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -172,18 +187,6 @@ def test_no_nan_or_inf_for_few_steps(solver, dtype):
         x = sd.sample(model, sde, (64, 2), solver, steps, "x0", _gen(12), dtype=dtype)
         assert x.dtype == dtype
         assert torch.isfinite(x).all(), f"{solver} steps={steps} produced non-finite samples"
-
-
-def _cheap_gaussian_eps(sde, mean=0.5, std=0.3):
-    """ε* of N(mean, std²) per coordinate, with no argument checks: cheap enough for 4000 steps."""
-
-    def model(x, t):
-        t = t.double()
-        alpha, sigma = torch.exp(sde._log_alpha(t)), sde._sigma(t)
-        var = alpha**2 * std**2 + sigma**2
-        return ((sigma / var)[:, None] * (x.double() - alpha[:, None] * mean)).to(x.dtype)
-
-    return model
 
 
 @pytest.mark.parametrize("solver", [s for s in SOLVERS if s != "ode"])
@@ -280,6 +283,10 @@ def test_non_finite_model_output_names_the_time():
         sd.sample(model, sde, (4, 2), "ancestral", 10)
     with pytest.raises(ValueError, match=r"not finite"):
         sd.sample(model, sde, (4, 2), "ode", 10)
+    with pytest.raises(ValueError, match=r"not finite \(NaN or inf\) at t=1"):  # +inf and -inf: NaN sum
+        sd.sample(lambda x, t: x * torch.tensor([torch.inf, -torch.inf]), sde, (4, 2), "ddim", 10)
+    # huge but finite outputs (their float32 sum overflows) are not an error
+    sd.sample(lambda x, t: torch.full_like(x, 3e38), sde, (4, 2), "ddim", 2, denoise=False)
 
 
 def test_other_bad_input():

@@ -20,7 +20,7 @@ def problem():
     )
     sde = sd.VPSDE()
     model = data.model(sde)
-    common = {"generator_seed": 1, "shape": (100, 2)}
+    common = {"generator_seed": 1, "shape": (50, 2)}
     ref = sd.sample(
         model,
         sde,
@@ -31,8 +31,8 @@ def problem():
         dtype=torch.float64,
         denoise=False,
         method="DOP853",
-        rtol=1e-11,
-        atol=1e-11,
+        rtol=1e-10,
+        atol=1e-10,
     )
     return sde, model, ref, common
 

@@ -186,7 +186,9 @@ class Denoiser:
     def _check_finite(self, pred: Tensor, t: float) -> None:
         if self._deferred:
             self._finite.append((torch.isfinite(pred).all(), t))
-        elif not bool(torch.isfinite(pred).all()):
+        # on the CPU a sum is ~15x cheaper than isfinite().all(): NaN/inf propagate into it, and a
+        # non-finite sum (possibly an overflow of finite values) is confirmed element-wise
+        elif not math.isfinite(pred.sum().item()) and not bool(torch.isfinite(pred).all()):
             raise ValueError(f"the model output is not finite (NaN or inf) at t={t:.6g}")
 
     def raise_if_nonfinite(self) -> None:
