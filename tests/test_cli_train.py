@@ -157,3 +157,24 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     result = run("--out", str(out), "--resume", "--steps", str(step + 2), "--quiet")
     assert result.exit_code == 0, result.stderr
     assert (out / "checkpoints" / f"step_{step + 2:08d}.json").is_file()
+
+
+def test_train_then_sample_round_trip(tmp_path, monkeypatch):
+    """`scoresde train` writes runs/NAME; `scoresde sample` (no --run) finds and samples it."""
+    monkeypatch.chdir(tmp_path)
+    result = run("--data", "moons", "--width", "16", "--steps", "3", "--out", "runs/tiny", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    for target in ("points.npz", "points.png"):
+        sampled = CliRunner().invoke(
+            app, ["sample", "--solver", "ancestral", "--steps", "10", "--num", "32", "--out", target]
+        )
+        assert sampled.exit_code == 0, sampled.output + sampled.stderr
+    x = np.load(tmp_path / "points.npz")["samples"]
+    assert x.shape == (32, 2) and np.isfinite(x).all()
+    assert (tmp_path / "points.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    images = run("--out", "runs/img", "--steps", "2", *TINY)
+    assert images.exit_code == 0, images.stderr
+    sampled = CliRunner().invoke(
+        app, ["sample", "--run", "runs/img", "--steps", "5", "--num", "4", "--out", "grid.png"]
+    )
+    assert sampled.exit_code == 0, sampled.output + sampled.stderr
