@@ -367,19 +367,27 @@ class Trainer:
 
     # ---- setup --------------------------------------------------------------------------
     def _setup_distributed(self) -> None:
+        """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), if any."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         cuda = torch.cuda.is_available() and self.config.device != "cpu"
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
-        self.world = dist.get_world_size() if dist.is_initialized() else 1
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
         if self.config.device == "auto":
             device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
         else:
             device = torch.device(self.config.device)
         if device.type == "cuda":
-            torch.cuda.set_device(device)
+            torch.cuda.set_device(device)  # before NCCL starts, so each rank talks from its own GPU
+        self._owns_group = world > 1 and not dist.is_initialized()
+        if self._owns_group:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.device = device
+
+    def close(self) -> None:
+        """Leave the process group if this trainer created it."""
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._owns_group = False
 
     def _resume(self) -> None:
         files = _checkpoint_files(self.run_dir)
@@ -689,4 +697,8 @@ def train(
     config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True, **kwargs
 ) -> TrainResult:
     """Train as ``config`` says into ``run_dir`` (see :class:`Trainer`)."""
-    return Trainer(config, run_dir, resume=resume, progress=progress, **kwargs).run()
+    trainer = Trainer(config, run_dir, resume=resume, progress=progress, **kwargs)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

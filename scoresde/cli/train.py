@@ -202,9 +202,12 @@ def train(
                     f"run folder {out} already holds checkpoints; pass --resume to continue it or choose another --out"
                 )
         trainer = Trainer(config, out, resume=resume, progress=not quiet, log=lambda m: typer.echo(m, err=True))
-        if not quiet:
+        if not quiet and trainer.rank == 0:
             typer.echo(f"training {config.steps} steps into {out} on {trainer.device} ({trainer.world} rank(s))")
-        result = trainer.run()
+        try:
+            result = trainer.run()
+        finally:
+            trainer.close()
     except KeyboardInterrupt:
         fail("aborted by a second Ctrl-C; the newest complete checkpoint is kept", code=130)
     except TrainingDiverged as err:
