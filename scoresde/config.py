@@ -34,6 +34,7 @@ __all__ = [
     "TrainConfig",
     "from_dict",
     "load_toml",
+    "merge",
     "replace_path",
     "to_dict",
 ]

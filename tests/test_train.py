@@ -222,3 +222,18 @@ def test_torchrun_two_ranks_stay_in_sync_and_write_one_checkpoint(tmp_path):
     assert meta["world_size"] == 2 and len(meta["rng"]) == 2
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # written once (rank 0), not once per rank
+
+
+def test_config_round_trips_through_json_and_rejects_bad_values():
+    from scoresde.config import TrainConfig, to_dict
+
+    config = from_dict({"model": {"channel_mult": [1, 2, 2]}, "loss": {"importance": True}, "optim": {"lr": 1}})
+    assert config.model.channel_mult == (1, 2, 2) and config.optim.lr == 1.0
+    assert from_dict(json.loads(json.dumps(to_dict(config)))) == config
+    assert from_dict({}) == TrainConfig()
+    with pytest.raises(ValueError, match="'steps' must be int"):
+        from_dict({"steps": "many"})
+    with pytest.raises(ValueError, match=r"'loss\.importance' must be bool"):
+        from_dict({"loss": {"importance": 1}})
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        Trainer(from_dict({"steps": 0}), "unused", progress=False)
