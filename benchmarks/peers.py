@@ -1,0 +1,569 @@
+"""scoresde against diffusers, side by side in one run: training speed, sampling speed, quality per budget.
+
+One command writes one report, ``benchmarks/results/peers.md``::
+
+    python benchmarks/peers.py                      # CPU, 8x8 digits, tiny UNet: ~10 minutes on one core
+    python benchmarks/peers.py --budget 600         # quality at a 10-minute training budget per recipe
+    python benchmarks/peers.py --quick              # fewer repeats, 30 s budget: a smoke run
+    python benchmarks/peers.py --size cifar10 --device cuda --skip-quality   # the paper's 35.7M UNet on a GPU
+
+Needs the ``bench`` extra (diffusers, matplotlib) and, for the quality section, the ``data`` extra.
+
+**Training throughput.** One network size (``--size``: the ``tiny`` UNet on 1x8x8 digits, or the
+``cifar10`` UNet on 3x32x32) and one batch. Three loops, interleaved, ``--repeats`` times, medians:
+
+* *diffusers loop*: ``UNet2DModel`` + ``DDPMScheduler.add_noise`` + MSE to ε + AdamW, the loop of
+  diffusers' ``train_unconditional.py`` stripped to its core. The ``UNet2DModel`` is configured as
+  the DDPM UNet (same widths, levels, attention resolution, single-head attention): its parameter
+  count equals ours exactly (both are printed);
+* *the same loop on our UNet* (``scoresde.nets.UNet``, integer timestep as its label): against the
+  first row it isolates the network's speed;
+* *scoresde Trainer* (``Trainer.run``, the default recipe: discrete t, ``simple`` weighting, LR
+  warm-up, gradient clipping, EMA, per-t-bin metrics and one final checkpoint): against the second
+  row it isolates the trainer's overhead.
+
+**Sampling throughput.** One network (ours, wrapped once as ``model(x, t)``; diffusers' timestep j
+is t = (j + 1)/1000 on our chain, as in ``benchmarks/samplers.py``), seconds per sample at equal
+NFE: our ``ancestral``, ``ddim``, ``dpm-solver++`` against diffusers' ``DDPMScheduler``,
+``DDIMScheduler``, ``DPMSolverMultistepScheduler`` (``trained_betas`` = our chain). The per-step
+overhead is measured with a trivial model (x ↦ x): at image shape here, and at batch 10000 × 2
+by ``benchmarks/samplers.py``'s ``overhead`` (imported, not duplicated).
+
+**Quality at equal training budget** (8x8 digits). Each recipe trains for ``--budget`` seconds of
+one CPU core — converted to steps with the throughput measured above, so both runs are
+reproducible step for step — then draws ``--num`` samples at NFE 20 and 100 with each of its
+samplers; Fréchet distance in the features of the digits classifier (``scoresde.metrics``) to all
+1,797 digits. Recipes: our default (``scoresde train``), the diffusers loop with our optimizer
+settings (AdamW lr 1e-3, no EMA), and the diffusers example's defaults (lr 1e-4, cosine schedule
+with 500 warm-up steps, AdamW β = (0.95, 0.999), weight decay 1e-6).
+
+CPU timings are process CPU time with one torch thread (the steadier clock on a shared machine);
+on CUDA, wall-clock time after a synchronize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/samplers.py: scheduler set-up, step counts, overhead
+
+import scoresde as sd
+from scoresde.config import from_dict
+from scoresde.nets import UNET_SIZES, make_network
+from scoresde.param import Model
+from scoresde.train import Trainer, load_run
+
+N_TRAIN = 1000  # diffusers' num_train_timesteps; our discrete chain of the same length
+SIZES = {"tiny": (1, 8, 8), "cifar10": (3, 32, 32)}
+SOLVER_PAIRS = (("ancestral", "DDPMScheduler"), ("ddim", "DDIMScheduler"), ("dpm-solver++", "DPMSolverMultistep"))
+
+
+# ------------------------------------------------------------------------------ clocks
+
+
+class Clock:
+    """Process CPU time on the CPU (steady on a shared machine), synchronized wall time on CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return time.perf_counter()
+        return time.process_time()
+
+    @property
+    def name(self) -> str:
+        return "wall-clock (CUDA, synchronized)" if self.device.type == "cuda" else "process CPU time"
+
+
+# ------------------------------------------------------------------------------ networks
+
+
+def diffusers_unet(size: str, data_shape: tuple[int, int, int]):
+    """diffusers' UNet2DModel configured as our DDPM UNet of ``size`` (equal parameter count)."""
+    from diffusers import UNet2DModel
+
+    cfg = UNET_SIZES.get(size)
+    channels, levels = cfg["channels"], len(cfg["channel_mult"])
+    down, up, res = [], [], data_shape[-1]
+    for _ in range(levels):
+        down.append("AttnDownBlock2D" if res in cfg["attention_resolutions"] else "DownBlock2D")
+        res //= 2
+    up = ["AttnUpBlock2D" if b.startswith("Attn") else "UpBlock2D" for b in reversed(down)]
+    return UNet2DModel(
+        sample_size=data_shape[-1],
+        in_channels=data_shape[0],
+        out_channels=data_shape[0],
+        block_out_channels=tuple(channels * m for m in cfg["channel_mult"]),
+        layers_per_block=cfg["num_res_blocks"],
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        attention_head_dim=None,  # one head, as Ho et al. (and our UNet)
+        dropout=cfg["dropout"],
+    )
+
+
+class DiffusersNet(torch.nn.Module):
+    """UNet2DModel called as ``net(x, label)`` like ours (it returns a dataclass otherwise)."""
+
+    def __init__(self, unet) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, label):
+        return self.unet(x, label).sample
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------------------ training loops
+
+
+def diffusers_train(net, data, steps, batch, device, clock, *, lr=1e-3, recipe="plain", bf16=False, seed=0):
+    """The diffusers-style loop: add_noise, MSE to ε, AdamW. Returns seconds on ``clock``.
+
+    ``recipe="example"``: diffusers' train_unconditional.py defaults (AdamW β (0.95, 0.999), weight
+    decay 1e-6, ε 1e-8, cosine schedule with 500 warm-up steps).
+    """
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=N_TRAIN, beta_schedule="linear")
+    if recipe == "example":
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+        lr_sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=500, num_training_steps=steps)
+    else:
+        opt, lr_sched = torch.optim.AdamW(net.parameters(), lr=lr), None
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    start = clock.now()
+    for _ in range(steps):
+        x0 = data[torch.randint(0, len(data), (batch,), generator=g)].to(device, non_blocking=True)
+        noise = torch.randn(x0.shape, generator=g).to(device, non_blocking=True)
+        timesteps = torch.randint(0, N_TRAIN, (batch,), generator=g).to(device, non_blocking=True)
+        noisy = scheduler.add_noise(x0, noise, timesteps)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            pred = net(noisy, timesteps.to(noisy.dtype))
+        loss = F.mse_loss(pred.float(), noise)
+        loss.backward()
+        opt.step()
+        if lr_sched is not None:
+            lr_sched.step()
+        opt.zero_grad(set_to_none=True)
+    return clock.now() - start
+
+
+def trainer_config(size: str, steps: int, batch: int, device: torch.device, data: str, bf16: bool, seed: int = 0):
+    """Our default recipe (``scoresde train``) with the benchmark's size, batch and steps."""
+    return from_dict(
+        {
+            "data": {"name": data},
+            "model": {"size": size},
+            "steps": steps,
+            "batch_size": batch,
+            "checkpoint_every": 0,
+            "sample_every": 0,
+            "log_every": 50,
+            "device": str(device),
+            "bf16": bf16,
+            "threads": 0,  # leave torch's thread setting to main()
+            "seed": seed,
+        }
+    )
+
+
+def trainer_run(config, dataset, run_dir, clock) -> float:
+    trainer = Trainer(config, run_dir, progress=False, dataset=dataset)
+    start = clock.now()
+    trainer.run()
+    return clock.now() - start
+
+
+# ------------------------------------------------------------------------------ sampling loops
+
+
+def diffusers_sample(scheduler, model, shape, steps, generator, device):
+    """diffusers' sampling loop with ``model(x, t)``: timestep j is t = (j + 1)/1000 on our chain."""
+    scheduler.set_timesteps(steps)
+    x = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
+    takes_generator = "generator" in scheduler.step.__code__.co_varnames
+    with torch.inference_mode():
+        for j in scheduler.timesteps:
+            eps = model(x, torch.full((shape[0],), (int(j) + 1) / N_TRAIN, device=device))
+            kwargs = {"generator": generator} if takes_generator else {}
+            x = scheduler.step(eps, j, x, **kwargs).prev_sample
+    return x
+
+
+def make_scheduler(name: str, sde, **overrides):
+    from samplers import diffusers_schedulers
+
+    for label, make, spacing in diffusers_schedulers(sde.discretize(N_TRAIN).betas):
+        if label == name:
+            return make(overrides.get("spacing", spacing))
+    raise KeyError(name)
+
+
+def sampling_times(model, sde, shape, nfes, repeats, device, clock):
+    """{(impl, solver, nfe): median seconds per sample}."""
+    from samplers import steps_for
+
+    out = {}
+    for nfe in nfes:
+        for ours, theirs in SOLVER_PAIRS:
+            runs = {"ours": [], "theirs": []}
+            for _ in range(repeats):
+                g = torch.Generator(device).manual_seed(0)
+                start = clock.now()
+                _, info = sd.sample(
+                    model, sde, shape, ours, steps_for(ours, nfe, {}), generator=g, return_info=True, device=device
+                )
+                runs["ours"].append((clock.now() - start) / shape[0])
+                assert info.nfe == nfe, (ours, info.nfe, nfe)
+                g = torch.Generator(device).manual_seed(0)
+                sched = make_scheduler(theirs, sde)
+                start = clock.now()
+                diffusers_sample(sched, model, shape, nfe, g, device)
+                runs["theirs"].append((clock.now() - start) / shape[0])
+            out[("scoresde", ours, nfe)] = statistics.median(runs["ours"])
+            out[("diffusers", theirs, nfe)] = statistics.median(runs["theirs"])
+    return out
+
+
+def overhead_at_shape(shape, steps, repeats, device, clock):
+    """Seconds per step of complete loops with the trivial model x ↦ x at ``shape`` (pure loop overhead)."""
+    sde = sd.VPSDE()
+
+    def trivial(x, t):
+        return x
+
+    out = {}
+    for ours, theirs in SOLVER_PAIRS:
+        a, b = [], []
+        for _ in range(repeats):
+            g = torch.Generator(device).manual_seed(0)
+            start = clock.now()
+            sd.sample(trivial, sde, shape, ours, steps, generator=g, device=device)
+            a.append((clock.now() - start) / steps)
+            sched = make_scheduler(theirs, sde)
+            g = torch.Generator(device).manual_seed(0)
+            start = clock.now()
+            diffusers_sample(sched, trivial, shape, steps, g, device)
+            b.append((clock.now() - start) / steps)
+        out[(ours, theirs)] = (statistics.median(a), statistics.median(b))
+    return out
+
+
+# ------------------------------------------------------------------------------ quality
+
+
+def _native(name: str):
+    import diffusers
+
+    cls = {"DDPMScheduler": diffusers.DDPMScheduler, "DDIMScheduler": diffusers.DDIMScheduler}.get(name)
+    cls = cls or diffusers.DPMSolverMultistepScheduler
+    return lambda: cls(num_train_timesteps=N_TRAIN, beta_schedule="linear")  # diffusers' defaults, as trained
+
+
+DIFFUSERS_NATIVE = {theirs: _native(theirs) for _, theirs in SOLVER_PAIRS}
+
+
+def frechet(samples, classifier, ref_features) -> float:
+    from scoresde.metrics import frechet_distance
+
+    return frechet_distance(classifier.embed(samples.clamp(-1, 1).float()), ref_features)
+
+
+def quality(args, sps, device, clock, log):
+    """Train each recipe for the same CPU budget and measure FD at NFE 20 and 100."""
+    from samplers import steps_for
+
+    from scoresde.data import load_dataset
+    from scoresde.metrics import labelled_images, load_or_train_classifier
+
+    cache = Path(args.work) / "classifier"
+    classifier, cinfo = load_or_train_classifier("digits", cache)
+    all_digits, _ = labelled_images("digits")
+    ref = classifier.embed(all_digits)
+    dataset = load_dataset("digits", seed=0)
+    data = dataset.train
+    g = torch.Generator().manual_seed(123)
+    floor = frechet(data[torch.randperm(len(data), generator=g)[: min(args.num, len(data))]], classifier, ref)
+    results = []
+
+    # ours: the default recipe
+    steps = max(1, round(args.budget * sps["trainer"]))
+    run_dir = Path(args.work) / "ours"
+    log(f"quality: training our default recipe for {steps} steps (~{args.budget:.0f} s)")
+    seconds = trainer_run(trainer_config("tiny", steps, args.batch, device, "digits", False), dataset, run_dir, clock)
+    run = load_run(run_dir)
+    cells = {}
+    for nfe in (20, 100):
+        for solver, _ in SOLVER_PAIRS:
+            gen = torch.Generator().manual_seed(1)
+            x = sd.sample(
+                run.model, run.sde, (args.num, 1, 8, 8), solver, steps_for(solver, nfe, {}), generator=gen, clip_x0=1.0
+            )
+            cells[(solver, nfe)] = frechet(x, classifier, ref)
+    results.append(
+        ("scoresde default recipe (`scoresde train`: lr 1e-3, warm-up 100, clip 1, EMA 0.995)", steps, seconds, cells)
+    )
+
+    # diffusers-style loops
+    for label, recipe, lr in (
+        ("diffusers loop, our optimizer settings (AdamW lr 1e-3, no EMA)", "plain", 1e-3),
+        ("diffusers loop, diffusers example defaults (lr 1e-4, cosine, 500 warm-up)", "example", 1e-4),
+    ):
+        steps = max(1, round(args.budget * sps["diffusers"]))
+        torch.manual_seed(0)
+        net = DiffusersNet(diffusers_unet("tiny", (1, 8, 8)))
+        log(f"quality: training {label} for {steps} steps")
+        seconds = diffusers_train(net, data, steps, args.batch, device, clock, lr=lr, recipe=recipe)
+        net.eval()
+
+        def model(x, t, net=net):
+            return net(x, (t * N_TRAIN - 1).round())  # t = (j + 1)/1000 -> timestep j
+
+        cells = {}
+        for nfe in (20, 100):
+            for _, theirs in SOLVER_PAIRS:
+                sched = DIFFUSERS_NATIVE[theirs]()
+                gen = torch.Generator().manual_seed(1)
+                x = diffusers_sample(sched, model, (args.num, 1, 8, 8), nfe, gen, device)
+                cells[(theirs, nfe)] = frechet(x, classifier, ref)
+        results.append((label, steps, seconds, cells))
+    return results, floor, cinfo
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="UNet size (tiny: digits 8x8)")
+    parser.add_argument("--batch", type=int, default=64, help="training batch")
+    parser.add_argument("--train-steps", type=int, default=30, help="steps per timed training run")
+    parser.add_argument("--sample-batch", type=int, default=64, help="samples per timed sampling run")
+    parser.add_argument("--nfe", default="20,100", help="NFE values of the sampling timings")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=90.0, help="training seconds (one core) per recipe, quality")
+    parser.add_argument("--num", type=int, default=500, help="samples per solver for the Fréchet distance")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, 30 s budget, 300 samples")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--work", default="runs/peers", help="scratch folder (runs, classifier cache)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.budget, args.num = 3, 30.0, 300
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    import diffusers
+
+    device = torch.device(args.device)
+    clock = Clock(device)
+    bf16 = device.type == "cuda"
+    data_shape = SIZES[args.size]
+    nfes = tuple(int(v) for v in args.nfe.split(","))
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    # ---- training throughput ------------------------------------------------------------
+    if args.size == "tiny":
+        from scoresde.data import load_dataset
+
+        dataset = load_dataset("digits", seed=0)
+        data_name = "digits"
+    else:  # random images of CIFAR-10's shape: throughput does not depend on their content
+        from scoresde.data import Dataset
+
+        x = torch.rand(1000, *data_shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        dataset = Dataset("random", x[:900], x[900:], "images")
+        data_name = "digits"  # unused: the dataset is given
+    torch.manual_seed(0)
+    theirs_net = DiffusersNet(diffusers_unet(args.size, data_shape)).to(device)
+    torch.manual_seed(0)
+    ours_net = make_network("unet", data_shape, size=args.size).to(device)
+    counts = {"diffusers UNet2DModel": n_params(theirs_net), "scoresde UNet": n_params(ours_net)}
+    train_data = dataset.train.to(device)
+    config = trainer_config(args.size, args.train_steps, args.batch, device, data_name, bf16)
+    runs = {"diffusers": [], "same loop, our UNet": [], "trainer": []}
+    log(f"training throughput: {args.repeats} x {args.train_steps} steps per loop")
+    with tempfile.TemporaryDirectory() as tmp:
+        # warm-up (allocator, kernels), then interleaved timed runs
+        diffusers_train(theirs_net, train_data, 2, args.batch, device, clock, bf16=bf16)
+        diffusers_train(ours_net, train_data, 2, args.batch, device, clock, bf16=bf16)
+        trainer_run(trainer_config(args.size, 2, args.batch, device, data_name, bf16), dataset, f"{tmp}/w", clock)
+        for r in range(args.repeats):
+            runs["diffusers"].append(
+                args.train_steps
+                / diffusers_train(theirs_net, train_data, args.train_steps, args.batch, device, clock, bf16=bf16)
+            )
+            runs["same loop, our UNet"].append(
+                args.train_steps
+                / diffusers_train(ours_net, train_data, args.train_steps, args.batch, device, clock, bf16=bf16)
+            )
+            runs["trainer"].append(args.train_steps / trainer_run(config, dataset, f"{tmp}/r{r}", clock))
+    sps = {k: statistics.median(v) for k, v in runs.items()}
+    log("steps/s: " + ", ".join(f"{k} {v:.2f}" for k, v in sps.items()))
+
+    # ---- sampling throughput ------------------------------------------------------------
+    sde = sd.VPSDE()
+    torch.manual_seed(1)
+    net = make_network("unet", data_shape, size=args.size)
+    with torch.no_grad():  # the zero-initialised output layers would make every prediction 0
+        for p in net.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(std=0.02)
+    model = Model(net, "eps", "scaled", N=N_TRAIN).to(device).eval().requires_grad_(False)
+    shape = (args.sample_batch, *data_shape)
+    log(f"sampling throughput at NFE {nfes}, batch {args.sample_batch}")
+    per_sample = sampling_times(model, sde, shape, nfes, args.repeats, device, clock)
+    log("per-step overhead, trivial model")
+    ovh_image = overhead_at_shape(shape, 200, args.repeats, device, clock)
+    ovh_points = None
+    if device.type == "cpu":
+        from samplers import overhead
+
+        ovh_points = overhead(10_000, 200, args.repeats)
+
+    # ---- quality ------------------------------------------------------------------------
+    qual = None
+    if not args.skip_quality and args.size == "tiny":
+        qual = quality(args, sps, device, clock, log)
+
+    # ---- report -------------------------------------------------------------------------
+    report = render(args, counts, sps, runs, per_sample, ovh_image, ovh_points, qual, clock, diffusers.__version__)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(report)
+
+
+def render(args, counts, sps, runs, per_sample, ovh_image, ovh_points, qual, clock, dver) -> str:
+    nfes = tuple(int(v) for v in args.nfe.split(","))
+    net_ratio = sps["same loop, our UNet"] / sps["diffusers"]
+    trainer_ratio = sps["trainer"] / sps["same loop, our UNet"]
+    cpu = platform.processor() or platform.machine()
+    if args.device.startswith("cuda"):
+        cpu = torch.cuda.get_device_name(torch.device(args.device))
+    threads = torch.get_num_threads()
+    command = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
+    L = [
+        "# scoresde vs diffusers (benchmarks/peers.py)",
+        "",
+        f"Regenerate: `{command.strip()}`. Measured {datetime.date.today().isoformat()} on {cpu} "
+        f"({os.cpu_count()} logical CPUs, shared with other jobs), device `{args.device}`, "
+        f"{threads} torch thread(s); torch {torch.__version__}, diffusers {dver}, Python {platform.python_version()}. "
+        f"Clock: {clock.name}. Medians of {args.repeats} interleaved runs; every ratio compares runs of the same "
+        "process.",
+        "",
+        f"## Training throughput — UNet `{args.size}` on {SIZES[args.size]}, batch {args.batch}",
+        "",
+        "| loop | network | parameters | steps/s (median) | runs |",
+        "|---|---|---|---|---|",
+        f"| diffusers loop (add_noise + MSE + AdamW) | UNet2DModel | {counts['diffusers UNet2DModel']:,} | "
+        f"{sps['diffusers']:.2f} | {_runs(runs['diffusers'])} |",
+        f"| same loop | scoresde UNet | {counts['scoresde UNet']:,} | {sps['same loop, our UNet']:.2f} | "
+        f"{_runs(runs['same loop, our UNet'])} |",
+        f"| scoresde `Trainer.run` (default recipe) | scoresde UNet | {counts['scoresde UNet']:,} | "
+        f"{sps['trainer']:.2f} | {_runs(runs['trainer'])} |",
+        "",
+        f"- network: our UNet / UNet2DModel in the same loop: **{net_ratio:.2f}×** steps/s;",
+        f"- trainer overhead: `Trainer.run` / the bare loop on our UNet: **{trainer_ratio:.2f}×** "
+        "(the trainer also does warm-up, clipping, EMA, metrics and a final checkpoint);",
+        f"- **target (≥ 1.0×): our trainer / diffusers loop = {sps['trainer'] / sps['diffusers']:.2f}× — "
+        f"{'met' if sps['trainer'] >= sps['diffusers'] else 'NOT met'}.**",
+        "",
+        f"## Sampling — seconds per sample at equal NFE, same network (our `{args.size}` UNet), "
+        f"batch {args.sample_batch}",
+        "",
+        "| NFE | scoresde solver | s/sample | diffusers scheduler | s/sample | ours / theirs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for nfe in nfes:
+        for ours, theirs in SOLVER_PAIRS:
+            a, b = per_sample[("scoresde", ours, nfe)], per_sample[("diffusers", theirs, nfe)]
+            L.append(f"| {nfe} | {ours} | {a * 1e3:.2f} ms | {theirs} | {b * 1e3:.2f} ms | {a / b:.2f}× |")
+    L += [
+        "",
+        f"### Per-step overhead — trivial model x ↦ x, 200 steps, shape {(args.sample_batch, *SIZES[args.size])}",
+        "",
+        "| scoresde solver | µs/step | diffusers scheduler | µs/step | ours / theirs |",
+        "|---|---|---|---|---|",
+    ]
+    worst = 0.0
+    for (ours, theirs), (a, b) in ovh_image.items():
+        worst = max(worst, a / b)
+        L.append(f"| {ours} | {a * 1e6:.0f} | {theirs} | {b * 1e6:.0f} | {a / b:.2f}× |")
+    if ovh_points is not None:
+        L += ["", "At batch 10000 × 2 (`benchmarks/samplers.py`'s `overhead`, CPU µs/step):", ""]
+        L += ["| loop | µs/step |", "|---|---|"]
+        L += [f"| {k} | {v * 1e6:.0f} |" for k, v in ovh_points.items()]
+        for ours, theirs in SOLVER_PAIRS:
+            a, b = ovh_points.get(f"scoresde {ours}"), ovh_points.get(f"diffusers {theirs}")
+            if a and b:
+                worst = max(worst, a / b)
+    L += [
+        "",
+        f"- **target (≤ 0.5× diffusers' per-step overhead): worst pair {worst:.2f}× — "
+        f"{'met' if worst <= 0.5 else 'NOT met'}.**",
+        "",
+    ]
+    if qual is not None:
+        results, floor, cinfo = qual
+        L += [
+            f"## Quality at equal training budget — digits 8×8, {args.budget:.0f} s of one CPU core per recipe",
+            "",
+            f"Steps = budget × the steps/s measured above. Fréchet distance (lower is better) of {args.num} samples "
+            f"to all 1,797 digits, in the features of the digits classifier (test accuracy "
+            f"{cinfo['test_accuracy']:.3f}); {args.num} training images score {floor:.2f} (the floor). "
+            "Our samplers use clip_x0 = 1; diffusers' DDPM/DDIM use clip_sample = True (the same clipping).",
+            "",
+            "| recipe | steps | train s | solver | FD @ NFE 20 | FD @ NFE 100 |",
+            "|---|---|---|---|---|---|",
+        ]
+        best = {}
+        for label, steps, seconds, cells in results:
+            for solver in dict.fromkeys(s for s, _ in cells):
+                L.append(
+                    f"| {label} | {steps} | {seconds:.0f} | {solver} | {cells[(solver, 20)]:.2f} | "
+                    f"{cells[(solver, 100)]:.2f} |"
+                )
+            for nfe in (20, 100):
+                best[(label, nfe)] = min(v for (s, n), v in cells.items() if n == nfe)
+        ours_label, theirs_labels = results[0][0], [r[0] for r in results[1:]]
+        L.append("")
+        for nfe in (20, 100):
+            o, t = best[(ours_label, nfe)], min(best[(lab, nfe)] for lab in theirs_labels)
+            L.append(
+                f"- **target (quality at least as good), NFE {nfe}: best FD ours {o:.2f} vs best diffusers "
+                f"{t:.2f} — {'met' if o <= t else 'NOT met'}.**"
+            )
+        L.append("")
+    return "\n".join(L)
+
+
+def _runs(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
