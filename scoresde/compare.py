@@ -394,6 +394,14 @@ def _markdown(result: CompareResult) -> str:
             else "SW2: sliced Wasserstein-2; MMD: unbiased MMD² (Gaussian kernels) against held-out data."
         ),
     ]
+    if any("vlb" in r["nll"] for r in rows):
+        scale = 1 / math.log(2) if bits else 1.0
+        lines += ["", f"Where the VLB goes ({unit}): L_T + Σ L_(t−1) + L_0 (Ho et al. 2020, eq. 5):", ""]
+        lines += ["| setting | prior L_T | diffusion Σ L_(t−1) | decoder L_0 |", "|---|---|---|---|"]
+        for r in rows:
+            terms = r["nll"].get("vlb", {}).get("terms_nats_per_dim", {})
+            cells = [f"{terms[k] * scale:.4f}" if k in terms else "—" for k in ("prior", "diffusion", "decoder")]
+            lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
     lines += ["", "Unweighted denoising error E‖ε − ε̂‖²/D per t-bin (held-out data, same draws for every model):", ""]
     nb = len(rows[0]["loss_by_t"])
     lines += ["| setting | " + " | ".join(f"t∈[{b / nb:.1f},{(b + 1) / nb:.1f}]" for b in range(nb)) + " |"]
