@@ -344,8 +344,14 @@ class Trainer:
         self._ema_pairs = (list(self.ema.parameters()), list(self.model.parameters()))
         self._ema_buffers = list(zip(self.ema.buffers(), self.model.buffers(), strict=True))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # fused AdamW: one kernel over all parameters (CPU and CUDA); on the CPU ~6x cheaper than the default
+        # per-tensor loop, ~4% of a tiny-UNet step (benchmarks/peers.py)
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=c.optim.lr, betas=(c.optim.beta1, c.optim.beta2), weight_decay=c.optim.weight_decay
+            self.params,
+            lr=c.optim.lr,
+            betas=(c.optim.beta1, c.optim.beta2),
+            weight_decay=c.optim.weight_decay,
+            fused=self.device.type in ("cpu", "cuda"),
         )
         self.weighting, self.time_sampler = _loss_parts(c)
         self.generator = torch.Generator(self.device).manual_seed(c.seed * 7919 + 101 + self.rank)
