@@ -148,6 +148,11 @@ def evaluate_run(
             "terms_nats_per_dim": {k: v.mean().item() / dim for k, v in info.terms.items()},
             "details": {k: v for k, v in info.details.items() if isinstance(v, (int, float, str, type(None)))},
         }
+        if info.per_step is not None:  # VLB: where the nats go along t (sums of L_{i−1} over 10 equal t-bins)
+            t_i = info.times[1:].to(torch.float64)
+            bin_of = torch.clamp((t_i / run.sde.T * 10).ceil().long() - 1, 0, 9)
+            by_t = torch.zeros(10, dtype=torch.float64).index_add_(0, bin_of, info.per_step.double())
+            entry["by_t_bin_nats_per_dim"] = (by_t / dim).tolist()
         if levels is not None:
             entry["bits_per_dim"], entry["bits_per_dim_se"] = mean / math.log(2), se / math.log(2)
         result["nll"][method] = entry

@@ -109,6 +109,10 @@ def test_evaluate_writes_metrics(tiny_run):
     record = json.loads((tiny_run / "eval_ancestral_10.json").read_text())
     assert {"sw2", "mmd", "nfe"} <= set(record["quality"]["ancestral"]) and "vlb" in record["nll"]
     assert len(record["loss_by_t"]) == 10
+    vlb = record["nll"]["vlb"]
+    assert sum(vlb["by_t_bin_nats_per_dim"]) == pytest.approx(
+        vlb["terms_nats_per_dim"]["diffusion"] + vlb["terms_nats_per_dim"]["decoder"], rel=1e-9, abs=1e-12
+    )
 
 
 def test_compare_losses_bad_names_are_refused(tmp_path):
