@@ -26,10 +26,13 @@ from .common import Context, register
 def multistep_table(lam: list[float], alpha: list[float], sigma: list[float], order: int, lower_order_final: bool):
     """Per-step (c_x, w_0, w_1, w_2) for stepping from index i to i−1, i = N..1 (returned in that order)."""
     N = len(lam) - 1
-    table = []
+    table: list[tuple[float, float, float, float]] = []
     for n, i in enumerate(range(N, 0, -1)):  # n = number of completed steps = previous outputs available
         k = min(order, n + 1)
-        if lower_order_final and N < 15:  # Lu et al. 2022b, App. B: lower order in the final steps when N < 15
+        if lower_order_final:
+            # the last step first order, the one before at most second. Lu et al. (2022b, App. B) do this for
+            # N < 15 only; we always do: on grids whose last step is a large jump in λ (uniform in t, where
+            # h_N ≈ ½ log(t_1/t_min) whatever N) the extrapolation from r = h_{i+1}/h_i ≪ 1 overshoots.
             k = min(k, i)
         h = lam[i - 1] - lam[i]
         alpha_t = alpha[i - 1]
