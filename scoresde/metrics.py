@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -303,7 +304,9 @@ def find_inception(path: str | os.PathLike | None = None) -> Path:
 @torch.no_grad()
 def inception_features(images: Tensor, path: str | os.PathLike | None = None, batch_size: int = 100) -> Tensor:
     """2048-d pool features of images in [−1, 1] (grey is repeated to RGB; resized to 299 by bilinear)."""
-    net = torch.jit.load(str(find_inception(path))).eval()
+    with warnings.catch_warnings():  # the FID weights exist only as TorchScript; torch ≥ 2.10 flags jit.load
+        warnings.simplefilter("ignore", DeprecationWarning)
+        net = torch.jit.load(str(find_inception(path))).eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].float()

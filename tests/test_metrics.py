@@ -121,3 +121,24 @@ def test_inception_weights_missing_gives_instructions(monkeypatch, tmp_path):
     monkeypatch.delenv("SCORESDE_INCEPTION", raising=False)
     with pytest.raises(FileNotFoundError, match=r"never downloads.*inception-2015-12-05\.pt"):
         find_inception(tmp_path / "missing.pt")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_inception_features_plumbing_with_a_stand_in_torchscript_file(tmp_path):
+    # a stand-in with the FID Inception interface net(x, return_features=True) -> (B, 2048):
+    # checks that grey images become RGB in [0, 255] at 299×299 (no real weights in tests)
+    from scoresde.metrics import inception_features
+
+    class StandIn(torch.nn.Module):
+        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            assert x.shape[1:] == (3, 299, 299)
+            stats = torch.stack([x.mean((1, 2, 3)), x.amin((1, 2, 3)), x.amax((1, 2, 3))], 1)
+            return stats.repeat(1, 683)[:, :2048]
+
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.script(StandIn()).save(str(path))
+    images = torch.tensor([-1.0, 1.0]).repeat_interleave(32).reshape(2, 1, 4, 8)  # one black, one white
+    feats = inception_features(images, path)
+    assert feats.shape == (2, 2048)
+    assert feats[0, :3].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-3)
+    assert feats[1, :3].tolist() == pytest.approx([255.0, 255.0, 255.0], abs=1e-3)
