@@ -81,6 +81,10 @@ def test_likelihood_both_methods_round_trip(tiny_run, tmp_path):
             "decoder",
         }
     )
+    result = invoke("likelihood", "--run", tiny_run, "--method", "vlb", "--num", 20, "--grid", "log-snr")
+    assert result.exit_code == 0, result.output
+    bad = invoke("likelihood", "--run", tiny_run, "--method", "vlb", "--grid", "cubic")
+    assert bad.exit_code == 2 and "unknown time grid 'cubic'" in bad.output
     result = invoke("likelihood", "--run", tiny_run, "--num", 10, "--rtol", 1e-3, "--atol", 1e-3)
     assert result.exit_code == 0, result.output
     assert "nats/dim" in result.output and "NFE" in result.output

@@ -55,6 +55,9 @@ def likelihood(
     method: Annotated[str, typer.Option(help="ode (probability-flow ODE) or vlb (discrete variational bound)")] = "ode",
     num: Annotated[int, typer.Option(help="held-out samples to evaluate")] = 200,
     steps: Annotated[int, typer.Option(help="VLB chain length N (0: the run's N)")] = 0,
+    grid: Annotated[
+        str, typer.Option(help="VLB time grid: uniform (DDPM) or any time grid, e.g. log-snr (see scoresde info)")
+    ] = "uniform",
     divergence: Annotated[str, typer.Option(help="ODE divergence: auto, exact or hutchinson")] = "auto",
     probes: Annotated[int, typer.Option(help="Hutchinson probes per solve")] = 1,
     rtol: Annotated[float, typer.Option(help="ODE relative tolerance")] = 1e-5,
@@ -68,10 +71,13 @@ def likelihood(
 
     from ..compare import data_levels
     from ..likelihood import METHODS, log_likelihood
+    from ..schedules import TIME_GRIDS
 
     if method not in METHODS:
         fail(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")
     _set_threads(threads)
+    if grid not in TIME_GRIDS:
+        fail(f"unknown time grid {grid!r}; choose one of: {', '.join(TIME_GRIDS)}")
     if num < 1:
         fail(f"--num must be a positive integer, got {num}")
     r = _load(run)
@@ -80,7 +86,7 @@ def likelihood(
     dataset = r.config.data.path or r.config.data.name
     levels = data_levels(dataset, r.kind)
     dim = math.prod(r.data_shape)
-    options = {"steps": steps or r.config.loss.N} if method == "vlb" else {}
+    options = {"steps": steps or r.config.loss.N, "grid": grid} if method == "vlb" else {}
     if method == "ode":
         options.update(divergence=divergence, probes=probes, rtol=rtol, atol=atol)
     try:
