@@ -171,7 +171,8 @@ def sample(
         from ..imageio import image_grid, save_png, scatter_image
 
         if kind == "images":
-            pixels = image_grid(x[:64].clamp(-1, 1))
+            zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged, as the trainer's previews
+            pixels = image_grid(x[:64].clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
         elif math.prod(data_shape) == 2:
             pixels = scatter_image(x.reshape(-1, 2), None if reference is None else reference.reshape(-1, 2))
         else:
