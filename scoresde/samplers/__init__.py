@@ -13,9 +13,13 @@ pc                  predictor–corrector, Langevin corrector (Song et al. Alg. 
 ode                 probability-flow ODE, scipy ``solve_ivp`` (adaptive)        5      no
 heun                probability-flow ODE, Heun (Karras et al. 2022, Alg. 1)      2      no
 ddim                DDIM, η ≥ 0 (Song, Meng & Ermon 2021)                        1      η > 0
-dpm-solver++        DPM-Solver++ 2M / 3M in log-SNR (Lu et al. 2022)             2–3    no
+dpm-solver++        DPM-Solver++ 2M / 3M in log-SNR (Lu et al. 2022)             2 (*)  no
 torchsde            reverse-time SDE with ``torchsde.sdeint`` in s = T − t       ½–1½   yes
 ==================  ==========================================================  =====  ==========
+
+(*) 3M is third order per step, but its first-order start keeps the global order at 2 (measured).
+The order of ``ancestral`` and the SDE solvers is the strong order; ``ddim`` with η > 0 is stochastic.
+DPM-Solver++ and Heun do best on the ``quadratic`` or ``log-snr`` grid (see benchmarks/results/samplers.md).
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def sample(
         dtype, device: of the samples (and of x, t given to the model). Default device: the
             generator's, else CPU.
         **options: solver options, e.g. ``variance="large"`` (ancestral), ``eta=1`` (ddim),
-            ``order=3`` (dpm-solver++), ``snr=0.16, corrector_steps=1`` (pc),
+            ``order=3, lower_order_final=True`` (dpm-solver++), ``snr=0.16, corrector_steps=1`` (pc),
             ``method="srk"`` (torchsde), ``method="RK45", rtol=1e-5, atol=1e-5`` (ode).
 
     Returns:
