@@ -86,7 +86,15 @@ run() {  # run LABEL SECONDS COMMAND...: a stage with a time limit; its output g
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -ra)
 run "CUDA tests" 180 "${PYTEST[@]}" tests/test_cuda.py
 if ((GPU)); then
-    run "test suite" 300 "${PYTEST[@]}" "${XDIST[@]}" --ignore=tests/test_cuda.py tests
+    # device "auto" puts torchrun rank r on cuda:r: with one GPU the 2-rank DDP test runs on the CPU (gloo)
+    TORCHRUN_TEST=tests/test_train.py::test_torchrun_two_ranks_stay_in_sync_and_write_one_checkpoint
+    NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+    DESELECT=()
+    if ((NGPU < 2)); then
+        DESELECT=(--deselect "$TORCHRUN_TEST")
+        run "DDP test on the CPU (one GPU only)" 120 env CUDA_VISIBLE_DEVICES= "${PYTEST[@]}" "$TORCHRUN_TEST"
+    fi
+    run "test suite" 300 "${PYTEST[@]}" "${XDIST[@]}" "${DESELECT[@]}" --ignore=tests/test_cuda.py tests
 else
     run "test subset (CPU fallback)" 120 "${PYTEST[@]}" tests/test_sde.py
 fi
