@@ -20,3 +20,13 @@ def info() -> None:
     typer.echo(f"SDEs:       {', '.join(SDES)}")
     typer.echo(f"schedules:  {', '.join(SCHEDULES)}")
     typer.echo(f"time grids: {', '.join(TIME_GRIDS)}")
+    # registries of the later layers are imported here, not at module load, to keep start-up cheap
+    from ..data import DATASETS
+    from ..losses import WEIGHTINGS
+    from ..nets import NETWORKS
+    from ..samplers import SOLVERS
+
+    typer.echo(f"solvers:    {', '.join(SOLVERS)}")
+    typer.echo(f"weightings: {', '.join(WEIGHTINGS)}")
+    typer.echo(f"networks:   {', '.join(NETWORKS)}")
+    typer.echo(f"datasets:   {', '.join(DATASETS)}")
