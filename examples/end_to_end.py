@@ -2,7 +2,7 @@
 
 The per-dataset scripts call :func:`main` with their preset::
 
-    python examples/digits.py                      # 8x8 digits, tiny UNet: ~5 minutes on one CPU core
+    python examples/digits.py                      # 8x8 digits, tiny UNet: ~6-11 minutes on one CPU core
     python examples/mnist.py                       # 5,000 MNIST digits (28x28), small settings: ~20-25 minutes
     python examples/digits.py --steps 6000 --num 2000 --solvers ancestral:1000,ddim:100,dpm-solver++:20
     python examples/mnist.py --unet-size small --steps 20000 --batch-size 128 --device cuda
