@@ -12,15 +12,6 @@ from scoresde.analytic import Gaussian, GaussianMixture, gaussian, gmm
 from scoresde.param import convert
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add overhead (5x here on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mixture_4d() -> GaussianMixture:
     # data of shape (1, 2, 2): exercises per-component diagonal covariances on a rank-3 sample
     means = torch.tensor([[0.5, -1.0, 0.2, 1.0], [-0.7, 0.3, 1.1, -0.4]]).reshape(2, 1, 2, 2)

@@ -7,15 +7,7 @@ import torch
 
 import scoresde as sd
 
-
-@pytest.fixture(autouse=True)
-def _float64_default():
-    """These tests compute in float64 by default. The default dtype is process-global, so set it per test
-    and restore it: set at import it leaked into every other test module collected in the same process."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("N", [1, 10, 1000, 4000])

@@ -4,7 +4,6 @@ import dataclasses
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from scoresde.cli import app
@@ -14,14 +13,6 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(**loss):

@@ -22,14 +22,7 @@ from scoresde.losses import (
 )
 from scoresde.param import from_eps
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """These tests compare against closed forms: run them in float64, then restore the default."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # closed-form comparisons run in float64
 
 
 def _linear_eps_model(c: float = 0.3):

@@ -62,14 +62,6 @@ def test_metrics_refuse_mismatched_input():
         frechet_distance(torch.randn(1, 4), torch.randn(10, 4))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions: one thread is fastest on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits_classifier(tmp_path_factory):
     pytest.importorskip("sklearn")

@@ -10,16 +10,6 @@ import torch
 import scoresde as sd
 from scoresde.analytic import Gaussian, GaussianMixture
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add overhead (5x here on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SOLVERS = list(sd.SOLVERS)
 DATA = Gaussian([0.5, -1.0], [0.3, 1.5])
 N_MC = 4000

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 from typer.testing import CliRunner
 
 from scoresde.cli import app
 from scoresde.imageio import read_png
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add overhead (5x here on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 runner = CliRunner()
 

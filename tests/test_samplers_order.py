@@ -9,16 +9,6 @@ import torch
 import scoresde as sd
 from scoresde.analytic import GaussianMixture
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: intra-op threads only add overhead (5x here on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 STEPS = (20, 40, 80, 160)
 
 
@@ -30,8 +20,6 @@ def problem():
     )
     sde = sd.VPSDE()
     model = data.model(sde)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped: runs before the autouse one-thread fixture
     common = {"generator_seed": 1, "shape": (50, 2)}
     ref = sd.sample(
         model,
@@ -46,7 +34,6 @@ def problem():
         rtol=1e-10,
         atol=1e-10,
     )
-    torch.set_num_threads(threads)
     return sde, model, ref, common
 
 

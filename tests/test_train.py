@@ -23,15 +23,6 @@ from scoresde.train import Trainer, TrainingDiverged, latest_run, load_run, trai
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread per process is much faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_images(**extra) -> dict:
     """A few-second config: digits with an 8-channel UNet (dropout on, so the RNG state matters)."""
     base = {
