@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import scoresde as sd
 from scoresde.analytic import gmm
-from scoresde.compare import _weighting_curves  # the curves compare-losses plots
+from scoresde.compare import weighting_curves  # the same curves compare-losses plots
 from scoresde.losses import WEIGHTINGS
 from scoresde.metrics import sliced_wasserstein
 
@@ -117,7 +117,7 @@ def main() -> None:
 
     # ---- weightings ------------------------------------------------------------------------------
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-    for name, (t, w) in _weighting_curves(sde, list(WEIGHTINGS), 1000).items():
+    for name, (t, w) in weighting_curves(sde, list(WEIGHTINGS), 1000).items():
         dashed = name == "elbo"  # drawn over 'likelihood': discrete ELBO weights x N -> the continuous weight
         ax.plot(t.numpy(), w.numpy(), label=name, linestyle="--" if dashed else "-", linewidth=2.5 if dashed else 1.5)
     ax.set_yscale("log")

@@ -40,7 +40,7 @@ from ._checks import append_dims
 from .imageio import atomic_write_bytes
 from .param import to_eps
 
-__all__ = ["CompareResult", "compare_losses", "data_levels", "denoising_error_by_t", "evaluate_run"]
+__all__ = ["CompareResult", "compare_losses", "data_levels", "denoising_error_by_t", "evaluate_run", "weighting_curves"]
 
 # Quantization of the built-in datasets as scoresde.data loads them (levels over [−1, 1]).
 DATA_LEVELS = {"digits": 17, "mnist": 256, "folder": 256}
@@ -418,7 +418,7 @@ def _markdown(result: CompareResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _weighting_curves(sde, names: Sequence[str], N: int) -> dict[str, tuple[Tensor, Tensor]]:
+def weighting_curves(sde, names: Sequence[str], N: int) -> dict[str, tuple[Tensor, Tensor]]:
     """w(t) of each weighting on a grid of t, normalized to mean 1 over the grid (discrete: N·w_i at t_i)."""
     from .losses import TimeDraw, make_weighting
 
@@ -449,7 +449,7 @@ def _plots(result: CompareResult, config, log) -> list[Path]:
     paths = []
     names = list(dict.fromkeys(r["weighting"] for r in result.rows))
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, (t, w) in _weighting_curves(sde, names, config.loss.N).items():
+    for name, (t, w) in weighting_curves(sde, names, config.loss.N).items():
         ax.plot(t.numpy(), w.numpy(), label=name)
     ax.set_yscale("log")
     ax.set_xlabel("t")
