@@ -83,7 +83,7 @@ def sample(
     run: Annotated[Path | None, typer.Option("--run", help="trained run folder (default: newest in ./runs)")] = None,
     solver: Annotated[str, typer.Option(help=f"one of: {', '.join(SOLVERS)}")] = "ancestral",
     steps: Annotated[int, typer.Option(help="number of steps of the time grid")] = 1000,
-    num: Annotated[int, typer.Option(help="number of samples")] = 2000,
+    num: Annotated[int | None, typer.Option(help="number of samples (default: 64 images, a grid; 2000 points)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the generator (all randomness)")] = 0,
     grid: Annotated[str, typer.Option(help=f"time grid, one of: {', '.join(TIME_GRIDS)}")] = "uniform",
     t_min: Annotated[float | None, typer.Option("--t-min", help="end time ε (default: the solver's)")] = None,
@@ -107,7 +107,7 @@ def sample(
         fail(f"unknown time grid {grid!r}; choose one of: {', '.join(TIME_GRIDS)}")
     if steps < 1:
         fail(f"--steps must be a positive integer, got {steps}")
-    if num < 1:
+    if num is not None and num < 1:
         fail(f"--num must be a positive integer, got {num}")
     if out.suffix.lower() not in (".png", ".npz"):
         fail(f"--out must end in .png or .npz, got {out}")
@@ -119,6 +119,8 @@ def sample(
         fail("--device cuda was asked for but torch sees no CUDA device")
     options = _parse_options(option or [])
     net, sde, prediction, data_shape, kind, reference, desc, data = _source(model, run, device)
+    if num is None:
+        num = 64 if kind == "images" else 2000
     generator = torch.Generator(device).manual_seed(seed)
     clip = {"clip_x0": 1.0} if kind == "images" else {}
 
