@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, fail
+from .app import app, fail, set_threads
 
 
 def _load(run: Path | None):
@@ -23,15 +23,6 @@ def _load(run: Path | None):
         return load_run(run)
     except ValueError as err:
         fail(str(err))
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        fail(f"--threads must be >= 0, got {threads}")
-    if threads > 0:  # on a busy machine one thread per process is often much faster
-        torch.set_num_threads(threads)
 
 
 def _split(text: str, what: str) -> list[str]:
@@ -75,7 +66,7 @@ def likelihood(
 
     if method not in METHODS:
         fail(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")
-    _set_threads(threads)
+    set_threads(threads)
     if grid not in TIME_GRIDS:
         fail(f"unknown time grid {grid!r}; choose one of: {', '.join(TIME_GRIDS)}")
     if num < 1:
@@ -147,7 +138,7 @@ def evaluate(
             fail(f"unknown likelihood method {m!r}; choose one of: {', '.join(METHODS)}")
     if steps < 1 or num < 2:
         fail("--steps must be >= 1 and --num >= 2")
-    _set_threads(threads)
+    set_threads(threads)
     r = _load(run)
     try:
         result = evaluate_run(
@@ -202,7 +193,7 @@ def compare_losses_command(
         optim=dataclasses.replace(OptimConfig(), lr=lr),
         threads=threads,
     )
-    _set_threads(threads)
+    set_threads(threads)
     try:
         result = compare_losses(
             data,

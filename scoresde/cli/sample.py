@@ -18,7 +18,7 @@ from .. import samplers
 from ..analytic import MODELS
 from ..samplers import SOLVERS
 from ..schedules import TIME_GRIDS
-from .app import app, fail
+from .app import app, fail, set_threads
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -111,10 +111,7 @@ def sample(
         fail(f"--num must be a positive integer, got {num}")
     if out.suffix.lower() not in (".png", ".npz"):
         fail(f"--out must end in .png or .npz, got {out}")
-    if threads < 0:
-        fail(f"--threads must be >= 0, got {threads}")
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
     options = _parse_options(option or [])
