@@ -1,0 +1,5 @@
+"""``python -m scoresde``: the command line, as the ``scoresde`` script."""
+
+from .cli import main
+
+main()
