@@ -18,45 +18,98 @@ Unknown keys and wrong types raise ``ValueError`` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import math
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "DataConfig",
+    "FieldInfo",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "SDEConfig",
     "TrainConfig",
+    "check",
+    "fields",
     "from_dict",
+    "get_path",
     "load_toml",
     "merge",
+    "option",
+    "registry_options",
     "replace_path",
+    "resumable",
     "to_dict",
 ]
+
+
+def option(
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: str | tuple[str, ...] | None = None,
+    also: tuple[str, ...] = (),
+    check: bool = True,
+    resumable: bool = False,
+    ge: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+) -> dict[str, Any]:
+    """The metadata of a config field: everything the CLI and :func:`check` need to know about it.
+
+    Args:
+        help: the ``--help`` text; ``{choices}`` in it becomes "one of: a, b, c".
+        flag: the CLI flag (default: ``--`` and the field name with dashes).
+        choices: the allowed names: a registry given as ``"module.NAME"`` inside scoresde
+            (``"losses.WEIGHTINGS"``, read when needed) or a tuple of names.
+        also: further allowed names (``auto`` for the network).
+        check: :func:`check` refuses a value that is not a choice (off for the data, a path is allowed too).
+        resumable: the field may change when a run is resumed.
+        ge, gt, lt: bounds checked by :func:`check` (``>=``, ``>``, ``<``).
+    """
+    return {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "also": also,
+        "check": check,
+        "resumable": resumable,
+        "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("lt", lt)) if v is not None},
+    }
+
+
+def _f(default: Any, help: str, **kwargs) -> Any:
+    """A dataclass field with :func:`option` metadata (mutable defaults are not used)."""
+    return field(default=default, metadata=option(help, **kwargs))
 
 
 @dataclass(frozen=True)
 class SDEConfig:
     """The forward SDE: a name from ``SDES`` and, for VP/sub-VP, a schedule from ``SCHEDULES``."""
 
-    name: str = "vp"
-    schedule: str | None = None
+    name: str = _f("vp", "Forward SDE, {choices}.", flag="--sde", choices="sde.SDES")
+    schedule: str | None = _f(None, "β schedule for vp/subvp, {choices}.", choices="schedules.SCHEDULES")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The data: a name from ``DATASETS`` or a path; ``n`` sizes toy sets; ``heldout`` fraction."""
 
-    name: str = "digits"
-    path: str | None = None
-    n: int = 10_000
-    resize: int | None = None
-    heldout: float = 0.1
+    name: str = _f(
+        "digits", "Dataset, {choices}, or a folder / .npy / .npz path.", flag="--data", choices="data.DATASETS", check=False
+    )
+    path: str | None = _f(None, "Path for --data folder / array.", flag="--data-path")
+    n: int = _f(10_000, "Size of a toy 2-D set.", flag="--n-points")
+    resize: int | None = _f(None, "Resize images to this square side.")
+    heldout: float = _f(0.1, "Held-out fraction of the data.")
 
 
 @dataclass(frozen=True)
@@ -67,31 +120,38 @@ class ModelConfig:
     come from the named ``size`` (``UNET_SIZES``); ``width``/``depth`` size the MLP.
     """
 
-    net: str = "auto"
-    prediction: str = "eps"
-    time_label: str = "scaled"
-    size: str = "tiny"
-    channels: int | None = None
-    channel_mult: tuple[int, ...] | None = None
-    num_res_blocks: int | None = None
-    attention_resolutions: tuple[int, ...] | None = None
-    dropout: float | None = None
-    width: int = 128
-    depth: int = 3
+    net: str = _f("auto", "Network, auto or {choices}.", choices="nets.NETWORKS", also=("auto",))
+    prediction: str = _f("eps", "What the network predicts, {choices}.", choices="param.PREDICTIONS")
+    time_label: str = _f("scaled", "How t is shown to the network, {choices}.", choices="param.TIME_LABELS")
+    size: str = _f("tiny", "UNet size, {choices}.", flag="--unet-size", choices="nets.UNET_SIZES")
+    channels: int | None = _f(None, "UNet base channels (overrides the size).")
+    channel_mult: tuple[int, ...] | None = _f(None, "UNet channel multipliers, e.g. 1,2,2,2.")
+    num_res_blocks: int | None = _f(None, "UNet residual blocks per level.", flag="--res-blocks")
+    attention_resolutions: tuple[int, ...] | None = _f(
+        None, "UNet attention resolutions, e.g. 16 or 8,16.", flag="--attention"
+    )
+    dropout: float | None = _f(None, "Dropout probability.")
+    width: int = _f(128, "MLP hidden width.")
+    depth: int = _f(3, "MLP residual blocks.")
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The denoising loss (scoresde.losses): weighting, time sampling and reduction over dimensions."""
+    """The denoising loss (scoresde.losses): weighting, time sampling and reduction over dimensions.
 
-    weighting: str = "simple"
-    time: str = "discrete"
-    N: int = 1000
-    eps: float = 1e-5
-    importance: bool = False
-    elbo_variance: str = "large"
-    min_snr_gamma: float = 5.0
-    reduce: str = "mean"
+    A weighting's or time sampler's options are the fields named after its factory's parameters,
+    prefixed by the entry's name when specific to it (``elbo_variance``, ``min_snr_gamma``; see
+    :func:`registry_options`).
+    """
+
+    weighting: str = _f("simple", "Loss weighting λ(t), {choices}.", choices="losses.WEIGHTINGS")
+    time: str = _f("discrete", "Training times, {choices}.", choices="losses.TIME_SAMPLERS")
+    N: int = _f(1000, "N, the number of steps of the discrete chain.", flag="--discrete-steps")
+    eps: float = _f(1e-5, "Smallest continuous training time.")
+    importance: bool = _f(False, "Importance-sample t ∝ w(t).")
+    elbo_variance: str = _f("large", "Reverse variance of the elbo weighting: large (β) or small (β̃).")
+    min_snr_gamma: float = _f(5.0, "γ of the min-snr weighting.")
+    reduce: str = _f("mean", "Loss over dimensions: mean or sum.", choices=("mean", "sum"))
 
 
 @dataclass(frozen=True)
@@ -102,14 +162,14 @@ class OptimConfig:
     clipping at 1 and EMA decay 0.9999 for CIFAR-10.
     """
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup: int = 100
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    ema_warmup: bool = True
+    lr: float = _f(1e-3, "AdamW learning rate.", gt=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", ge=0)
+    beta1: float = _f(0.9, "AdamW β₁.")
+    beta2: float = _f(0.999, "AdamW β₂.")
+    warmup: int = _f(100, "Linear learning-rate warm-up steps.", ge=0)
+    grad_clip: float = _f(1.0, "Clip the gradient norm (0 = off).", ge=0)
+    ema_decay: float = _f(0.995, "EMA decay of the weights.", ge=0, lt=1)
+    ema_warmup: bool = _f(True, "EMA decay warm-up min(decay, (1+n)/(10+n)).")
 
 
 @dataclass(frozen=True)
@@ -121,6 +181,7 @@ class TrainConfig:
     ``sample_every = 0`` never draws sample pictures. ``threads`` sets torch's CPU threads: 1 (the
     default) is the fastest for small CPU models on a shared machine (OpenMP threads that wait for
     a busy core make every step many times slower) and costs nothing on GPU; 0 keeps torch's default.
+    Fields marked ``resumable`` may change when a run is resumed (:data:`RESUMABLE`).
     """
 
     sde: SDEConfig = field(default_factory=SDEConfig)
@@ -128,20 +189,150 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    steps: int = 1200
-    batch_size: int = 64
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 500
-    keep: int = 3
-    sample_every: int = 400
-    sample_num: int = 64
-    sample_solver: str = "ancestral"
-    sample_steps: int = 100
-    compile: bool = False
-    bf16: bool = True
-    device: str = "auto"
-    threads: int = 1
+    steps: int = _f(1200, "Total optimizer steps.", resumable=True, ge=1)
+    batch_size: int = _f(64, "Global batch size (split across ranks).", ge=1)
+    seed: int = _f(0, "Random seed.")
+    log_every: int = _f(50, "Write metrics every this many steps.", resumable=True, ge=1)
+    checkpoint_every: int = _f(500, "Checkpoint every this many steps (and at the end).", resumable=True, ge=0)
+    keep: int = _f(3, "Keep this many newest checkpoints.", resumable=True, ge=1)
+    sample_every: int = _f(400, "Save a sample picture every this many steps (0 = never).", resumable=True, ge=0)
+    sample_num: int = _f(64, "Samples in each picture.", resumable=True, ge=1)
+    sample_solver: str = _f(
+        "ancestral", "Solver for the sample pictures, {choices}.", choices="samplers.SOLVERS", resumable=True
+    )
+    sample_steps: int = _f(100, "Solver steps for the sample pictures.", resumable=True, ge=1)
+    compile: bool = _f(False, "torch.compile the network.", resumable=True)
+    bf16: bool = _f(True, "bf16 autocast on CUDA.", resumable=True)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N.", resumable=True)
+    threads: int = _f(
+        1, "CPU threads for torch (default 1; 0 = torch's default, all cores).", resumable=True, ge=0
+    )
+
+
+# --------------------------------------------------------------------------- the fields as data
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One leaf field of :class:`TrainConfig` with its :func:`option` metadata.
+
+    Attributes:
+        path: the dotted name (``loss.weighting``), as in TOML files and ``config.json``.
+        type: the type hint (``str``, ``int | None``, ``tuple[int, ...] | None``, ...).
+        default: the default value.
+        flag: the CLI flag (``--weighting``).
+        resumable: may change when resuming.
+    """
+
+    path: str
+    type: Any
+    default: Any
+    flag: str
+    resumable: bool
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    def choices(self) -> Any:
+        """The registry or tuple of allowed names (a registry is imported when asked), or ``None``."""
+        choices = self.meta["choices"]
+        if isinstance(choices, str):
+            import importlib
+
+            module, name = choices.rsplit(".", 1)
+            return getattr(importlib.import_module(f"scoresde.{module}"), name)
+        return choices
+
+    @property
+    def help(self) -> str:
+        """The help text, ``{choices}`` filled from the registry."""
+        text = self.meta["help"]
+        if "{choices}" in text:
+            text = text.replace("{choices}", "one of: " + ", ".join(self.choices()))
+        return text
+
+
+@functools.cache
+def fields(cls: type = TrainConfig, prefix: str = "") -> tuple[FieldInfo, ...]:
+    """Every leaf field of ``cls`` (nested sections flattened to dotted paths), in declaration order."""
+    hints = typing.get_type_hints(cls)
+    out: list[FieldInfo] = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += fields(hint, f"{prefix}{f.name}.")
+            continue
+        meta = dict(f.metadata) or option("")
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        out.append(FieldInfo(f"{prefix}{f.name}", hint, f.default, flag, meta["resumable"], meta))
+    return tuple(out)
+
+
+def resumable() -> frozenset[str]:
+    """The dotted paths of the fields that may change when a run is resumed."""
+    return frozenset(f.path for f in fields() if f.resumable)
+
+
+def get_path(config: Any, dotted: str) -> Any:
+    """``config.a.b`` for ``dotted = "a.b"``."""
+    for name in dotted.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def check(config: TrainConfig) -> None:
+    """Check every field against its metadata (choices and bounds); ValueError names the field."""
+    for info in fields():
+        value = get_path(config, info.path)
+        if value is None:
+            continue
+        choices = info.choices() if info.meta["check"] else None
+        if choices is not None and value not in choices and value not in info.meta["also"]:
+            if hasattr(choices, "get"):
+                choices.get(value)  # a registry's own message: "unknown weighting 'x'; choose one of: ..."
+            raise ValueError(f"unknown {info.name} {value!r}; choose one of: {', '.join(choices)}")
+        bounds = info.meta["bounds"]
+        if bounds and not _within(value, bounds):
+            raise ValueError(f"{info.path} must be {_bounds_text(info.type, bounds)}, got {value!r}")
+
+
+def _within(value: Any, bounds: dict[str, float]) -> bool:
+    if not math.isfinite(value):
+        return False
+    return all(
+        {"ge": value >= b, "gt": value > b, "lt": value < b}[kind] for kind, b in bounds.items()
+    )
+
+
+def _bounds_text(hint: Any, bounds: dict[str, float]) -> str:
+    if set(bounds) == {"ge"} and bounds["ge"] == 1 and hint is int:
+        return "a positive integer"
+    if set(bounds) == {"gt"} and bounds["gt"] == 0:
+        return "a positive number"
+    if set(bounds) == {"ge"}:
+        return f">= {bounds['ge']:g}"
+    low = f"[{bounds['ge']:g}" if "ge" in bounds else f"({bounds.get('gt', -math.inf):g}"
+    high = f"{bounds['lt']:g})" if "lt" in bounds else "∞)"
+    return f"in {low}, {high}"
+
+
+def registry_options(factory: Callable[..., Any], section: Any, entry: str) -> dict[str, Any]:
+    """The keyword arguments of a registry entry's ``factory`` read from a config ``section``.
+
+    Parameter ``p`` of the entry called ``entry`` takes field ``<entry>_<p>`` (dashes as
+    underscores: ``min_snr_gamma`` for min-snr's ``gamma``) if the section has it, else field ``p``
+    (``N``, ``eps``, ``importance``); parameters without a field keep their defaults.
+    """
+    prefix = entry.replace("-", "_") + "_"
+    out = {}
+    for p in inspect.signature(factory).parameters:
+        for name in (prefix + p, p):
+            if hasattr(section, name):
+                out[p] = getattr(section, name)
+                break
+    return out
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Pillow (image folders). A missing one raises an error naming the extra to instal
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from .registry import Registry
 
-__all__ = ["DATASETS", "Dataset", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "batch_indices", "epoch_permutation", "load_dataset"]
 
 INSTALL_DATA = 'pip install -c constraints.txt -e ".[data]"'
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -294,3 +295,35 @@ def load_dataset(
     n_held = min(max(1, round(heldout * len(x))), len(x) - 1) if heldout > 0 else 0
     label = str(path) if name in ("folder", "array") else name
     return Dataset(label, x[order[n_held:]].contiguous(), x[order[:n_held]].contiguous(), kind)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of the ``n`` training samples in ``epoch``: a permutation seeded by (seed, epoch).
+
+    Cached (a batch usually lies inside one epoch); callers index it and must not modify it.
+    """
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
+    """Indices of global batch ``step`` into ``n`` samples: a pure function of (step, n, batch_size, seed).
+
+    Epochs are seeded permutations laid end to end and batch ``step`` is positions
+    ``step·batch_size … (step+1)·batch_size − 1`` of that sequence, so a resumed run sees the same
+    batches as an uninterrupted one, and each rank can take its own slice of the same global batch.
+    """
+    first, last = step * batch_size, (step + 1) * batch_size - 1
+    if first // n == last // n:  # the usual case: the batch lies inside one epoch
+        start = first % n
+        return epoch_permutation(n, seed, first // n)[start : start + batch_size]
+    k = torch.arange(first, last + 1)
+    epochs, pos = k // n, k % n
+    out = torch.empty(batch_size, dtype=torch.long)
+    for e in range(first // n, last // n + 1):
+        mask = epochs == e
+        out[mask] = epoch_permutation(n, seed, e)[pos[mask]]
+    return out

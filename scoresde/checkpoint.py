@@ -1,0 +1,219 @@
+"""The checkpoint format of a run folder: one place that writes, finds, reads and checks checkpoints.
+
+A checkpoint is a pair of files under ``<run>/checkpoints/``::
+
+    step_00001000.safetensors   every tensor: weights (``model.*``), EMA weights (``ema.*``),
+                                optimizer moments (``optim.<param index>.<name>``)
+    step_00001000.json          the rest: ``format``, ``step``, ``config``, ``data_shape``, ``kind``,
+                                ``world_size``, the optimizer's scalars and hyper-parameters, the RNG
+                                states of every rank (base64) and the weights' SHA-256
+
+Both are written atomically, weights first, so a JSON file marks a complete checkpoint; the
+SHA-256 catches a weights file changed or cut short afterwards. :func:`save_checkpoint` writes one
+and prunes the folder to the newest ``keep``; :func:`read_checkpoint` reads and checks one;
+:func:`load_latest` is what every reader (the trainer's resume, ``load_run``, the CLI) calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import Tensor, nn
+
+from .imageio import atomic_write_bytes
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "checkpoint_files",
+    "checkpoint_path",
+    "decode_rng",
+    "encode_rng",
+    "latest_checkpoint",
+    "load_latest",
+    "load_weights",
+    "optimizer_state",
+    "pack_optimizer",
+    "read_checkpoint",
+    "save_checkpoint",
+    "section",
+]
+
+FORMAT = 1
+"""The checkpoint format version this code writes and reads."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint read from disk: its JSON path, the metadata and the tensors."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, Tensor]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's config as saved (a nested dict; :func:`scoresde.config.from_dict` builds it)."""
+        return self.meta["config"]
+
+
+# --------------------------------------------------------------------------- finding
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    """The JSON path of the checkpoint of ``step`` in ``run_dir``."""
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}.json"
+
+
+def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint JSON files of a run, oldest first (empty if there is no checkpoint folder)."""
+    folder = Path(run_dir) / "checkpoints"
+    return sorted(folder.glob("step_*.json")) if folder.is_dir() else []
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint JSON file of a run, or ``None``."""
+    files = checkpoint_files(run_dir)
+    return files[-1] if files else None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(metadata, tensors) of the checkpoint whose JSON file is ``path``.
+
+    Raises ValueError, naming the file, if it is unreadable, not a scoresde checkpoint of this
+    format, lacks its weights file, or its weights do not match their SHA-256.
+    """
+    meta_path = Path(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"checkpoint {meta_path} is corrupt (unreadable JSON: {err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "step" not in meta:
+        raise ValueError(f"checkpoint {meta_path} is not a scoresde checkpoint (format {FORMAT})")
+    weights_path = meta_path.with_suffix(".safetensors")
+    try:
+        blob = weights_path.read_bytes()
+    except OSError:
+        raise ValueError(f"checkpoint {meta_path} has no weights file {weights_path.name}") from None
+    if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
+        raise ValueError(f"checkpoint weights {weights_path} are corrupt (SHA-256 does not match its JSON)")
+    try:
+        tensors = load_safetensors(blob)
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"checkpoint weights {weights_path} are corrupt: {err}") from None
+    return meta, tensors
+
+
+def load_latest(run_dir: str | os.PathLike) -> Checkpoint:
+    """The newest checkpoint of ``run_dir``, read and checked.
+
+    Raises ValueError for a missing folder, a folder without checkpoints, and a corrupt newest
+    checkpoint (the message names the file). The one place that picks "the" checkpoint of a run.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} does not exist")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise ValueError(f"run folder {run_dir} has no checkpoint (expected {run_dir}/checkpoints/step_*.json)")
+    meta, tensors = read_checkpoint(path)
+    return Checkpoint(path, meta, tensors)
+
+
+def section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors whose names start with ``prefix``, with the prefix removed (``section(t, "ema.")``)."""
+    n = len(prefix)
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_weights(module: nn.Module, state: dict[str, Tensor], where: str | os.PathLike) -> None:
+    """``module.load_state_dict(state, strict=True)``; a mismatch is a ValueError naming ``where``."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:300]
+        raise ValueError(f"checkpoint {where} does not match the network its config describes: {detail}") from None
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def save_checkpoint(
+    path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any], *, keep: int | None = None
+) -> Path:
+    """Write the checkpoint ``path`` (its JSON file) atomically, weights first, then prune to ``keep``.
+
+    ``meta`` must hold ``step``; ``format``, ``weights_sha256`` and ``time`` are added. Tensors are
+    moved to the CPU. With ``keep`` only the newest ``keep`` checkpoints of the folder remain.
+    """
+    path = Path(path)
+    blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    meta = {
+        "format": FORMAT,
+        **meta,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write_bytes(path.with_suffix(".safetensors"), blob)  # weights first: the JSON marks completion
+    atomic_write_bytes(path, json.dumps(meta).encode())
+    if keep is not None:
+        for old in checkpoint_files(path.parent.parent)[:-keep]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- optimizer and RNG states
+
+
+def pack_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors (``optim.<i>.<name>``) and the JSON-ready rest."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state_dict["state"].items():
+        scalars[str(idx)] = {}
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars[str(idx)][key] = value
+    return tensors, {"state": scalars, "param_groups": state_dict["param_groups"]}
+
+
+def optimizer_state(meta: dict[str, Any], tensors: dict[str, Tensor], device: torch.device) -> dict[str, Any]:
+    """The ``optimizer.load_state_dict`` argument from a checkpoint (inverse of :func:`pack_optimizer`)."""
+    saved = meta["optimizer"]
+    state = {}
+    for idx, scalars in saved["state"].items():
+        entry = dict(scalars)
+        entry.update(section(tensors, f"optim.{idx}."))
+        state[int(idx)] = {k: v.to(device) if k != "step" else v for k, v in entry.items()}
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def encode_rng(state: Tensor) -> str:
+    """A generator state (a uint8 tensor) as base64 text for the JSON file."""
+    return base64.b64encode(state.cpu().numpy().tobytes()).decode()
+
+
+def decode_rng(text: str) -> Tensor:
+    """The uint8 generator state from :func:`encode_rng`'s text."""
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)

@@ -1,0 +1,92 @@
+"""Data-parallel training under ``torchrun``: join the process group, pick the device, share results.
+
+``torchrun`` describes the job in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``);
+:func:`setup` joins the group it describes (NCCL on GPUs, each rank on ``cuda:LOCAL_RANK``; gloo
+on CPU) and returns a :class:`Distributed` handle. Without ``torchrun`` the handle is a single
+rank and every method is a no-op, so the trainer runs the same code either way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["Distributed", "setup"]
+
+
+@dataclass
+class Distributed:
+    """The process's place in the job: ``world`` ranks, this one ``rank``, computing on ``device``."""
+
+    world: int
+    rank: int
+    device: torch.device
+    owns_group: bool = False
+
+    def all_reduce_(self, *tensors: Tensor) -> None:
+        """Sum each tensor over the ranks, in place."""
+        if self.world > 1:
+            for t in tensors:
+                dist.all_reduce(t)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (``[obj]`` on a single rank)."""
+        if self.world == 1:
+            return [obj]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on some rank."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in DistributedDataParallel when there are several ranks, else ``model`` itself."""
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def close(self) -> None:
+        """Leave the process group if :func:`setup` created it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def setup(device: str = "auto") -> Distributed:
+    """Join the process group ``torchrun`` describes, if any, and choose the device.
+
+    ``device="auto"`` is ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU; any other
+    value (``cpu``, ``cuda:1``) is used as given.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if device == "auto":
+        chosen = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
+    else:
+        chosen = torch.device(device)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)  # before NCCL starts, so each rank talks from its own GPU
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return Distributed(dist.get_world_size(), dist.get_rank(), chosen, owns)
+    return Distributed(1, 0, chosen, owns)
