@@ -54,13 +54,13 @@ def train_throughput(size, shape, batch, steps, warmup, device, compile_, bf16) 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, tmp, progress=False, dataset=dataset)
         for _ in range(warmup):
-            trainer.train_step(trainer._batch(trainer.step))
+            trainer.train_step(trainer.batch(trainer.step))
         rates = []
         for _ in range(3):
             sync(device)
             start = time.perf_counter()
             for _ in range(steps):
-                trainer.train_step(trainer._batch(trainer.step))
+                trainer.train_step(trainer.batch(trainer.step))
             sync(device)
             rates.append(steps * batch / (time.perf_counter() - start))
     return statistics.median(rates)

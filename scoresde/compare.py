@@ -98,7 +98,8 @@ def evaluate_run(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Likelihood and sample quality of a loaded run (:func:`scoresde.train.load_run`).
+    """Likelihood and sample quality of a loaded run (:func:`scoresde.train.load_run`) or of a
+    :class:`~scoresde.train.TrainResult` (a model trained in memory).
 
     Returns a JSON-ready dict: ``nll`` (per method: nats/dim and, for quantized images, bits/dim,
     each with its standard error, NFE and the term breakdown), ``quality`` (per solver: the
@@ -120,7 +121,7 @@ def evaluate_run(
     levels = data_levels(dataset, run.kind)
     vlb_steps = vlb_steps or run.config.loss.N
     result: dict[str, Any] = {
-        "run": str(run.run_dir),
+        "run": str(run.run_dir) if run.run_dir is not None else None,
         "step": run.step,
         "dataset": dataset,
         "kind": run.kind,
@@ -265,7 +266,8 @@ def compare_losses(
         data: a dataset name from ``DATASETS`` or a path.
         weightings, times: the settings; ``elbo`` with continuous time is skipped (noted).
         budget: training steps per model (same batch size, learning rate and seed for all).
-        out: output folder; each model trains in ``out/runs/<weighting>-<time>``.
+        out: output folder for the results, the plots and the dataset classifier (images); the
+            models are trained and evaluated in memory, no run folder is written.
         solvers, sample_steps, num_samples: sample quality per solver at this many steps.
         nll_num: held-out samples for the likelihoods; vlb_steps: VLB chain length (default N).
         importance: draw training times with density ∝ w(t) for every setting (unbiased; reduces
@@ -274,7 +276,7 @@ def compare_losses(
     """
     from .config import DataConfig, LossConfig, TrainConfig
     from .samplers import SOLVERS
-    from .train import load_run, train
+    from .train import train
 
     log = log or (lambda msg: None)
     settings, skipped = _settings(weightings, times)
@@ -299,10 +301,8 @@ def compare_losses(
         name = f"{w}-{t}"
         loss = dataclasses.replace(base.loss or LossConfig(), weighting=w, time=t, importance=importance)
         cfg = dataclasses.replace(base, loss=loss)
-        run_dir = out / "runs" / name
         log(f"[{name}] training {budget} steps")
-        res = train(cfg, run_dir, progress=progress)
-        run = load_run(run_dir)
+        run = train(cfg, None, progress=progress)
         log(f"[{name}] evaluating")
         row = evaluate_run(
             run,
@@ -315,8 +315,8 @@ def compare_losses(
             seed=seed,
             log=lambda msg, name=name: log(f"[{name}] {msg}"),
         )
-        row.update({"setting": name, "weighting": w, "time": t, "final_loss": res.loss})
-        row["train_loss_by_t"] = _last_loss_by_t(run_dir)
+        row.update({"setting": name, "weighting": w, "time": t, "final_loss": run.loss})
+        row["train_loss_by_t"] = run.metrics[-1]["loss_by_t"] if run.metrics else None
         rows.append(row)
     settings_record = {
         "data": data,
@@ -344,14 +344,6 @@ def compare_losses(
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
-
-
-def _last_loss_by_t(run_dir: Path) -> list[float | None] | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]).get("loss_by_t") if lines else None
 
 
 def _markdown(result: CompareResult) -> str:

@@ -104,7 +104,11 @@ class DataConfig:
     """The data: a name from ``DATASETS`` or a path; ``n`` sizes toy sets; ``heldout`` fraction."""
 
     name: str = _f(
-        "digits", "Dataset, {choices}, or a folder / .npy / .npz path.", flag="--data", choices="data.DATASETS", check=False
+        "digits",
+        "Dataset, {choices}, or a folder / .npy / .npz path.",
+        flag="--data",
+        choices="data.DATASETS",
+        check=False,  # a path is allowed too; load_dataset checks it
     )
     path: str | None = _f(None, "Path for --data folder / array.", flag="--data-path")
     n: int = _f(10_000, "Size of a toy 2-D set.", flag="--n-points")
@@ -204,9 +208,7 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the network.", resumable=True)
     bf16: bool = _f(True, "bf16 autocast on CUDA.", resumable=True)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.", resumable=True)
-    threads: int = _f(
-        1, "CPU threads for torch (default 1; 0 = torch's default, all cores).", resumable=True, ge=0
-    )
+    threads: int = _f(1, "CPU threads for torch (default 1; 0 = torch's default, all cores).", resumable=True, ge=0)
 
 
 # --------------------------------------------------------------------------- the fields as data
@@ -301,9 +303,7 @@ def check(config: TrainConfig) -> None:
 def _within(value: Any, bounds: dict[str, float]) -> bool:
     if not math.isfinite(value):
         return False
-    return all(
-        {"ge": value >= b, "gt": value > b, "lt": value < b}[kind] for kind, b in bounds.items()
-    )
+    return all({"ge": value >= b, "gt": value > b, "lt": value < b}[kind] for kind, b in bounds.items())
 
 
 def _bounds_text(hint: Any, bounds: dict[str, float]) -> str:

@@ -20,38 +20,55 @@ each rank draws its own slice of every global batch and its own noise; rank 0 wr
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import datetime
-import hashlib
 import json
 import math
 import os
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
-from .config import TrainConfig, from_dict, to_dict
-from .data import Dataset, load_dataset
-from .imageio import atomic_write_bytes, image_grid, save_png, scatter_image
-from .losses import denoising_loss, make_time_sampler, make_weighting
+from . import checkpoint as ckpt
+from .config import TrainConfig, check, from_dict, registry_options, to_dict
+from .data import Dataset, batch_indices, load_dataset
+from .distributed import Distributed
+from .distributed import setup as setup_distributed
+from .ema import EMA
+from .imageio import atomic_write_bytes, image_grid, scatter_image
+from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising_loss
 from .nets import make_network
 from .param import Model
+from .reporting import EchoReporter, JsonlReporter, ProgressReporter, Reporter, Reporters
 from .sde import SDE, make_sde
 
-__all__ = ["LoadedRun", "TrainResult", "Trainer", "TrainingDiverged", "latest_run", "load_run", "train"]
+__all__ = [
+    "LoadedRun",
+    "LossTally",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "build_model",
+    "build_sde",
+    "latest_run",
+    "load_run",
+    "loss_parts",
+    "preview",
+    "stop_on_sigint",
+    "train",
+    "validate",
+]
 
-CHECKPOINT_FORMAT = 1
 T_BINS = 10
 REFERENCE_MAX = 2048
 
@@ -62,11 +79,37 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainResult:
-    run_dir: Path
+    """What :func:`train` / :meth:`Trainer.run` did, and the trained model in memory.
+
+    Attributes:
+        run_dir: the run folder (``None`` when trained in memory).
+        step: the last step trained.
+        loss: the mean loss of the last metrics record (``None`` if none was logged).
+        interrupted: stopped by Ctrl-C (a checkpoint was saved first).
+        checkpoint: the newest checkpoint's JSON path (``None`` without a run folder).
+        model: the EMA model, eval mode, on the CPU; samples as :func:`load_run`'s model does.
+        sde, config, data_shape, kind: as in :class:`LoadedRun`.
+        reference: held-out data (up to 2,048 samples), as the run folder's ``reference.safetensors``.
+        metrics: every metrics record logged by this run, oldest first (``metrics.jsonl``'s lines).
+    """
+
+    run_dir: Path | None
     step: int
     loss: float | None
     interrupted: bool
     checkpoint: Path | None
+    model: Model | None = None
+    sde: SDE | None = None
+    config: TrainConfig | None = None
+    data_shape: tuple[int, ...] = ()
+    kind: str = ""
+    reference: Tensor | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def prediction(self) -> str:
+        """What ``model`` returns (``config.model.prediction``)."""
+        return self.config.model.prediction
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -93,108 +136,26 @@ def build_model(config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde
     return Model(net, m.prediction, m.time_label, T=sde.T, N=config.loss.N)
 
 
-def _loss_parts(config: TrainConfig):
+def loss_parts(config: TrainConfig) -> tuple[Weighting, TimeSampler]:
+    """The weighting and time sampler the config names, built from their registry entries
+    (each factory's parameters read from the loss config, :func:`scoresde.config.registry_options`)."""
     c = config.loss
-    options = {"variance": c.elbo_variance} if c.weighting == "elbo" else {}
-    if c.weighting == "min-snr":
-        options = {"gamma": c.min_snr_gamma}
-    weighting = make_weighting(c.weighting, **options)
-    if c.time == "discrete":
-        time = make_time_sampler("discrete", N=c.N, importance=c.importance)
-    else:
-        time = make_time_sampler(c.time, eps=c.eps, importance=c.importance)
-    return weighting, time
+    make_w, make_t = WEIGHTINGS.get(c.weighting), TIME_SAMPLERS.get(c.time)
+    return make_w(**registry_options(make_w, c, c.weighting)), make_t(**registry_options(make_t, c, c.time))
 
 
 def validate(config: TrainConfig) -> None:
-    """Check the settings that are cheap to check before any work; ValueError names the field."""
-    from .nets import NETWORKS, UNET_SIZES
-    from .param import PREDICTIONS, TIME_LABELS
-    from .schedules import SCHEDULES
-    from .sde import SDES
+    """Check the settings that are cheap to check before any work; ValueError names the field.
 
-    SDES.get(config.sde.name)
-    if config.sde.schedule is not None:
-        SCHEDULES.get(config.sde.schedule)
-    if config.model.net != "auto":
-        NETWORKS.get(config.model.net)
-    UNET_SIZES.get(config.model.size)
-    TIME_LABELS.get(config.model.time_label)
-    if config.model.prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {config.model.prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-    _loss_parts(config)
+    Choices and bounds come from the fields' metadata (:func:`scoresde.config.check`); the loss's
+    options are checked by building it.
+    """
+    check(config)
+    loss_parts(config)
     if config.loss.weighting == "elbo" and config.loss.time != "discrete":
         raise ValueError("the 'elbo' weighting needs --time discrete; use 'likelihood' for continuous time")
-    if config.loss.reduce not in ("sum", "mean"):
-        raise ValueError(f"loss reduce must be 'sum' or 'mean', got {config.loss.reduce!r}")
-    for name in ("steps", "batch_size", "log_every", "keep", "sample_num", "sample_steps"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
-    for name in ("checkpoint_every", "sample_every", "threads"):
-        if getattr(config, name) < 0:
-            raise ValueError(f"{name} must be >= 0 (0 = only at the end / never), got {getattr(config, name)}")
-    o = config.optim
-    if not (o.lr > 0 and math.isfinite(o.lr)):
-        raise ValueError(f"lr must be a positive number, got {o.lr}")
-    if not 0 <= o.ema_decay < 1:
-        raise ValueError(f"ema_decay must lie in [0, 1), got {o.ema_decay}")
-    if o.grad_clip < 0 or o.warmup < 0 or o.weight_decay < 0:
-        raise ValueError("grad_clip, warmup and weight_decay must be >= 0")
     if config.device not in ("auto", "cpu") and not config.device.startswith(("cuda", "mps")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
-
-
-# --------------------------------------------------------------------------- checkpoint files
-
-
-def _b64(t: Tensor) -> str:
-    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
-
-
-def _unb64(s: str) -> Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
-
-
-def _checkpoint_files(run_dir: Path) -> list[Path]:
-    """The checkpoint JSON files of a run, oldest first."""
-    folder = run_dir / "checkpoints"
-    return sorted(folder.glob("step_*.json")) if folder.is_dir() else []
-
-
-def _read_checkpoint(meta_path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(metadata, tensors) of one checkpoint; ValueError if it is unreadable or corrupt."""
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"checkpoint {meta_path} is corrupt (unreadable JSON: {err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "step" not in meta:
-        raise ValueError(f"checkpoint {meta_path} is not a scoresde checkpoint (format {CHECKPOINT_FORMAT})")
-    weights_path = meta_path.with_suffix(".safetensors")
-    try:
-        blob = weights_path.read_bytes()
-    except OSError:
-        raise ValueError(f"checkpoint {meta_path} has no weights file {weights_path.name}") from None
-    if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
-        raise ValueError(f"checkpoint weights {weights_path} are corrupt (SHA-256 does not match its JSON)")
-    try:
-        tensors = load_safetensors(blob)
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"checkpoint weights {weights_path} are corrupt: {err}") from None
-    return meta, tensors
-
-
-def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    n = len(prefix)
-    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _load_weights(module: nn.Module, state: dict[str, Tensor], where: str) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])[:300]
-        raise ValueError(f"checkpoint {where} does not match the network its config describes: {detail}") from None
 
 
 # --------------------------------------------------------------------------- loading a run
@@ -236,20 +197,16 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
     mismatched checkpoint (the message names the file).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"run folder {run_dir} does not exist")
-    files = _checkpoint_files(run_dir)
-    if not files:
-        raise ValueError(f"run folder {run_dir} has no checkpoint (expected {run_dir}/checkpoints/step_*.json)")
-    meta, tensors = _read_checkpoint(files[-1])
+    checkpoint = ckpt.load_latest(run_dir)
+    meta, path = checkpoint.meta, checkpoint.path
     try:
         config = from_dict(meta["config"])
         data_shape, kind = tuple(int(n) for n in meta["data_shape"]), str(meta["kind"])
         sde = build_sde(config)
         model = build_model(config, data_shape, kind, sde)
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {files[-1]} has an unusable config: {err}") from None
-    _load_weights(model, _prefixed(tensors, "ema."), str(files[-1]))
+        raise ValueError(f"checkpoint {path} has an unusable config: {err}") from None
+    ckpt.load_weights(model, ckpt.section(checkpoint.tensors, "ema."), path)
     model.requires_grad_(False).eval().to(device)
     reference = None
     ref_path = run_dir / "reference.safetensors"
@@ -257,7 +214,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
         with contextlib.suppress(Exception):
             reference = load_safetensors(ref_path.read_bytes())["x"]
     return LoadedRun(
-        model, sde, config.model.prediction, data_shape, kind, config, reference, int(meta["step"]), files[-1], run_dir
+        model, sde, config.model.prediction, data_shape, kind, config, reference, checkpoint.step, path, run_dir
     )
 
 
@@ -268,38 +225,99 @@ def latest_run(root: str | os.PathLike = "runs") -> Path | None:
         return None
     best, best_time = None, -math.inf
     for run in root.iterdir():
-        files = _checkpoint_files(run) if run.is_dir() else []
-        if files:
-            mtime = files[-1].stat().st_mtime
-            if mtime > best_time:
-                best, best_time = run, mtime
+        newest = ckpt.latest_checkpoint(run) if run.is_dir() else None
+        if newest is not None and newest.stat().st_mtime > best_time:
+            best, best_time = run, newest.stat().st_mtime
     return best
 
 
+# --------------------------------------------------------------------------- pieces of the trainer
+
+
+@torch.no_grad()
+def preview(model: Model, sde: SDE, config: TrainConfig, kind: str, heldout: Tensor) -> np.ndarray:
+    """A picture of samples of ``model``: a grid (images) or a scatter plot over ``heldout`` (points).
+
+    Always the same noise (seeded by ``config.seed``), so pictures of successive steps compare.
+    """
+    from .samplers import sample
+
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(config.seed + 12345)
+    shape = (config.sample_num, *heldout.shape[1:])
+    clip = {"clip_x0": 1.0} if kind == "images" else {}
+    x = sample(
+        model,
+        sde,
+        shape,
+        solver=config.sample_solver,
+        steps=config.sample_steps,
+        prediction=config.model.prediction,
+        generator=g,
+        **clip,
+    )
+    if kind == "images":
+        zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged to be seen
+        return image_grid(x.clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
+    return scatter_image(x, heldout)
+
+
+class LossTally:
+    """Sums of the per-sample loss, overall and in ``T_BINS`` equal t-bins, since the last record."""
+
+    def __init__(self, T: float, device: torch.device) -> None:
+        self.T = T
+        self.bins = torch.zeros(T_BINS, device=device, dtype=torch.float64)
+        self.counts = torch.zeros(T_BINS, device=device, dtype=torch.float64)
+        self.total = torch.zeros(2, device=device, dtype=torch.float64)  # (sum of losses, count)
+
+    def add(self, loss: Tensor, t: Tensor) -> None:
+        self.total[0] += loss.sum()
+        self.total[1] += loss.numel()
+        k = (t / self.T * T_BINS).long().clamp_(0, T_BINS - 1).to(self.bins.device)
+        self.bins.index_add_(0, k, loss.to(self.bins.dtype))
+        self.counts.index_add_(0, k, torch.ones_like(self.bins[k]))
+
+    def finite(self) -> bool:
+        """False if a non-finite loss was added on this rank since the last record."""
+        return not self.total[1].item() or bool(torch.isfinite(self.total[0]).item())
+
+    def take(self, dist: Distributed) -> tuple[float, list[float | None]]:
+        """(mean loss, mean loss per t-bin or ``None`` for an empty bin) over all ranks; then reset."""
+        dist.all_reduce_(self.total, self.bins, self.counts)
+        loss = (self.total[0] / self.total[1]).item()
+        by_t = [b / k if k > 0 else None for b, k in zip(self.bins.tolist(), self.counts.tolist(), strict=True)]
+        for t in (self.total, self.bins, self.counts):
+            t.zero_()
+        return loss, by_t
+
+
+@contextlib.contextmanager
+def stop_on_sigint(stop: Callable[[], None]):
+    """While inside, the first Ctrl-C calls ``stop()`` (finish the step, save, return), the second one
+    raises KeyboardInterrupt. Only in the main thread (signals cannot be caught elsewhere)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    requested = False
+
+    def handler(signum, frame):
+        nonlocal requested
+        if requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        requested = True
+        stop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # --------------------------------------------------------------------------- the trainer
-
-
-def _data_indices(step: int, n: int, batch: int, seed: int, cache: dict[int, Tensor]) -> Tensor:
-    """Indices of global batch ``step``: epochs are seeded permutations, so this is a pure function of step."""
-
-    def permutation(e: int) -> Tensor:
-        if e not in cache:
-            if len(cache) > 4:
-                cache.clear()
-            cache[e] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
-        return cache[e]
-
-    first, last = step * batch, (step + 1) * batch - 1
-    if first // n == last // n:  # the usual case: the batch lies inside one epoch
-        start = first % n
-        return permutation(first // n)[start : start + batch]
-    k = torch.arange(first, last + 1)
-    epochs, pos = k // n, k % n
-    out = torch.empty(batch, dtype=torch.long)
-    for e in range(first // n, last // n + 1):
-        mask = epochs == e
-        out[mask] = permutation(e)[pos[mask]]
-    return out
 
 
 class Trainer:
@@ -307,29 +325,33 @@ class Trainer:
 
     Args:
         config: the resolved :class:`~scoresde.config.TrainConfig`.
-        run_dir: the run folder (created; with ``resume`` it must hold a checkpoint).
-        resume: continue from the newest checkpoint (its config is used; ``steps`` may grow).
+        run_dir: the run folder (created); ``None`` trains in memory and writes nothing.
+        resume: continue from the newest checkpoint of ``run_dir`` (``True``) or from a
+            :class:`~scoresde.checkpoint.Checkpoint` already read; ``steps`` may grow.
         progress: show a rich progress bar (rank 0 only).
         dataset: a preloaded :class:`~scoresde.data.Dataset` instead of ``config.data``.
+        log: where messages go (warnings, "interrupt: ..."), e.g. ``print``.
+        reporters: further :class:`~scoresde.reporting.Reporter` s (metrics, messages, pictures).
     """
 
     def __init__(
         self,
         config: TrainConfig,
-        run_dir: str | os.PathLike,
+        run_dir: str | os.PathLike | None,
         *,
-        resume: bool = False,
+        resume: bool | ckpt.Checkpoint = False,
         progress: bool = True,
         dataset: Dataset | None = None,
         log: Callable[[str], None] | None = None,
+        reporters: Sequence[Reporter] = (),
     ) -> None:
         validate(config)
         if config.threads > 0:  # on a busy machine one thread per process is often much faster
             torch.set_num_threads(config.threads)
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
-        self.log = log or (lambda msg: None)
-        self._setup_distributed()
-        c = config
+        c, self.config, self.progress = config, config, progress
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.dist = setup_distributed(c.device)
+        self.reporter = self._reporters(log, reporters)
         self.dataset = dataset or load_dataset(
             c.data.name, path=c.data.path, n=c.data.n, resize=c.data.resize, heldout=c.data.heldout, seed=c.seed
         )
@@ -339,10 +361,7 @@ class Trainer:
         torch.manual_seed(c.seed)  # the initial weights: the same on every rank
         self.model = build_model(c, self.dataset.data_shape, self.dataset.kind, self.sde).to(self.device)
         torch.manual_seed(c.seed + 1 + self.rank)  # dropout: each rank its own stream
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        # listed once: walking the module tree every step costs more than the EMA update itself
-        self._ema_pairs = (list(self.ema.parameters()), list(self.model.parameters()))
-        self._ema_buffers = list(zip(self.ema.buffers(), self.model.buffers(), strict=True))
+        self.averager = EMA(self.model, c.optim.ema_decay, c.optim.ema_warmup)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # fused AdamW: one kernel over all parameters (CPU and CUDA); on the CPU ~6x cheaper than the default
         # per-tensor loop, ~4% of a tiny-UNet step (benchmarks/peers.py)
@@ -353,94 +372,91 @@ class Trainer:
             weight_decay=c.optim.weight_decay,
             fused=self.device.type in ("cpu", "cuda"),
         )
-        self.weighting, self.time_sampler = _loss_parts(c)
+        self.weighting, self.time_sampler = loss_parts(c)
         self.generator = torch.Generator(self.device).manual_seed(c.seed * 7919 + 101 + self.rank)
         self.train_x = self.dataset.train.to(self.device)
-        self._perm_cache: dict[int, Tensor] = {}
-        self.step = 0
+        self.step, self.metrics = 0, []
         self.last_checkpoint: Path | None = None
-        if resume:
-            self._resume()
-        self.net = self.model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if resume is not False:
+            self._restore(self._checkpoint_to_resume(resume))
+        self.net = self.dist.wrap(self.model)
         if c.compile:
             self.net = torch.compile(self.net)
         self._stop = False
 
-    # ---- setup --------------------------------------------------------------------------
-    def _setup_distributed(self) -> None:
-        """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK), if any."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        cuda = torch.cuda.is_available() and self.config.device != "cpu"
-        if self.config.device == "auto":
-            device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
-        else:
-            device = torch.device(self.config.device)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)  # before NCCL starts, so each rank talks from its own GPU
-        self._owns_group = world > 1 and not dist.is_initialized()
-        if self._owns_group:
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        self.world = dist.get_world_size() if dist.is_initialized() else 1
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.device = device
+    @property
+    def ema(self) -> nn.Module:
+        """The EMA of the model (eval mode): the weights to sample from."""
+        return self.averager.module
+
+    @property
+    def world(self) -> int:
+        return self.dist.world
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    def _reporters(self, log, extra: Sequence[Reporter]) -> Reporters:
+        if self.rank != 0:
+            return Reporters()
+        folder = [JsonlReporter(self.run_dir)] if self.run_dir is not None else []
+        return Reporters([*folder, *([EchoReporter(log)] if log else []), *extra])
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it."""
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._owns_group = False
+        """Close the reporters and leave the process group if this trainer created it."""
+        self.reporter.close()
+        self.dist.close()
 
-    def _resume(self) -> None:
-        files = _checkpoint_files(self.run_dir)
-        if not files:
+    # ---- resume --------------------------------------------------------------------------
+    def _checkpoint_to_resume(self, resume: bool | ckpt.Checkpoint) -> ckpt.Checkpoint:
+        if isinstance(resume, ckpt.Checkpoint):
+            return resume
+        if self.run_dir is None or ckpt.latest_checkpoint(self.run_dir) is None:
             raise ValueError(f"nothing to resume: {self.run_dir} has no checkpoint")
-        meta, tensors = _read_checkpoint(files[-1])
-        try:
-            self._restore(meta, tensors, files[-1])
-        except (KeyError, TypeError, IndexError) as err:
-            raise ValueError(f"checkpoint {files[-1]} is incomplete or corrupt (bad field {err})") from None
+        return ckpt.load_latest(self.run_dir)
 
-    def _restore(self, meta: dict[str, Any], tensors: dict[str, Tensor], path: Path) -> None:
-        if tuple(meta["data_shape"]) != self.dataset.data_shape:
-            raise ValueError(
-                f"checkpoint {path} was trained on data of shape {tuple(meta['data_shape'])}, "
-                f"the data now has shape {self.dataset.data_shape}"
-            )
-        _load_weights(self.model, _prefixed(tensors, "model."), str(path))
-        _load_weights(self.ema, _prefixed(tensors, "ema."), str(path))
-        optim_state = meta["optimizer"]
-        state = {}
-        for idx, scalars in optim_state["state"].items():
-            entry = dict(scalars)
-            entry.update(_prefixed(tensors, f"optim.{idx}."))
-            state[int(idx)] = {k: v.to(self.device) if k != "step" else v for k, v in entry.items()}
-        self.optimizer.load_state_dict({"state": state, "param_groups": optim_state["param_groups"]})
-        rng = meta["rng"]
-        if len(rng) != self.world:
-            self.log(
-                f"warning: checkpoint was written by {len(rng)} ranks, now {self.world}: resume is not bitwise exact"
-            )
-        mine = rng[self.rank % len(rng)]
-        torch.set_rng_state(_unb64(mine["torch"]))
-        if mine.get("cuda") and self.device.type == "cuda":
-            torch.cuda.set_rng_state(_unb64(mine["cuda"]), self.device)
-        self.generator.set_state(_unb64(mine["noise"]))
-        self.step = int(meta["step"])
+    def _restore(self, checkpoint: ckpt.Checkpoint) -> None:
+        meta, tensors, path = checkpoint.meta, checkpoint.tensors, checkpoint.path
+        try:
+            if tuple(meta["data_shape"]) != self.dataset.data_shape:
+                raise ValueError(
+                    f"checkpoint {path} was trained on data of shape {tuple(meta['data_shape'])}, "
+                    f"the data now has shape {self.dataset.data_shape}"
+                )
+            ckpt.load_weights(self.model, ckpt.section(tensors, "model."), path)
+            ckpt.load_weights(self.ema, ckpt.section(tensors, "ema."), path)
+            self.optimizer.load_state_dict(ckpt.optimizer_state(meta, tensors, self.device))
+            rng = meta["rng"]
+            if len(rng) != self.world:
+                self.reporter.log_message(
+                    f"warning: checkpoint was written by {len(rng)} ranks, now {self.world}: "
+                    "resume is not bitwise exact"
+                )
+            mine = rng[self.rank % len(rng)]
+            torch.set_rng_state(ckpt.decode_rng(mine["torch"]))
+            if mine.get("cuda") and self.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt.decode_rng(mine["cuda"]), self.device)
+            self.generator.set_state(ckpt.decode_rng(mine["noise"]))
+            self.step = checkpoint.step
+        except (KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"checkpoint {path} is incomplete or corrupt (bad field {err})") from None
         self.last_checkpoint = path
 
     # ---- one step ------------------------------------------------------------------------
-    def _lr(self, step: int) -> float:
+    def lr(self, step: int) -> float:
+        """The learning rate of step ``step``: linear warm-up to ``optim.lr``."""
         warmup = self.config.optim.warmup
         return self.config.optim.lr * min(1.0, (step + 1) / warmup) if warmup else self.config.optim.lr
 
-    def _batch(self, step: int) -> Tensor:
+    def batch(self, step: int) -> Tensor:
+        """This rank's slice of global batch ``step`` (a pure function of seed and step)."""
         c = self.config
-        idx = _data_indices(step, len(self.train_x), c.batch_size, c.seed, self._perm_cache)
+        idx = batch_indices(step, len(self.train_x), c.batch_size, c.seed)
         per_rank = c.batch_size // self.world
         return self.train_x[idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.device)]
 
@@ -448,9 +464,8 @@ class Trainer:
         """One optimizer step on batch ``x0``; returns (per-sample loss, times) detached."""
         c = self.config
         for group in self.optimizer.param_groups:
-            group["lr"] = self._lr(self.step)
-        autocast = torch.autocast("cuda", torch.bfloat16, enabled=c.bf16 and self.device.type == "cuda")
-        with autocast:
+            group["lr"] = self.lr(self.step)
+        with torch.autocast("cuda", torch.bfloat16, enabled=c.bf16 and self.device.type == "cuda"):
             loss, draw = denoising_loss(
                 self.net,
                 self.sde,
@@ -467,74 +482,70 @@ class Trainer:
         if c.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, c.optim.grad_clip)
         self.optimizer.step()
-        self._update_ema()
+        self.averager.update(self.step)
         self.step += 1
         return loss.detach(), draw.t
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        o = self.config.optim
-        # warm-up as TensorFlow's ExponentialMovingAverage(num_updates): decay = min(d, (1+n)/(10+n))
-        decay = min(o.ema_decay, (1 + self.step) / (10 + self.step)) if o.ema_warmup else o.ema_decay
-        torch._foreach_lerp_(*self._ema_pairs, 1 - decay)
-        for b_ema, b in self._ema_buffers:
-            b_ema.copy_(b)
-
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Train to ``config.steps``: log every ``log_every``, checkpoint every ``checkpoint_every``
+        and at the end, preview every ``sample_every``; Ctrl-C finishes the step, saves and returns."""
         c = self.config
-        if self.rank == 0:
-            self._write_run_files()
-        bins = torch.zeros(T_BINS, device=self.device, dtype=torch.float64)
-        counts = torch.zeros(T_BINS, device=self.device, dtype=torch.float64)
-        running = torch.zeros((), device=self.device, dtype=torch.float64)
-        n_running, last_loss, t_log = 0, None, time.perf_counter()
-        start_step = self.step
-        previous_handler = self._install_sigint()
-        bar = self._progress_bar(start_step)
+        self._write_run_files()
+        tally, last_loss, start = LossTally(self.sde.T, self.device), None, self.step
+        bar = ProgressReporter(c.steps, start) if self.progress and self.rank == 0 else None
+        self.reporter.reporters += [bar] if bar else []
+        t_log = time.perf_counter()
         try:
-            while self.step < c.steps:
-                loss, t = self.train_step(self._batch(self.step))
-                running += loss.sum()
-                n_running += loss.numel()
-                k = (t / self.sde.T * T_BINS).long().clamp_(0, T_BINS - 1).to(self.device)
-                bins.index_add_(0, k, loss.to(bins.dtype))
-                counts.index_add_(0, k, torch.ones_like(bins[k]))
-                if bar is not None:
-                    bar[0].update(bar[1], advance=1)
-                at_end = self.step == c.steps
-                if self.step % c.log_every == 0 or at_end:
-                    now = time.perf_counter()
-                    last_loss = self._log_metrics(running, n_running, bins, counts, (now - t_log), bar)
-                    t_log = now
-                    running.zero_(), bins.zero_(), counts.zero_()
-                    n_running = 0
-                if c.checkpoint_every and self.step % c.checkpoint_every == 0 and not at_end:
-                    self._check_finite(running, n_running)
-                    self.save_checkpoint()
-                if c.sample_every and self.step % c.sample_every == 0 and self.rank == 0:
-                    self.preview()
-                if self._stop_requested():
-                    self._check_finite(running, n_running)
-                    self.save_checkpoint()
-                    return TrainResult(self.run_dir, self.step, last_loss, True, self.last_checkpoint)
-            if self.step > start_step or self.last_checkpoint is None:
-                self._check_finite(running, n_running)
-                self.save_checkpoint()
-                if c.sample_every and self.step % c.sample_every and self.rank == 0:
-                    self.preview()
-            return TrainResult(self.run_dir, self.step, last_loss, False, self.last_checkpoint)
+            with stop_on_sigint(self.request_stop):
+                while self.step < c.steps:
+                    loss, t = self.train_step(self.batch(self.step))
+                    tally.add(loss, t)
+                    if bar is not None:
+                        bar.advance()
+                    at_end = self.step == c.steps
+                    if self.step % c.log_every == 0 or at_end:
+                        last_loss, t_log = self._log_metrics(tally, time.perf_counter() - t_log), time.perf_counter()
+                    if c.checkpoint_every and self.step % c.checkpoint_every == 0 and not at_end:
+                        self._checkpoint(tally)
+                    if c.sample_every and self.step % c.sample_every == 0:
+                        self.preview()
+                    if self.dist.any(self._stop):
+                        self._checkpoint(tally)
+                        return self._result(last_loss, interrupted=True)
+                if self.step > start or self.last_checkpoint is None:
+                    self._checkpoint(tally)
+                    if c.sample_every and self.step % c.sample_every:
+                        self.preview()
+            return self._result(last_loss, interrupted=False)
         finally:
             if bar is not None:
-                bar[0].stop()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+                bar.close()
+                self.reporter.reporters.remove(bar)
 
-    def _check_finite(self, running: Tensor, n: int) -> None:
-        if n and not torch.isfinite(running).item():
-            self._diverged()
+    def request_stop(self) -> None:
+        """Finish the current step, save a checkpoint and return from :meth:`run` (what Ctrl-C does)."""
+        self._stop = True
+        self.reporter.log_message("interrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)")
 
-    def _diverged(self) -> None:
+    def _result(self, loss: float | None, *, interrupted: bool) -> TrainResult:
+        ema = self.ema if self.device.type == "cpu" else copy.deepcopy(self.ema).cpu()
+        return TrainResult(
+            self.run_dir,
+            self.step,
+            loss,
+            interrupted,
+            self.last_checkpoint,
+            model=ema,
+            sde=self.sde,
+            config=self.config,
+            data_shape=self.dataset.data_shape,
+            kind=self.dataset.kind,
+            reference=self.dataset.heldout[:REFERENCE_MAX].cpu(),
+            metrics=list(self.metrics),
+        )
+
+    def _diverged(self) -> NoReturn:
         kept = (
             f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was saved"
         )
@@ -543,35 +554,29 @@ class Trainer:
             "(try a lower --lr, a smaller --grad-clip or another --weighting)"
         )
 
-    def _log_metrics(self, running, n, bins, counts, seconds, bar) -> float:
-        totals = torch.cat([running.reshape(1), torch.tensor([float(n)], device=self.device, dtype=running.dtype)])
-        if self.world > 1:
-            for t in (totals, bins, counts):
-                dist.all_reduce(t)
-        loss = (totals[0] / totals[1]).item()
+    def _log_metrics(self, tally: LossTally, seconds: float) -> float:
+        loss, by_t = tally.take(self.dist)
         if not math.isfinite(loss):
             self._diverged()
-        steps = self.config.log_every if self.step % self.config.log_every == 0 else self.step % self.config.log_every
-        by_t = [b / k if k > 0 else None for b, k in zip(bins.tolist(), counts.tolist(), strict=True)]
+        every = self.config.log_every
+        steps = every if self.step % every == 0 else self.step % every
         record = {
             "step": self.step,
             "loss": loss,
             "loss_by_t": by_t,
             "t_bins": [i * self.sde.T / T_BINS for i in range(T_BINS + 1)],
-            "lr": self._lr(self.step - 1),
+            "lr": self.lr(self.step - 1),
             "steps_per_s": steps / seconds if seconds > 0 else None,
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
-        if self.rank == 0:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if bar is not None:
-                speed = f"{record['steps_per_s']:.1f} steps/s" if record["steps_per_s"] else ""
-                bar[0].update(bar[1], loss=f"{loss:.4f}", speed=speed)
+        self.metrics.append(record)
+        self.reporter.log_metrics(record)
         return loss
 
-    # ---- checkpoints ---------------------------------------------------------------------
+    # ---- checkpoints and pictures --------------------------------------------------------
     def _write_run_files(self) -> None:
+        if self.rank != 0 or self.run_dir is None:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.run_dir / "config.json", json.dumps(to_dict(self.config), indent=2).encode())
         ref = self.run_dir / "reference.safetensors"
@@ -579,130 +584,63 @@ class Trainer:
             x = self.dataset.heldout[:REFERENCE_MAX].contiguous().cpu()
             atomic_write_bytes(ref, save_safetensors({"x": x}, metadata={"kind": self.dataset.kind}))
 
+    def _checkpoint(self, tally: LossTally) -> None:
+        """Refuse to save a non-finite state; save a checkpoint if there is a run folder."""
+        if not tally.finite():
+            self._diverged()
+        if self.run_dir is not None:
+            self.save_checkpoint()
+
     def _rng_state(self) -> dict[str, str | None]:
-        cuda = _b64(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else None
-        return {"torch": _b64(torch.get_rng_state()), "cuda": cuda, "noise": _b64(self.generator.get_state())}
+        cuda = ckpt.encode_rng(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else None
+        torch_state, noise = ckpt.encode_rng(torch.get_rng_state()), ckpt.encode_rng(self.generator.get_state())
+        return {"torch": torch_state, "cuda": cuda, "noise": noise}
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint of the current step (rank 0) and prune to the newest ``keep``."""
-        rng = [self._rng_state()]
-        if self.world > 1:
-            gathered: list[Any] = [None] * self.world
-            dist.all_gather_object(gathered, rng[0])
-            rng = gathered
-        path = self.run_dir / "checkpoints" / f"step_{self.step:08d}.json"
+        if self.run_dir is None:
+            raise ValueError("this trainer has no run folder to save a checkpoint in (run_dir=None)")
+        rng = self.dist.gather(self._rng_state())
+        path = ckpt.checkpoint_path(self.run_dir, self.step)
         if self.rank == 0:
-            tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-            tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()})
-            optim = self.optimizer.state_dict()
-            scalars: dict[str, dict[str, Any]] = {}
-            for idx, entry in optim["state"].items():
-                scalars[str(idx)] = {}
-                for key, value in entry.items():
-                    if isinstance(value, Tensor):
-                        tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
-                    else:
-                        scalars[str(idx)][key] = value
-            blob = save_safetensors(tensors)
+            tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+            optim_tensors, optim_meta = ckpt.pack_optimizer(self.optimizer.state_dict())
             meta = {
-                "format": CHECKPOINT_FORMAT,
                 "step": self.step,
                 "config": to_dict(self.config),
                 "data_shape": list(self.dataset.data_shape),
                 "kind": self.dataset.kind,
                 "world_size": self.world,
-                "optimizer": {"state": scalars, "param_groups": optim["param_groups"]},
+                "optimizer": optim_meta,
                 "rng": rng,
-                "weights_sha256": hashlib.sha256(blob).hexdigest(),
-                "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             }
-            atomic_write_bytes(path.with_suffix(".safetensors"), blob)  # weights first: the JSON marks completion
-            atomic_write_bytes(path, json.dumps(meta).encode())
-            for old in _checkpoint_files(self.run_dir)[: -self.config.keep]:
-                old.unlink(missing_ok=True)
-                old.with_suffix(".safetensors").unlink(missing_ok=True)
-        if self.world > 1:
-            dist.barrier()
+            ckpt.save_checkpoint(path, {**tensors, **optim_tensors}, meta, keep=self.config.keep)
+        self.dist.barrier()
         self.last_checkpoint = path
         return path
 
-    # ---- samples -------------------------------------------------------------------------
-    @torch.no_grad()
-    def preview(self) -> Path | None:
-        """Sample the EMA model and save a grid (images) or scatter plot (points) under samples/."""
-        try:
-            from .samplers import sample
-        except ImportError:  # the samplers land separately; previews wait for them
+    def preview(self) -> np.ndarray | None:
+        """Sample the EMA model and report the picture (rank 0; on a run folder, ``samples/step_N.png``)."""
+        if self.rank != 0 or (self.run_dir is None and len(self.reporter.reporters) == 0):
             return None
-        c = self.config
-        g = torch.Generator(self.device).manual_seed(c.seed + 12345)  # same noise every time: comparable pictures
-        shape = (c.sample_num, *self.dataset.data_shape)
-        clip = {"clip_x0": 1.0} if self.dataset.kind == "images" else {}
-        x = sample(
-            self.ema,
-            self.sde,
-            shape,
-            solver=c.sample_solver,
-            steps=c.sample_steps,
-            prediction=c.model.prediction,
-            generator=g,
-            **clip,
-        )
-        if self.dataset.kind == "images":
-            zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged to be seen
-            pixels = image_grid(x.clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
-        else:
-            pixels = scatter_image(x, self.dataset.heldout)
-        return save_png(self.run_dir / "samples" / f"step_{self.step:08d}.png", pixels)
-
-    # ---- Ctrl-C and progress ---------------------------------------------------------------
-    def _install_sigint(self):
-        if not _main_thread():
-            return None
-
-        def handler(signum, frame):
-            if self._stop:  # second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            self._stop = True
-            self.log("interrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)")
-
-        return signal.signal(signal.SIGINT, handler)
-
-    def _stop_requested(self) -> bool:
-        if self.world == 1:
-            return self._stop
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
-        dist.all_reduce(flag)
-        return bool(flag.item() > 0)
-
-    def _progress_bar(self, start: int):
-        if not self.progress or self.rank != 0:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]}"),
-            TimeRemainingColumn(),
-        )
-        task = bar.add_task("train", total=self.config.steps, completed=start, loss="…", speed="")
-        bar.start()
-        return bar, task
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+        pixels = preview(self.ema, self.sde, self.config, self.dataset.kind, self.dataset.heldout)
+        self.reporter.log_image(self.step, pixels)
+        return pixels
 
 
 def train(
-    config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True, **kwargs
+    config: TrainConfig,
+    run_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool | ckpt.Checkpoint = False,
+    progress: bool = True,
+    **kwargs,
 ) -> TrainResult:
-    """Train as ``config`` says into ``run_dir`` (see :class:`Trainer`)."""
+    """Train as ``config`` says (see :class:`Trainer`) into ``run_dir``, or in memory when it is ``None``.
+
+    The result holds the EMA model and the logged metrics either way.
+    """
     trainer = Trainer(config, run_dir, resume=resume, progress=progress, **kwargs)
     try:
         return trainer.run()

@@ -187,7 +187,7 @@ DDP_DRIVER = textwrap.dedent(
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.model.parameters())).hexdigest()
     ema = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.ema.parameters())).hexdigest()
     out = os.path.join(sys.argv[2], f"rank{trainer.rank}.json")
-    record = {"world": trainer.world, "params": digest, "ema": ema, "batch": trainer._batch(0).sum().item()}
+    record = {"world": trainer.world, "params": digest, "ema": ema, "batch": trainer.batch(0).sum().item()}
     json.dump(record, open(out, "w"))
     """
 )

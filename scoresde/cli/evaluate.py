@@ -163,7 +163,7 @@ def compare_losses_command(
     weightings: Annotated[str, typer.Option(help="comma-separated weighting names")] = "simple,elbo,likelihood",
     time: Annotated[str, typer.Option("--time", help="comma-separated: discrete, continuous")] = "discrete,continuous",
     budget: Annotated[int, typer.Option(help="training steps per model (equal for all)")] = 2000,
-    out: Annotated[Path, typer.Option(help="output folder (tables, plots, one run per setting)")] = Path("compare"),
+    out: Annotated[Path, typer.Option(help="output folder (tables, plots; no run folders)")] = Path("compare"),
     seed: Annotated[int, typer.Option(help="seed shared by every setting")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="training batch size")] = 128,
     net: Annotated[str, typer.Option(help="network: auto (mlp for points, unet for images), mlp, unet")] = "auto",
