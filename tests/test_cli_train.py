@@ -169,3 +169,59 @@ def test_train_then_sample_round_trip(tmp_path, monkeypatch):
         app, ["sample", "--run", "runs/img", "--steps", "5", "--num", "4", "--out", "grid.png"]
     )
     assert sampled.exit_code == 0, sampled.output + sampled.stderr
+
+
+def test_every_config_field_has_a_flag_whose_help_is_its_metadata():
+    import typer.main
+
+    from scoresde import config as cfg
+
+    command = typer.main.get_command(app).commands["train"]
+    options = {decl: p for p in command.params for decl in p.opts}
+    infos = cfg.fields()
+    assert len({f.flag for f in infos}) == len(infos)  # no two fields share a flag
+    for info in infos:
+        assert info.flag in options, info.path
+        assert options[info.flag].help == info.help, info.path
+        assert "{choices}" not in info.help
+    # the flags the README and the tests name keep their names
+    for flag in ("--weighting", "--time", "--importance", "--prediction", "--data", "--resize", "--unet-size"):
+        assert flag in options
+    for flag in ("--resume", "--threads", "--config", "--out", "--steps", "--batch-size", "--net", "--quiet"):
+        assert flag in options
+    # choices shown in the help come from the registries
+    from scoresde.losses import WEIGHTINGS
+
+    assert options["--weighting"].help.endswith(", ".join(WEIGHTINGS) + ".")
+
+
+def test_resume_accepts_exactly_the_resumable_fields():
+    import dataclasses
+
+    from scoresde import config as cfg
+    from scoresde.cli.train import refuse_changes
+
+    saved = cfg.to_dict(cfg.TrainConfig())
+    changed = {str: "other", int: 12345, float: 0.123, bool: None}
+    for info in cfg.fields():
+        if "tuple" in str(info.type):
+            value = [3, 4]
+        else:
+            kind = next(t for t in changed if t in (info.type, *getattr(info.type, "__args__", ())))
+            value = (not info.default) if kind is bool else changed[kind]
+        override: dict = {}
+        cfg.replace_path(override, info.path, value)
+        if info.resumable:
+            refuse_changes(saved, override)
+        else:
+            with pytest.raises(ValueError, match=rf"^cannot change {info.path} when resuming"):
+                refuse_changes(saved, override)
+    assert {f.path for f in cfg.fields() if f.resumable} >= {"steps", "threads", "sample_every"}
+    assert not dataclasses.fields(cfg.TrainConfig)[0].metadata  # sections carry no flag of their own
+
+
+def test_resume_refuses_a_new_flag_with_one_line(trained):
+    before = snapshot(trained)
+    assert_one_line_error(run("--out", str(trained), "--resume", "--beta1", "0.5"), "cannot change optim.beta1")
+    assert_one_line_error(run("--out", str(trained), "--resume", "--no-ema-warmup"), "cannot change optim.ema_warmup")
+    assert snapshot(trained) == before

@@ -228,3 +228,56 @@ def test_config_round_trips_through_json_and_rejects_bad_values():
         from_dict({"loss": {"importance": 1}})
     with pytest.raises(ValueError, match="must be a positive integer"):
         Trainer(from_dict({"steps": 0}), "unused", progress=False)
+
+
+def test_train_in_memory_gives_the_model_load_run_gives(tmp_path, monkeypatch):
+    config = from_dict(tiny_images(steps=4, log_every=2))
+    on_disk = train(config, tmp_path / "run", progress=False)
+    monkeypatch.chdir(tmp_path / "run")
+    in_memory = train(config, None, progress=False)
+    assert in_memory.run_dir is None and in_memory.checkpoint is None and in_memory.step == 4
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoints",
+        "config.json",
+        "metrics.jsonl",
+        "reference.safetensors",
+    ]  # nothing written by the in-memory run
+    run = load_run(tmp_path / "run")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for records in (on_disk.metrics, in_memory.metrics):
+        assert [(r["step"], r["loss"], r["loss_by_t"]) for r in records] == [
+            (r["step"], r["loss"], r["loss_by_t"]) for r in logged
+        ]
+    assert torch.equal(in_memory.reference, run.reference) and in_memory.data_shape == run.data_shape
+    assert in_memory.kind == run.kind and in_memory.prediction == run.prediction
+    assert not in_memory.model.training
+
+    def draw(model):
+        g = torch.Generator().manual_seed(5)
+        return sd.sample(model, run.sde, (6, *run.data_shape), solver="ddim", steps=5, generator=g)
+
+    a, b, c = draw(in_memory.model), draw(run.model), draw(on_disk.model)
+    assert torch.equal(a, b) and torch.equal(b, c)
+    untrained = Trainer(config, None, progress=False).ema
+    assert not torch.equal(draw(untrained), a)  # the comparison can fail
+
+
+def test_loss_parts_come_from_the_registry_entries_with_their_config_options():
+    from scoresde.losses import TIME_SAMPLERS, WEIGHTINGS, TimeDraw, make_weighting
+    from scoresde.train import loss_parts
+
+    sde = sd.make_sde("vp")
+    t = torch.linspace(0.01, 1, 7, dtype=torch.float64)
+    alpha, sigma = sde.marginal(t)
+    draw = TimeDraw(t, alpha, sigma, torch.ones_like(t))
+    config = from_dict({"loss": {"weighting": "min-snr", "min_snr_gamma": 2.0, "time": "continuous", "eps": 0.01}})
+    w, time = loss_parts(config)
+    torch.testing.assert_close(w(sde, draw), make_weighting("min-snr", gamma=2.0)(sde, draw))
+    assert not torch.allclose(w(sde, draw), make_weighting("min-snr")(sde, draw))
+    assert time.eps == 0.01 and not time.importance
+    _, discrete = loss_parts(from_dict({"loss": {"N": 17, "importance": True}}))
+    assert discrete.N == 17 and discrete.importance
+    for name in WEIGHTINGS:  # every entry builds from the default config options
+        loss_parts(from_dict({"loss": {"weighting": name, "time": "discrete"}}))
+    for name in TIME_SAMPLERS:
+        loss_parts(from_dict({"loss": {"time": name}}))

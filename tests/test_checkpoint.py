@@ -1,0 +1,126 @@
+"""The checkpoint format (scoresde.checkpoint): round trips, corruption caught with the file named,
+pruning, RNG and optimizer states restored so that training continues identically; the pure batch
+order and the EMA update."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from scoresde import checkpoint as ckpt
+from scoresde.data import batch_indices
+from scoresde.ema import EMA
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "model.w": torch.randn(3, 4, generator=g),
+        "ema.w": torch.randn(3, 4, generator=g, dtype=torch.float64),
+        "optim.0.step": torch.tensor(7.0),
+        "x.int": torch.arange(5),
+    }
+
+
+def test_round_trip_keeps_every_tensor_and_field_and_prunes_to_keep(tmp_path):
+    tensors = _tensors()
+    for step in (1, 2, 3):
+        path = ckpt.save_checkpoint(
+            ckpt.checkpoint_path(tmp_path, step), tensors, {"step": step, "config": {"a": [1, 2]}}, keep=2
+        )
+    assert [p.name for p in ckpt.checkpoint_files(tmp_path)] == ["step_00000002.json", "step_00000003.json"]
+    assert not (tmp_path / "checkpoints" / "step_00000001.safetensors").exists()
+    assert ckpt.latest_checkpoint(tmp_path) == path
+    loaded = ckpt.load_latest(tmp_path)
+    assert loaded.path == path and loaded.step == 3 and loaded.config == {"a": [1, 2]}
+    assert loaded.meta["format"] == ckpt.FORMAT
+    assert loaded.tensors.keys() == tensors.keys()
+    assert all(torch.equal(loaded.tensors[k], v) and loaded.tensors[k].dtype == v.dtype for k, v in tensors.items())
+    assert ckpt.section(loaded.tensors, "model.").keys() == {"w"}
+
+
+def test_corrupt_weights_json_or_missing_files_are_refused_naming_the_file(tmp_path):
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 5), _tensors(), {"step": 5})
+    weights = path.with_suffix(".safetensors")
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # one bit
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=rf"{weights.name} are corrupt \(SHA-256"):
+        ckpt.read_checkpoint(path)
+    weights.unlink()
+    with pytest.raises(ValueError, match=rf"{path.name} has no weights file"):
+        ckpt.read_checkpoint(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{path.name} is corrupt"):
+        ckpt.read_checkpoint(path)
+    path.write_text(json.dumps({"format": 99, "step": 5}))
+    with pytest.raises(ValueError, match="not a scoresde checkpoint"):
+        ckpt.read_checkpoint(path)
+    with pytest.raises(ValueError, match="has no checkpoint"):
+        ckpt.load_latest(tmp_path / "checkpoints")
+    with pytest.raises(ValueError, match="does not exist"):
+        ckpt.load_latest(tmp_path / "nope")
+
+
+def test_rng_and_optimizer_states_restore_the_same_continuation(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    torch.randn(10, generator=g)
+    text = ckpt.encode_rng(g.get_state())
+    expected = torch.randn(5, generator=g)
+    g2 = torch.Generator()
+    g2.set_state(ckpt.decode_rng(text))
+    assert torch.equal(torch.randn(5, generator=g2), expected)
+
+    def make():
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 2)
+        return net, torch.optim.AdamW(net.parameters(), lr=1e-2)
+
+    def step(net, opt, k):
+        x = torch.full((4, 3), float(k))
+        opt.zero_grad()
+        net(x).square().sum().backward()
+        opt.step()
+
+    net, opt = make()
+    for k in range(3):
+        step(net, opt, k)
+    optim_tensors, optim_meta = ckpt.pack_optimizer(opt.state_dict())
+    state = {f"model.{k}": v for k, v in net.state_dict().items()}
+    path = ckpt.save_checkpoint(
+        ckpt.checkpoint_path(tmp_path, 3), {**state, **optim_tensors}, {"step": 3, "optimizer": optim_meta}
+    )
+    step(net, opt, 3)
+    meta, tensors = ckpt.read_checkpoint(path)
+    net2, opt2 = make()
+    ckpt.load_weights(net2, ckpt.section(tensors, "model."), path)
+    opt2.load_state_dict(ckpt.optimizer_state(meta, tensors, torch.device("cpu")))
+    step(net2, opt2, 3)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters(), strict=True))
+    with pytest.raises(ValueError, match=rf"{path.name} does not match"):
+        ckpt.load_weights(torch.nn.Linear(3, 3), ckpt.section(tensors, "model."), path)
+
+
+def test_batches_are_a_pure_function_of_step_and_each_epoch_a_permutation():
+    n, b, seed = 10, 4, 7
+    stream = torch.cat([batch_indices(s, n, b, seed) for s in range(5)])  # 20 = two full epochs
+    assert sorted(stream[:10].tolist()) == list(range(n)) and sorted(stream[10:].tolist()) == list(range(n))
+    assert torch.equal(batch_indices(3, n, b, seed), stream[12:16])  # any step alone gives the same batch
+    assert not torch.equal(batch_indices(0, n, b, seed + 1), stream[:4])
+
+
+def test_ema_update_is_the_warmed_up_exponential_average():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(net, 0.9, warmup=True)
+    start = [p.detach().clone() for p in ema.module.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(0)  # d = min(0.9, 1/10) = 0.1
+    for e, s, p in zip(ema.module.parameters(), start, net.parameters(), strict=True):
+        torch.testing.assert_close(e, 0.1 * s + 0.9 * p)
+    assert ema.decay_at(1000) == 0.9 and EMA(net, 0.9, warmup=False).decay_at(0) == 0.9
+    assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
