@@ -41,12 +41,16 @@ __all__ = [
     "encode_rng",
     "latest_checkpoint",
     "load_latest",
+    "load_training_state",
     "load_weights",
     "optimizer_state",
     "pack_optimizer",
     "read_checkpoint",
+    "rng_states",
     "save_checkpoint",
     "section",
+    "set_rng_states",
+    "training_tensors",
 ]
 
 FORMAT = 1
@@ -217,3 +221,39 @@ def encode_rng(state: Tensor) -> str:
 def decode_rng(text: str) -> Tensor:
     """The uint8 generator state from :func:`encode_rng`'s text."""
     return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def rng_states(generator: torch.Generator, device: torch.device) -> dict[str, str | None]:
+    """One rank's random streams as text: torch's global CPU state (dropout), CUDA's, the noise ``generator``."""
+    cuda = encode_rng(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+    return {"torch": encode_rng(torch.get_rng_state()), "cuda": cuda, "noise": encode_rng(generator.get_state())}
+
+
+def set_rng_states(states: dict[str, str | None], generator: torch.Generator, device: torch.device) -> None:
+    """Restore what :func:`rng_states` saved."""
+    torch.set_rng_state(decode_rng(states["torch"]))
+    if states.get("cuda") and device.type == "cuda":
+        torch.cuda.set_rng_state(decode_rng(states["cuda"]), device)
+    generator.set_state(decode_rng(states["noise"]))
+
+
+# --------------------------------------------------------------------------- a training state
+
+
+def training_tensors(
+    model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, the optimizer's JSON part) of a training state in the checkpoint layout."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    optim_tensors, optim_meta = pack_optimizer(optimizer.state_dict())
+    return {**tensors, **optim_tensors}, optim_meta
+
+
+def load_training_state(
+    checkpoint: Checkpoint, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> None:
+    """Load weights, EMA weights and optimizer state saved by :func:`training_tensors`."""
+    load_weights(model, section(checkpoint.tensors, "model."), checkpoint.path)
+    load_weights(ema, section(checkpoint.tensors, "ema."), checkpoint.path)
+    optimizer.load_state_dict(optimizer_state(checkpoint.meta, checkpoint.tensors, device))

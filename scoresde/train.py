@@ -40,7 +40,7 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .config import TrainConfig, check, from_dict, registry_options, to_dict
+from .config import OptimConfig, TrainConfig, check, from_dict, registry_options, to_dict
 from .data import Dataset, batch_indices, load_dataset
 from .distributed import Distributed
 from .distributed import setup as setup_distributed
@@ -59,14 +59,17 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "build_model",
+    "build_optimizer",
     "build_sde",
     "latest_run",
     "load_run",
     "loss_parts",
+    "metrics_record",
     "preview",
     "stop_on_sigint",
     "train",
     "validate",
+    "write_run_files",
 ]
 
 T_BINS = 10
@@ -134,6 +137,19 @@ def build_model(config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde
         options = {}
     net = make_network(net_name, data_shape, **options)
     return Model(net, m.prediction, m.time_label, T=sde.T, N=config.loss.N)
+
+
+def build_optimizer(params: list[nn.Parameter], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW as ``optim`` says; the learning rate is set every step (:meth:`Trainer.lr`)."""
+    # fused AdamW: one kernel over all parameters (CPU and CUDA); on the CPU ~6x cheaper than the default
+    # per-tensor loop, ~4% of a tiny-UNet step (benchmarks/peers.py)
+    return torch.optim.AdamW(
+        params,
+        lr=optim.lr,
+        betas=(optim.beta1, optim.beta2),
+        weight_decay=optim.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
+    )
 
 
 def loss_parts(config: TrainConfig) -> tuple[Weighting, TimeSampler]:
@@ -234,6 +250,16 @@ def latest_run(root: str | os.PathLike = "runs") -> Path | None:
 # --------------------------------------------------------------------------- pieces of the trainer
 
 
+def write_run_files(run_dir: Path, config: TrainConfig, dataset: Dataset) -> None:
+    """``config.json`` and, once, ``reference.safetensors`` (the first 2,048 held-out samples)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.json", json.dumps(to_dict(config), indent=2).encode())
+    ref = run_dir / "reference.safetensors"
+    if not ref.exists():
+        x = dataset.heldout[:REFERENCE_MAX].contiguous().cpu()
+        atomic_write_bytes(ref, save_safetensors({"x": x}, metadata={"kind": dataset.kind}))
+
+
 @torch.no_grad()
 def preview(model: Model, sde: SDE, config: TrainConfig, kind: str, heldout: Tensor) -> np.ndarray:
     """A picture of samples of ``model``: a grid (images) or a scatter plot over ``heldout`` (points).
@@ -290,6 +316,21 @@ class LossTally:
         for t in (self.total, self.bins, self.counts):
             t.zero_()
         return loss, by_t
+
+
+def metrics_record(
+    step: int, loss: float, loss_by_t: list[float | None], T: float, lr: float, steps_per_s: float | None
+) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: the mean loss since the last record, per t-bin too."""
+    return {
+        "step": step,
+        "loss": loss,
+        "loss_by_t": loss_by_t,
+        "t_bins": [i * T / T_BINS for i in range(T_BINS + 1)],
+        "lr": lr,
+        "steps_per_s": steps_per_s,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 @contextlib.contextmanager
@@ -352,6 +393,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.dist = setup_distributed(c.device)
         self.reporter = self._reporters(log, reporters)
+        self.pictures = run_dir is not None or bool(reporters)  # someone to show sample pictures to
         self.dataset = dataset or load_dataset(
             c.data.name, path=c.data.path, n=c.data.n, resize=c.data.resize, heldout=c.data.heldout, seed=c.seed
         )
@@ -363,15 +405,7 @@ class Trainer:
         torch.manual_seed(c.seed + 1 + self.rank)  # dropout: each rank its own stream
         self.averager = EMA(self.model, c.optim.ema_decay, c.optim.ema_warmup)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # fused AdamW: one kernel over all parameters (CPU and CUDA); on the CPU ~6x cheaper than the default
-        # per-tensor loop, ~4% of a tiny-UNet step (benchmarks/peers.py)
-        self.optimizer = torch.optim.AdamW(
-            self.params,
-            lr=c.optim.lr,
-            betas=(c.optim.beta1, c.optim.beta2),
-            weight_decay=c.optim.weight_decay,
-            fused=self.device.type in ("cpu", "cuda"),
-        )
+        self.optimizer = build_optimizer(self.params, c.optim, self.device)
         self.weighting, self.time_sampler = loss_parts(c)
         self.generator = torch.Generator(self.device).manual_seed(c.seed * 7919 + 101 + self.rank)
         self.train_x = self.dataset.train.to(self.device)
@@ -421,27 +455,21 @@ class Trainer:
         return ckpt.load_latest(self.run_dir)
 
     def _restore(self, checkpoint: ckpt.Checkpoint) -> None:
-        meta, tensors, path = checkpoint.meta, checkpoint.tensors, checkpoint.path
+        meta, path = checkpoint.meta, checkpoint.path
         try:
             if tuple(meta["data_shape"]) != self.dataset.data_shape:
                 raise ValueError(
                     f"checkpoint {path} was trained on data of shape {tuple(meta['data_shape'])}, "
                     f"the data now has shape {self.dataset.data_shape}"
                 )
-            ckpt.load_weights(self.model, ckpt.section(tensors, "model."), path)
-            ckpt.load_weights(self.ema, ckpt.section(tensors, "ema."), path)
-            self.optimizer.load_state_dict(ckpt.optimizer_state(meta, tensors, self.device))
+            ckpt.load_training_state(checkpoint, self.model, self.ema, self.optimizer, self.device)
             rng = meta["rng"]
             if len(rng) != self.world:
                 self.reporter.log_message(
                     f"warning: checkpoint was written by {len(rng)} ranks, now {self.world}: "
                     "resume is not bitwise exact"
                 )
-            mine = rng[self.rank % len(rng)]
-            torch.set_rng_state(ckpt.decode_rng(mine["torch"]))
-            if mine.get("cuda") and self.device.type == "cuda":
-                torch.cuda.set_rng_state(ckpt.decode_rng(mine["cuda"]), self.device)
-            self.generator.set_state(ckpt.decode_rng(mine["noise"]))
+            ckpt.set_rng_states(rng[self.rank % len(rng)], self.generator, self.device)
             self.step = checkpoint.step
         except (KeyError, TypeError, IndexError) as err:
             raise ValueError(f"checkpoint {path} is incomplete or corrupt (bad field {err})") from None
@@ -491,7 +519,8 @@ class Trainer:
         """Train to ``config.steps``: log every ``log_every``, checkpoint every ``checkpoint_every``
         and at the end, preview every ``sample_every``; Ctrl-C finishes the step, saves and returns."""
         c = self.config
-        self._write_run_files()
+        if self.rank == 0 and self.run_dir is not None:
+            write_run_files(self.run_dir, self.config, self.dataset)
         tally, last_loss, start = LossTally(self.sde.T, self.device), None, self.step
         bar = ProgressReporter(c.steps, start) if self.progress and self.rank == 0 else None
         self.reporter.reporters += [bar] if bar else []
@@ -560,30 +589,14 @@ class Trainer:
             self._diverged()
         every = self.config.log_every
         steps = every if self.step % every == 0 else self.step % every
-        record = {
-            "step": self.step,
-            "loss": loss,
-            "loss_by_t": by_t,
-            "t_bins": [i * self.sde.T / T_BINS for i in range(T_BINS + 1)],
-            "lr": self.lr(self.step - 1),
-            "steps_per_s": steps / seconds if seconds > 0 else None,
-            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
+        record = metrics_record(
+            self.step, loss, by_t, self.sde.T, self.lr(self.step - 1), steps / seconds if seconds > 0 else None
+        )
         self.metrics.append(record)
         self.reporter.log_metrics(record)
         return loss
 
     # ---- checkpoints and pictures --------------------------------------------------------
-    def _write_run_files(self) -> None:
-        if self.rank != 0 or self.run_dir is None:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.run_dir / "config.json", json.dumps(to_dict(self.config), indent=2).encode())
-        ref = self.run_dir / "reference.safetensors"
-        if not ref.exists():
-            x = self.dataset.heldout[:REFERENCE_MAX].contiguous().cpu()
-            atomic_write_bytes(ref, save_safetensors({"x": x}, metadata={"kind": self.dataset.kind}))
-
     def _checkpoint(self, tally: LossTally) -> None:
         """Refuse to save a non-finite state; save a checkpoint if there is a run folder."""
         if not tally.finite():
@@ -591,21 +604,14 @@ class Trainer:
         if self.run_dir is not None:
             self.save_checkpoint()
 
-    def _rng_state(self) -> dict[str, str | None]:
-        cuda = ckpt.encode_rng(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else None
-        torch_state, noise = ckpt.encode_rng(torch.get_rng_state()), ckpt.encode_rng(self.generator.get_state())
-        return {"torch": torch_state, "cuda": cuda, "noise": noise}
-
     def save_checkpoint(self) -> Path:
         """Write the checkpoint of the current step (rank 0) and prune to the newest ``keep``."""
         if self.run_dir is None:
             raise ValueError("this trainer has no run folder to save a checkpoint in (run_dir=None)")
-        rng = self.dist.gather(self._rng_state())
+        rng = self.dist.gather(ckpt.rng_states(self.generator, self.device))
         path = ckpt.checkpoint_path(self.run_dir, self.step)
         if self.rank == 0:
-            tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-            optim_tensors, optim_meta = ckpt.pack_optimizer(self.optimizer.state_dict())
+            tensors, optim_meta = ckpt.training_tensors(self.model, self.ema, self.optimizer)
             meta = {
                 "step": self.step,
                 "config": to_dict(self.config),
@@ -615,14 +621,15 @@ class Trainer:
                 "optimizer": optim_meta,
                 "rng": rng,
             }
-            ckpt.save_checkpoint(path, {**tensors, **optim_tensors}, meta, keep=self.config.keep)
+            ckpt.save_checkpoint(path, tensors, meta, keep=self.config.keep)
         self.dist.barrier()
         self.last_checkpoint = path
         return path
 
     def preview(self) -> np.ndarray | None:
-        """Sample the EMA model and report the picture (rank 0; on a run folder, ``samples/step_N.png``)."""
-        if self.rank != 0 or (self.run_dir is None and len(self.reporter.reporters) == 0):
+        """Sample the EMA model and report the picture (rank 0; on a run folder, ``samples/step_N.png``).
+        Skipped without a run folder or reporters."""
+        if self.rank != 0 or not self.pictures:
             return None
         pixels = preview(self.ema, self.sde, self.config, self.dataset.kind, self.dataset.heldout)
         self.reporter.log_image(self.step, pixels)
