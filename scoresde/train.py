@@ -8,11 +8,16 @@ A run folder holds::
     samples/step_00001000.png   sample grids (images) or scatter plots (points) from the EMA model
     checkpoints/step_00001000.safetensors + .json
 
-A checkpoint is the pair: the safetensors file holds every tensor (weights, EMA weights,
-optimizer moments), the JSON file the rest (step, config, optimizer hyper-parameters, the RNG
-states of every rank, the weights' SHA-256). Both are written atomically, weights first, so a
-JSON file marks a complete checkpoint. Resuming restores all of it; the data order is a pure
-function of (seed, step), so a resumed run is bitwise identical to an uninterrupted one.
+A checkpoint (:mod:`scoresde.checkpoint`) holds every tensor (weights, EMA weights, optimizer
+moments) and the rest (step, config, optimizer hyper-parameters, the RNG states of every rank).
+Resuming restores all of it; the data order is a pure function of (seed, step)
+(:func:`scoresde.data.batch_indices`), so a resumed run is bitwise identical to an uninterrupted one.
+With ``run_dir=None`` nothing is written: :func:`train` returns the EMA model and the metrics in memory.
+
+The :class:`Trainer` is the loop; its pieces live apart: :class:`~scoresde.ema.EMA`, the
+reporters (:mod:`scoresde.reporting`: metrics.jsonl, progress bar, messages), the process group
+(:mod:`scoresde.distributed`), the loss tally per t-bin (:class:`LossTally`), Ctrl-C
+(:func:`stop_on_sigint`) and the sample pictures (:func:`preview`).
 
 Under ``torchrun`` the same code runs with DistributedDataParallel (gloo on CPU, NCCL on GPU):
 each rank draws its own slice of every global batch and its own noise; rank 0 writes.

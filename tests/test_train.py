@@ -281,3 +281,30 @@ def test_loss_parts_come_from_the_registry_entries_with_their_config_options():
         loss_parts(from_dict({"loss": {"weighting": name, "time": "discrete"}}))
     for name in TIME_SAMPLERS:
         loss_parts(from_dict({"loss": {"time": name}}))
+
+
+def test_a_reporter_receives_every_record_and_the_sample_pictures():
+    class Collect:  # a new destination is one class with the four methods
+        def __init__(self):
+            self.records, self.images, self.closed = [], [], False
+
+        def log_metrics(self, record):
+            self.records.append(record)
+
+        def log_message(self, text):
+            pass
+
+        def log_image(self, step, pixels):
+            self.images.append((step, pixels.shape))
+
+        def close(self):
+            self.closed = True
+
+    collect = Collect()
+    config = from_dict(tiny_images(steps=4, log_every=2, sample_every=2, sample_num=4, sample_steps=2))
+    result = train(config, None, progress=False, reporters=[collect])
+    assert collect.records == result.metrics and [r["step"] for r in collect.records] == [2, 4]
+    assert [s for s, _ in collect.images] == [2, 4] and all(
+        len(shape) in (2, 3) and min(shape[:2]) >= 32 for _, shape in collect.images
+    )
+    assert collect.closed
