@@ -23,7 +23,7 @@ __all__ = ["EchoReporter", "JsonlReporter", "ProgressReporter", "Reporter", "Rep
 
 class Reporter(Protocol):
     """What a training run reports. A record is a JSON-ready dict with at least ``step`` and ``loss``
-    (see :class:`scoresde.train.Trainer`); pixels are a (H, W, 3) uint8 array."""
+    (see :class:`scoresde.train.Trainer`); pixels are a (H, W) or (H, W, 3) uint8 array."""
 
     def log_metrics(self, record: dict[str, Any]) -> None: ...
 
