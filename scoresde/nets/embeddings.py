@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..labels import check_labels
+
 
 def sinusoidal_embedding(label: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """The Transformer's sinusoidal position code of ``label`` (batch,) -> (batch, dim).
@@ -63,30 +65,8 @@ class ClassEmbedding(nn.Module):
         if y is None:
             y = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
         else:
-            check_labels(y, batch, self.num_classes, name="y")
+            y = check_labels(y, batch, self.num_classes, name="y")
         return self.table(y)
-
-
-def check_labels(y: Tensor, batch: int, num_classes: int, *, name: str = "y") -> Tensor:
-    """Check that ``y`` is an integer tensor of shape (batch,) with values in 0 … num_classes (the last is ∅).
-
-    The range is checked only for CPU tensors (a check on an accelerator would wait for the device
-    at every call; callers check once at their public boundary, e.g. :class:`scoresde.guidance.Guided`).
-    """
-    if not isinstance(y, Tensor):
-        raise TypeError(f"{name} must be a LongTensor of class labels, got {type(y).__name__}")
-    if y.dtype == torch.bool or y.dtype.is_floating_point or y.dtype.is_complex:
-        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    if tuple(y.shape) != (batch,):
-        raise ValueError(f"{name} must have shape (batch,) = ({batch},), got {tuple(y.shape)}")
-    if y.device.type == "cpu" and y.numel():
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi > num_classes:
-            raise ValueError(
-                f"{name} must lie in 0 … {num_classes} ({num_classes} classes, id {num_classes} = unconditional), "
-                f"got values in [{lo}, {hi}]"
-            )
-    return y
 
 
 def refuse_labels(net: nn.Module) -> None:
