@@ -46,7 +46,7 @@ from torch import Tensor
 
 from .labels import check_labels
 
-__all__ = ["Guided", "guided", "num_classes_of"]
+__all__ = ["Guided", "for_rows", "guided", "num_classes_of"]
 
 
 def num_classes_of(model: Callable) -> int | None:
@@ -113,9 +113,7 @@ class Guided:
                 )
             self.y: int | Tensor = int(y)
         elif isinstance(y, Tensor):
-            if y.ndim != 1:
-                raise ValueError(f"y must have shape (n,), one class per sample, got {tuple(y.shape)}")
-            self.y = check_labels(y, y.shape[0], self.num_classes, name="y", check_range=True)
+            self.y = check_labels(y, None, self.num_classes, name="y", check_range=True)
             if self.null_label != self.num_classes:  # the model's own null id for rows meant unconditional
                 self.y = torch.where(self.y == self.num_classes, self.null_label, self.y)
         else:
@@ -191,3 +189,10 @@ def guided(
 ) -> Guided:
     """A :class:`Guided` model: ``model`` at classes y with classifier-free guidance scale w (see there)."""
     return Guided(model, y, guidance, null_label=null_label, num_classes=num_classes)
+
+
+def for_rows(model: Callable[..., Tensor], start: int, stop: int) -> Callable[..., Tensor]:
+    """The model for rows start … stop − 1 of a batch: ``model.select`` where it has per-row labels
+    (a :class:`Guided` model), else the model itself. Samplers call it once per chunk."""
+    select = getattr(model, "select", None)
+    return select(start, stop) if callable(select) else model

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.analytic import gmm
-from scoresde.guidance import Guided, guided, num_classes_of
+from scoresde.analytic import Gaussian, gmm
+from scoresde.guidance import Guided, for_rows, guided, num_classes_of
+from scoresde.labels import class_rows, drop_labels
 from scoresde.nets import make_network
 from scoresde.param import convert
 
@@ -205,3 +206,49 @@ def test_guidance_costs_one_forward_per_model_evaluation(solver):
     assert all(batch == 2 * n for batch, _ in counting.calls)  # both branches in that one forward
     if solver != "ode":  # the adaptive ODE solver picks its steps from the vector field itself
         assert info.nfe == info_plain.nfe == len(base.calls)
+
+
+def test_for_rows_slices_guided_models_and_passes_others_through():
+    model = DATA.model(sd.VPSDE(), "eps")
+    g = guided(model, torch.arange(6), guidance=2.0)
+    assert for_rows(model, 0, 3) is model
+    assert torch.equal(for_rows(g, 2, 5).y, torch.tensor([2, 3, 4]))
+
+
+# --------------------------------------------------------------------------- likelihood log p(x | y)
+
+
+def test_conditional_likelihood_is_the_components_likelihood():
+    """log p(x | y=k) by the probability-flow ODE of the guided (w = 1) model is that of N(μ_k, s_k²)."""
+    sde = sd.VPSDE()
+    y = torch.arange(K)
+    x = (DATA.means + 0.5 * DATA.stds).double()  # one point near each component
+    nll = sd.log_likelihood(guided(DATA.model(sde, "eps"), y, guidance=1.0), sde, x, "ode", prediction="eps")
+    for k in range(K):
+        single = Gaussian(DATA.means[k], DATA.stds[k])
+        nll_k = sd.log_likelihood(single.model(sde, "eps"), sde, x[k : k + 1], "ode", prediction="eps")
+        assert nll[k].item() == pytest.approx(nll_k.item(), abs=1e-4)  # the same ODE, one solve vs another
+        # and both are the exact −log N(x; μ_k, s_k²) up to the ODE's start time and prior (~0.01 nats)
+        assert nll[k].item() == pytest.approx(-single.log_prob(x[k : k + 1]).item(), abs=0.03)
+    # w = 0: the unconditional mixture's log p(x)
+    nll0 = sd.log_likelihood(guided(DATA.model(sde, "eps"), y, guidance=0.0), sde, x, "ode", prediction="eps")
+    torch.testing.assert_close(nll0, -DATA.log_prob(x), rtol=0, atol=0.01)
+
+
+# --------------------------------------------------------------------------- label dropout
+
+
+def test_label_dropout_replaces_labels_by_null_at_rate_p():
+    n, p = 20_000, 0.1
+    y = torch.arange(n) % 10
+    out = drop_labels(y, p, 10, torch.Generator().manual_seed(0))
+    dropped = out == 10
+    # a binomial count: within 5 standard errors of p
+    assert abs(dropped.double().mean().item() - p) <= 5 * math.sqrt(p * (1 - p) / n)
+    assert torch.equal(out[~dropped], y[~dropped])
+    assert torch.equal(drop_labels(y, 0.0, 10), y) and (drop_labels(y, 1.0, 10) == 10).all()
+    with pytest.raises(ValueError, match=r"label dropout probability must lie in \[0, 1\], got -0.1"):
+        drop_labels(y, -0.1, 10)
+    with pytest.raises(ValueError, match=r"labels must lie in 0 … 5"):
+        drop_labels(y, 0.1, 5)
+    assert class_rows(3, 2).tolist() == [0, 0, 1, 1, 2, 2]
