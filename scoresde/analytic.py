@@ -7,7 +7,8 @@ per-component diagonal covariances stays one at every time:
 
 So its exact score, ε* = −σ ∇log p_t, x̂_0 = E[x_0 | x_t] and log p_t are available in closed
 form. :meth:`GaussianMixture.model` turns them into a model ``model(x, t)`` of any prediction
-kind, which is ground truth for sampler tests, benchmarks and ``scoresde sample --model gmm``.
+kind, which is ground truth for sampler tests, benchmarks and ``scoresde sample --model gmm``;
+it is also class-conditional, ``model(x, t, y=k)``, with the components as classes.
 All arithmetic is float64; outputs take the input's dtype.
 
 >>> import scoresde as sd
