@@ -146,7 +146,9 @@ class Guided:
                 f"the guided model holds labels for {self.y.shape[0]} samples but was called with a batch of "
                 f"{batch}; slice it with .select(start, stop) for a chunk of rows"
             )
-        return self.y.to(device)
+        if self.y.device != torch.device(device):
+            self.y = self.y.to(device)  # once: later calls on this device reuse it
+        return self.y
 
     def __call__(self, x: Tensor, t: Tensor, **cond) -> Tensor:
         if "y" in cond:
