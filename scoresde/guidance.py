@@ -37,6 +37,7 @@ evaluations with guidance as without.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Callable
@@ -71,7 +72,8 @@ class Guided:
         y: the class of every sample (an int) or one class per sample (an integer tensor of
             shape (n,), values in 0 … K; K, the null label, samples that row unconditionally).
         guidance: the scale w (finite; 0 unconditional, 1 conditional, > 1 sharper classes).
-        null_label: the id of ∅ (default: K, the convention of :mod:`scoresde.labels`).
+        null_label: the label given to the model in the unconditional branch (default: K, the
+            null id of :mod:`scoresde.labels`).
         num_classes: K, when the model does not carry it.
 
     Per-sample labels belong to rows: the wrapper must be called with batches of n rows, or
@@ -114,12 +116,8 @@ class Guided:
             self.y: int | Tensor = int(y)
         elif isinstance(y, Tensor):
             self.y = check_labels(y, None, self.num_classes, name="y", check_range=True)
-            if self.null_label != self.num_classes:  # the model's own null id for rows meant unconditional
-                self.y = torch.where(self.y == self.num_classes, self.null_label, self.y)
         else:
             raise TypeError(f"y must be a class id (int) or an integer tensor of shape (n,), got {type(y).__name__}")
-        if isinstance(self.y, int) and self.y == self.num_classes:
-            self.y = self.null_label
 
     @property
     def rows(self) -> int | None:
@@ -132,8 +130,7 @@ class Guided:
             return self
         if not 0 <= start < stop <= self.y.shape[0]:
             raise ValueError(f"rows {start}:{stop} are outside the {self.y.shape[0]} labels")
-        chunk = object.__new__(Guided)
-        chunk.__dict__.update(self.__dict__)
+        chunk = copy.copy(self)
         chunk.y = self.y[start:stop]
         return chunk
 

@@ -130,6 +130,10 @@ def test_networks_and_model_wrappers_report_their_classes():
     assert num_classes_of(DATA.model(sd.VPSDE())) == K
     g = Guided(lambda x, t, y=None: x, 1, guidance=2.0, num_classes=3)  # K given explicitly
     assert g.num_classes == 3 and g.null_label == 3
+    seen = []
+    own_null = Guided(lambda x, t, y=None: seen.append(y.tolist()) or x, 1, 2.0, num_classes=3, null_label=-1)
+    own_null(torch.zeros(2, 2), torch.ones(2))
+    assert seen == [[-1, -1, 1, 1]]  # the model's own null id in the unconditional branch
 
 
 # --------------------------------------------------------------------------- guided sampling
