@@ -134,6 +134,17 @@ class Guided:
         chunk.y = self.y[start:stop]
         return chunk
 
+    def tile(self, k: int) -> Guided:
+        """The same guided model for a batch of k stacked copies of the rows, ``x.expand(k, *x.shape)``
+        flattened to (k·n, ...) (e.g. many times per sample in one forward, as the VLB does)."""
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(self.y, int):
+            return self
+        tiled = copy.copy(self)
+        tiled.y = self.y.repeat(int(k))
+        return tiled
+
     def labels(self, batch: int, device: torch.device | str) -> Tensor:
         """The conditional labels (batch,) for a batch of ``batch`` rows."""
         if isinstance(self.y, int):

@@ -94,6 +94,9 @@ def test_select_slices_per_sample_labels_by_rows():
     parts = torch.cat([whole.select(0, 4)(x[:4], t[:4]), whole.select(4, 10)(x[4:], t[4:])])
     torch.testing.assert_close(parts, whole(x, t), rtol=0, atol=0)
     assert whole.rows == 10 and whole.select(4, 10).rows == 6
+    # k stacked copies of the rows (as x.expand(k, *x.shape) flattened) see their own labels
+    tiled = whole.tile(3)(x.repeat(3, 1), t.repeat(3))
+    torch.testing.assert_close(tiled, whole(x, t).repeat(3, 1), rtol=0, atol=0)
     one_class = guided(model, 2, guidance=2.0)
     assert one_class.select(0, 3) is one_class and one_class.rows is None
     # a scalar t is broadcast to the batch in the doubled forward
