@@ -27,6 +27,8 @@ _LAZY = {
     "SOLVERS": "scoresde.samplers",
     "log_likelihood": "scoresde.likelihood",
     "analytic": "scoresde.analytic",
+    "guidance": "scoresde.guidance",
+    "guided": "scoresde.guidance",
     "WEIGHTINGS": "scoresde.losses",
     "denoising_loss": "scoresde.losses",
 }

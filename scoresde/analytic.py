@@ -7,7 +7,8 @@ per-component diagonal covariances stays one at every time:
 
 So its exact score, ε* = −σ ∇log p_t, x̂_0 = E[x_0 | x_t] and log p_t are available in closed
 form. :meth:`GaussianMixture.model` turns them into a model ``model(x, t)`` of any prediction
-kind, which is ground truth for sampler tests, benchmarks and ``scoresde sample --model gmm``.
+kind, which is ground truth for sampler tests, benchmarks and ``scoresde sample --model gmm``;
+it is also class-conditional, ``model(x, t, y=k)``, with the components as classes.
 All arithmetic is float64; outputs take the input's dtype.
 
 >>> import scoresde as sd
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims
+from .labels import check_labels
 from .param import PREDICTIONS, from_eps
 from .sde import SDE
 
@@ -148,14 +150,31 @@ class GaussianMixture:
         """The exact noise prediction ε*(x, t) = −σ(t) ∇log p_t(x) = Σ_k r_k σ (x − α μ_k)/v_k."""
         return self._eps(x, sde, t)
 
-    def _eps(self, x: Tensor, sde: SDE | None, t, coefs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def _eps(
+        self,
+        x: Tensor,
+        sde: SDE | None,
+        t,
+        coefs: tuple[Tensor, Tensor] | None = None,
+        component: Tensor | None = None,
+    ) -> Tensor:
         _, _, sigma, diff, var_t, log_joint = self._prepare(x, sde, t, coefs)
+        if component is not None:
+            # given component k the data are N(μ_k, diag s_k²): the responsibilities become one-hot
+            # at k (rows with the null id K keep the full mixture)
+            k = component.to(x.device)
+            mine = torch.arange(self.K, device=x.device)[None] == k[:, None]
+            log_joint = torch.where(mine | (k[:, None] == self.K), log_joint, -math.inf)
         r = torch.softmax(log_joint, dim=1)
         e = sigma[:, None] * (r[..., None] * diff / var_t).sum(1)
         return e.reshape(x.shape).to(x.dtype)
 
     def model(self, sde: SDE, prediction: str = "eps") -> AnalyticModel:
-        """``model(x, t) -> prediction`` (eps, score, x0 or v), exact for ``sde``."""
+        """``model(x, t, y=None) -> prediction`` (eps, score, x0 or v), exact for ``sde``.
+
+        The model is also class-conditional, with the K components as classes: ``y`` (batch,)
+        holds component ids, and id K (or ``y=None``) is the null label, the full mixture.
+        """
         return AnalyticModel(self, sde, prediction)
 
     def __repr__(self) -> str:
@@ -176,19 +195,31 @@ class Gaussian(GaussianMixture):
 
 
 class AnalyticModel:
-    """The exact model of a :class:`GaussianMixture` under ``sde``, called as ``model(x, t)``."""
+    """The exact model of a :class:`GaussianMixture` under ``sde``, called as ``model(x, t, y=None)``.
+
+    It is a class-conditional model whose classes are the mixture's components
+    (``num_classes = K``): given y = k the data are the single Gaussian N(μ_k, diag s_k²), so
+
+        ε*(x, t | k) = σ (x − α μ_k) / (α² s_k² + σ²),
+
+    while y = K (the null label) or ``y=None`` gives the full mixture's ε*(x, t). This makes
+    class-conditional sampling and classifier-free guidance testable against a closed form.
+    """
 
     def __init__(self, data: GaussianMixture, sde: SDE, prediction: str = "eps") -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
         self.data, self.sde, self.prediction = data, sde, prediction
+        self.num_classes = data.K
 
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if y is not None:
+            y = check_labels(y, x.shape[0], self.num_classes, name="y", check_range=True)
         alpha, sigma = self.sde.marginal(t)  # checked once, float64
-        eps = self.data._eps(x, None, None, coefs=(alpha, sigma))
+        eps = self.data._eps(x, None, None, coefs=(alpha, sigma), component=y)
         if self.prediction == "eps":
             return eps
         alpha, sigma = (append_dims(v.to(x.dtype), x.ndim) for v in (alpha, sigma))

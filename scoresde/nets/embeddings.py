@@ -1,4 +1,4 @@
-"""Time embeddings shared by the networks (no SDE knowledge: they see a label per sample)."""
+"""Time and class embeddings shared by the networks (no SDE knowledge: they see a label per sample)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from ..labels import check_labels
 
 
 def sinusoidal_embedding(label: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -34,3 +36,42 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, label: Tensor) -> Tensor:
         return self.mlp(sinusoidal_embedding(label, self.base_dim))
+
+
+class ClassEmbedding(nn.Module):
+    """A learned vector per class, plus one "null" class for the unconditional model.
+
+    ``nn.Embedding(num_classes + 1, dim)``: ids 0 … num_classes − 1 are the classes and the id
+    ``num_classes`` is the null label ∅ that classifier-free guidance trains by label dropout and
+    samples with (Ho & Salimans 2022, §3.2). The networks add it to their time embedding, as the
+    class-conditional DDPM/ADM models do (Dhariwal & Nichol 2021, ``label_emb``).
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(
+                f"num_classes must be an integer >= 1 (or None for an unconditional net), got {num_classes!r}"
+            )
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """(batch, dim) embeddings of labels y (batch,) in 0 … num_classes; None means ∅ for every sample."""
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        else:
+            y = check_labels(y, batch, self.num_classes, name="y")
+        return self.table(y)
+
+
+def refuse_labels(net: nn.Module) -> None:
+    """The error for class labels given to an unconditional net."""
+    raise TypeError(
+        f"this {type(net).__name__} is unconditional (num_classes=None) and takes no class labels y; "
+        "build it with num_classes=K (train with --conditional) to condition on a class"
+    )

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .embeddings import TimeEmbedding
+from .embeddings import ClassEmbedding, TimeEmbedding, refuse_labels
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -94,7 +94,10 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """``net(x, label)`` for images x of shape (batch, C, H, W); returns the same shape.
+    """``net(x, label, y=None)`` for images x of shape (batch, C, H, W); returns the same shape.
+
+    With ``num_classes``, a learned embedding of the class y is added to the time embedding
+    (as ADM's ``label_emb``, Dhariwal & Nichol 2021); y None or ``num_classes`` is the null label.
 
     Args:
         data_shape: (C, H, W) of one image; H and W must be divisible by 2^(levels − 1).
@@ -103,6 +106,8 @@ class UNet(nn.Module):
         num_res_blocks: residual blocks per level on the way down (2).
         attention_resolutions: feature-map sizes that get self-attention ((16,)).
         dropout: dropout inside residual blocks (0.1 on CIFAR-10).
+        num_classes: number of classes for a class-conditional net; None (default) for an
+            unconditional one, whose parameters are exactly those of earlier versions.
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class UNet(nn.Module):
         num_res_blocks: int = 2,
         attention_resolutions: tuple[int, ...] = (16,),
         dropout: float = 0.1,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         if len(data_shape) != 3:
@@ -154,9 +160,16 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch))
                 res *= 2
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, in_ch, 3, padding=1)))
+        self.num_classes = num_classes
+        if num_classes is not None:  # created last: the other layers draw the same initial weights
+            self.classes = ClassEmbedding(num_classes, temb_dim)
 
-    def forward(self, x: Tensor, label: Tensor) -> Tensor:
+    def forward(self, x: Tensor, label: Tensor, y: Tensor | None = None) -> Tensor:
         temb = self.time(label)
+        if self.num_classes is not None:
+            temb = temb + self.classes(y, x.shape[0], x.device)
+        elif y is not None:
+            refuse_labels(self)
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:
