@@ -36,7 +36,7 @@ from torch import Tensor
 from ..param import PREDICTIONS
 from ..schedules import time_grid
 from ..sde import SDE
-from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver  # noqa: F401  (register solvers)
+from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver, unipc  # noqa: F401  (register solvers)
 from .common import SOLVERS, Context, Denoiser, Solver
 
 __all__ = ["SOLVERS", "SampleInfo", "Solver", "sample"]
