@@ -14,10 +14,12 @@ ode                 probability-flow ODE, scipy ``solve_ivp`` (adaptive)        
 heun                probability-flow ODE, Heun (Karras et al. 2022, Alg. 1)      2      no
 ddim                DDIM, η ≥ 0 (Song, Meng & Ermon 2021)                        1      η > 0
 dpm-solver++        DPM-Solver++ 2M / 3M in log-SNR (Lu et al. 2022)             2 (*)  no
+unipc               UniPC-2 bh2 predictor–corrector in log-SNR (Zhao et al. 2023)  3 (†)  no
 torchsde            reverse-time SDE with ``torchsde.sdeint`` in s = T − t       ½–1½   yes
 ==================  ==========================================================  =====  ==========
 
 (*) 3M is third order per step, but its first-order start keeps the global order at 2 (measured).
+(†) UniP-p with the UniC corrector is order p + 1 (Zhao et al. 2023, Thm. 3.2); measured 3.0 for p = 2.
 The order of ``ancestral`` and the SDE solvers is the strong order; ``ddim`` with η > 0 is stochastic.
 DPM-Solver++ and Heun do best on the ``quadratic`` or ``log-snr`` grid (see benchmarks/results/samplers.md).
 """
