@@ -30,7 +30,7 @@ from .labels import check_labels
 from .param import PREDICTIONS, from_eps
 from .sde import SDE
 
-__all__ = ["MODELS", "AnalyticModel", "Gaussian", "GaussianMixture", "gaussian", "gmm"]
+__all__ = ["MODELS", "AnalyticModel", "Gaussian", "GaussianMixture", "gaussian", "gmm", "gmm_hard"]
 
 
 class GaussianMixture:
@@ -234,10 +234,30 @@ def gmm() -> GaussianMixture:
     return GaussianMixture(weights, means, stds)
 
 
+def gmm_hard() -> GaussianMixture:
+    """A harder 2-D mixture: nine very tight, unequal modes on a jittered 3×3 lattice (weights 0.26 … 0.02).
+
+    Modes of std 0.015–0.05 (a third of :func:`gmm`'s), 1.1 apart: a few-step sampler that takes its
+    last x̂_0 at too high a noise level blurs or misweights them, so mode error separates samplers.
+    """
+    weights = [0.26, 0.18, 0.14, 0.11, 0.09, 0.08, 0.06, 0.06, 0.02]
+    means = [
+        [-1.1, -1.1], [0.0, -1.05], [1.15, -1.1],
+        [-1.05, 0.0], [0.05, 0.05], [1.1, -0.05],
+        [-1.1, 1.1], [0.0, 1.15], [1.05, 1.05],
+    ]  # fmt: skip
+    stds = [
+        [0.02, 0.04], [0.05, 0.02], [0.03, 0.03],
+        [0.015, 0.03], [0.04, 0.04], [0.03, 0.015],
+        [0.02, 0.02], [0.05, 0.03], [0.025, 0.05],
+    ]  # fmt: skip
+    return GaussianMixture(weights, means, stds)
+
+
 def gaussian() -> Gaussian:
     """The default 2-D Gaussian N((0.5, −1), diag(0.3², 1.5²))."""
     return Gaussian([0.5, -1.0], [0.3, 1.5])
 
 
-MODELS = {"gmm": gmm, "gaussian": gaussian}
+MODELS = {"gmm": gmm, "gmm-hard": gmm_hard, "gaussian": gaussian}
 """Analytic data sets by CLI name (``scoresde sample --model NAME``)."""

@@ -36,7 +36,7 @@ def test_sample_errors_are_one_line(tmp_path, monkeypatch):
     cases = [
         (["sample"], "scoresde train"),
         (["sample", "--model", "gmm", "--solver", "rk4"], "unknown solver 'rk4'; choose one of: ancestral"),
-        (["sample", "--model", "moons"], "unknown analytic model 'moons'; choose one of: gmm, gaussian"),
+        (["sample", "--model", "moons"], "unknown analytic model 'moons'; choose one of: gmm, gmm-hard, gaussian"),
         (["sample", "--model", "gmm", "--solver", "ddim", "-o", "snr=1"], "does not take option 'snr'"),
         (["sample", "--model", "gmm", "--steps", "0"], "--steps must be a positive integer"),
         (["sample", "--model", "gmm", "--out", "x.jpg"], ".png or .npz"),

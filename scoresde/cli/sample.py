@@ -81,11 +81,13 @@ def sample(
         str | None, typer.Option("--model", help=f"analytic model, no training: {', '.join(MODELS)}")
     ] = None,
     run: Annotated[Path | None, typer.Option("--run", help="trained run folder (default: newest in ./runs)")] = None,
-    solver: Annotated[str, typer.Option(help=f"one of: {', '.join(SOLVERS)}")] = "ancestral",
-    steps: Annotated[int, typer.Option(help="number of steps of the time grid")] = 1000,
+    solver: Annotated[str, typer.Option(help=f"one of: {', '.join(SOLVERS)}")] = "unipc",
+    steps: Annotated[int, typer.Option(help="number of steps of the time grid (+1 NFE for the denoising step)")] = 20,
     num: Annotated[int | None, typer.Option(help="number of samples (default: 64 images, a grid; 2000 points)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the generator (all randomness)")] = 0,
-    grid: Annotated[str, typer.Option(help=f"time grid, one of: {', '.join(TIME_GRIDS)}")] = "uniform",
+    grid: Annotated[
+        str, typer.Option(help=f"time grid: auto (the solver's measured best) or one of: {', '.join(TIME_GRIDS)}")
+    ] = "auto",
     t_min: Annotated[float | None, typer.Option("--t-min", help="end time ε (default: the solver's)")] = None,
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="solver option key=value (e.g. eta=1, order=3)")
@@ -103,8 +105,8 @@ def sample(
 
     if solver not in SOLVERS:
         fail(f"unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
-    if grid not in TIME_GRIDS:
-        fail(f"unknown time grid {grid!r}; choose one of: {', '.join(TIME_GRIDS)}")
+    if grid != "auto" and grid not in TIME_GRIDS:
+        fail(f"unknown time grid {grid!r}; choose one of: auto, {', '.join(TIME_GRIDS)}")
     if steps < 1:
         fail(f"--steps must be a positive integer, got {steps}")
     if num is not None and num < 1:

@@ -76,7 +76,7 @@ def sample(
     prediction: str = "eps",
     generator: torch.Generator | None = None,
     *,
-    grid: str | Tensor = "uniform",
+    grid: str | Tensor = "auto",
     t_min: float | None = None,
     denoise: bool | None = None,
     clip_x0: float | None = None,
@@ -124,6 +124,8 @@ def sample(
             of the wrong shape or not finite (the message names the time), bad grid or t_min.
     """
     spec = SOLVERS.get(solver)
+    if isinstance(grid, str) and grid == "auto":
+        grid = spec.grid  # the solver's measured best grid (benchmarks/results/samplers_defaults.md)
     if isinstance(grid, Tensor):
         times = time_grid(sde, 1, grid)
         steps = times.numel() - 1

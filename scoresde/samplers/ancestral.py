@@ -43,7 +43,7 @@ def ancestral(ctx: Context, x: Tensor, *, variance: str = "small") -> Tensor:
     return x
 
 
-@register("ddim", order=1, stochastic=False, t_min=0.0)
+@register("ddim", order=1, stochastic=False, t_min=0.0, grid="quadratic")
 def ddim(ctx: Context, x: Tensor, *, eta: float = 0.0) -> Tensor:
     """DDIM (Song, Meng & Ermon 2021, eq. 12): eta=0 deterministic (1st order), eta=1 is ancestral 'small'."""
     eta = check_probability(eta, "eta")

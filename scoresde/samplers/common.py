@@ -51,6 +51,7 @@ class Solver:
         t_min: the default end time ε of the grid.
         needs_positive_t_min: whether the model is evaluated at t_0 (so t_min = 0 would divide by σ = 0).
         summary: one line for ``--help`` and reports.
+        grid: the time grid ``grid="auto"`` picks for it (chosen by benchmarks/samplers.py --defaults).
     """
 
     name: str
@@ -61,6 +62,7 @@ class Solver:
     t_min: float
     needs_positive_t_min: bool
     summary: str
+    grid: str = "uniform"
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Reject options this solver does not take; return the full option dict with defaults."""
@@ -82,6 +84,7 @@ def register(
     stochastic: bool,
     t_min: float = 1e-3,
     needs_positive_t_min: bool = False,
+    grid: str = "uniform",
 ) -> Callable[[SolverFn], SolverFn]:
     """Decorator registering a solver function under ``name`` (options read from its signature)."""
 
@@ -90,7 +93,7 @@ def register(
         options = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
         summary = (fn.__doc__ or name).strip().splitlines()[0]
         SOLVERS.register(name)(
-            Solver(name, fn, options, order, stochastic, float(t_min), needs_positive_t_min, summary)
+            Solver(name, fn, options, order, stochastic, float(t_min), needs_positive_t_min, summary, grid)
         )
         return fn
 

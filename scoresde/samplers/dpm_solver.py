@@ -61,7 +61,7 @@ def multistep_table(lam: list[float], alpha: list[float], sigma: list[float], or
     return table
 
 
-@register("dpm-solver++", order=2, stochastic=False)
+@register("dpm-solver++", order=2, stochastic=False, grid="quadratic")
 def dpm_solver_pp(ctx: Context, x: Tensor, *, order: int = 2, lower_order_final: bool = True) -> Tensor:
     """DPM-Solver++ multistep in log-SNR (Lu et al. 2022, Alg. 2): order 2 (2M) or 3 (3M)."""
     if order not in (1, 2, 3) or isinstance(order, bool):

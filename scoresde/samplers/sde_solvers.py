@@ -16,7 +16,7 @@ from torch import Tensor
 from .common import Context, register
 
 
-@register("euler-maruyama", order=0.5, stochastic=True)
+@register("euler-maruyama", order=0.5, stochastic=True, grid="quadratic")
 def euler_maruyama(ctx: Context, x: Tensor) -> Tensor:
     """Euler–Maruyama on the reverse-time SDE (Anderson 1982; Song et al. 2021, eq. 6)."""
     t = ctx.times
@@ -44,7 +44,7 @@ def _reverse_diffusion_table(ctx: Context) -> tuple[list[float], list[float], li
     return (2 - a).tolist(), (-chain.betas / chain.sigmas[1:]).tolist(), chain.betas.sqrt().tolist()
 
 
-@register("reverse-diffusion", order=0.5, stochastic=True)
+@register("reverse-diffusion", order=0.5, stochastic=True, grid="quadratic")
 def reverse_diffusion(ctx: Context, x: Tensor) -> Tensor:
     """Reverse-diffusion predictor (Song et al. 2021, App. E, eq. 47)."""
     c_x, c_eps, std = _reverse_diffusion_table(ctx)
@@ -55,7 +55,7 @@ def reverse_diffusion(ctx: Context, x: Tensor) -> Tensor:
     return x
 
 
-@register("pc", order=0.5, stochastic=True)
+@register("pc", order=0.5, stochastic=True, grid="quadratic")
 def predictor_corrector(ctx: Context, x: Tensor, *, snr: float = 0.16, corrector_steps: int = 1) -> Tensor:
     """Predictor–corrector (Song et al. 2021, Alg. 5): Langevin corrector, then reverse-diffusion predictor."""
     snr = float(snr)

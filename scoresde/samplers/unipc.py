@@ -130,7 +130,7 @@ def _combine(c_x: float, x: Tensor, weights: tuple[float, ...], outputs: list[Te
     return out
 
 
-@register("unipc", order=3, stochastic=False)
+@register("unipc", order=3, stochastic=False, grid="quadratic")
 def unipc(
     ctx: Context, x: Tensor, *, order: int = 2, variant: str = "bh2", lower_order_final: bool = True
 ) -> Tensor:
