@@ -13,7 +13,7 @@ STEPS = (20, 40, 80, 160)
 
 
 def exact_flow(data, sde, x_T: torch.Tensor, t: float) -> torch.Tensor:
-    """The probability-flow ODE map of a Gaussian N(μ, diag s²) from T to t: affine in x_T, standardised per coordinate."""
+    """The probability-flow ODE map of a Gaussian N(μ, diag s²) from T to t: affine in x_T, per coordinate."""
     (a_T, s_T), (a_t, s_t) = (sde.marginal(torch.tensor(v, dtype=torch.float64)) for v in (sde.T, t))
     mu, s = data.means[0], data.stds[0]
     z = (x_T - a_T * mu) / torch.sqrt(a_T**2 * s**2 + s_T**2)

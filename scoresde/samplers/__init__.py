@@ -21,7 +21,8 @@ torchsde            reverse-time SDE with ``torchsde.sdeint`` in s = T − t    
 (*) 3M is third order per step, but its first-order start keeps the global order at 2 (measured).
 (†) UniP-p with the UniC corrector is order p + 1 (Zhao et al. 2023, Thm. 3.2); measured 3.0 for p = 2.
 The order of ``ancestral`` and the SDE solvers is the strong order; ``ddim`` with η > 0 is stochastic.
-DPM-Solver++ and Heun do best on the ``quadratic`` or ``log-snr`` grid (see benchmarks/results/samplers.md).
+``grid="auto"`` (the default) takes each solver's registered grid, chosen by measurement
+(benchmarks/results/samplers_defaults.md): ``quadratic`` for the multistep and DDIM-like solvers.
 """
 
 from __future__ import annotations
@@ -99,8 +100,10 @@ def sample(
         steps: number of steps N of the time grid (``ode``: the grid is only used for the trajectory).
         prediction: what the model returns: ``eps``, ``score``, ``x0`` or ``v``.
         generator: the source of all randomness (x_T and every noise draw); on the sampling device.
-        grid: a time-grid name from ``TIME_GRIDS`` (uniform, quadratic, log-snr, karras) or an
-            explicit increasing float tensor of times (then ``steps`` is its length − 1).
+        grid: ``"auto"`` (the solver's registered grid, ``SOLVERS[name].grid``, chosen by
+            ``benchmarks/samplers.py --defaults``), a time-grid name from ``TIME_GRIDS`` (uniform,
+            quadratic, log-snr, karras) or an explicit increasing float tensor of times (then
+            ``steps`` is its length − 1).
         t_min: end time ε of the grid; default per solver (0 for ``ancestral``/``ddim``, so that
             the full uniform N-step chain is exactly DDPM; 1e-3 for the SDE/ODE solvers).
         denoise: apply a final noise-free step x ← x̂_0(x, t_min) (one more NFE). Default: when t_min > 0.

@@ -1,20 +1,23 @@
 """UniPC: unified predictor–corrector multistep solver (Zhao et al. 2023, arXiv:2302.04867).
 
-Data-prediction form ("UniPC with x̂_0", the paper's §3 and App. C / Alg. 2–3) in the half
+Data-prediction form (the paper's x̂_0 variant of UniP and UniC, §3) in the half
 log-SNR λ = log(α/σ), for any linear-Gaussian SDE (VP, sub-VP, VE). From x_s at λ_s, with
 h = λ_t − λ_s and the previous model outputs m_0 = x̂_0(t_s), m_k = x̂_0(t_{s_k}) at λ_{s_k},
 
-    r_k = (λ_{s_k} − λ_s)/h,   D_k = (m_k − m_0)/r_k                          (eq. 8, x̂_0 form)
-    UniP-p:  x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) m_0 − α_t B(h) Σ_{k<p} a_k D_k    (Alg. 3)
+    r_k = (λ_{s_k} − λ_s)/h,   D_k = (m_k − m_0)/r_k
+    UniP-p:  x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) m_0 − α_t B(h) Σ_{k<p} a_k D_k
     UniC-p:  x_t^c = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) m_0
                      − α_t B(h) [Σ_{k<p} a^c_k D_k + a^c_p (m_t − m_0)],  m_t = x̂_0(x_t, t)
 
-where B(h) = −h ("bh1") or e^{−h} − 1 ("bh2", the paper's recommended choice for guided and
-few-step sampling, §3.3), and the weights solve the order conditions R_p(h) a = φ_p(h)/B(h)
-(eq. 9 / Thm. 3.1: R_p's rows are the powers r_k^{i−1}, φ_p's entries i!·h φ_{i+1}(h)/h^{i}).
-UniC reuses m_t, the model output the next predictor needs anyway, so it costs no model
-evaluation and raises the order by one (Thm. 3.2); the stored history keeps the output at the
-*predicted* x_t, as in the paper's Alg. 2. As there, order-2 predictors use a_1 = ½.
+where B(h) = −h ("bh1") or e^{−h} − 1 ("bh2", the authors' choice for few-step sampling), and
+the weights solve the order conditions R_p a = g_p/B(h): R_p's rows are the powers r_k^{i−1}
+(i = 1..p), g_p's entries i!·ĥ φ_{i+1}(ĥ), ĥ = −h in the x̂_0 form, with the exponential-integrator
+functions φ_1(z) = (e^z − 1)/z, φ_{k+1}(z) = (φ_k(z) − 1/k!)/z. UniC reuses m_t, the model
+output the next predictor needs anyway, so it costs no model evaluation and raises the order by
+one (the paper's UniC theorem; measured here: 3 for p = 2, tests/test_unipc.py); the stored
+history keeps the output at the *predicted* x_t. As in the authors' code and diffusers, order-2
+predictors use a_1 = ½ and UniC-1 uses a^c_1 = ½. (The paper's equation numbers are not quoted:
+these formulas were checked against diffusers' ``UniPCMultistepScheduler``, to 1e-11 in float64.)
 
 Every step is therefore a fixed linear combination of x_s and at most three x̂_0's whose weights
 depend only on the grid: they are tabulated in float64 once, before the loop. The corrector is
@@ -39,7 +42,7 @@ Step = tuple[float, tuple[float, ...]]  # (c_x, weights of m_0, m_1, m_2[, m_t])
 def _solve(R: list[list[float]], b: list[float]) -> list[float]:
     """Solve the small (≤ 3×3) linear system R a = b by Gaussian elimination with pivoting."""
     n = len(b)
-    A = [row[:] + [b[i]] for i, row in enumerate(R)]
+    A = [[*row, b[i]] for i, row in enumerate(R)]
     for c in range(n):
         p = max(range(c, n), key=lambda r: abs(A[r][c]))
         A[c], A[p] = A[p], A[c]
@@ -54,12 +57,12 @@ def _solve(R: list[list[float]], b: list[float]) -> list[float]:
 
 
 def _order_conditions(rks: list[float], h: float, variant: str) -> tuple[list[list[float]], list[float]]:
-    """R_p (rows r_k^{i−1}) and the right-hand side φ_p/B(h) of eq. 9, p = len(rks)."""
+    """R_p (rows r_k^{i−1}) and the right-hand side g_p/B(h) of the order conditions, p = len(rks)."""
     hh = -h  # data prediction integrates e^{−λ}-weighted terms: the paper's h → −h
-    h_phi_1 = math.expm1(hh)  # h φ_1(h) = e^{−h} − 1
+    h_phi_1 = math.expm1(hh)  # ĥ φ_1(ĥ) = e^{−h} − 1
     B_h = hh if variant == "bh1" else h_phi_1
     R, b = [], []
-    h_phi_k = h_phi_1 / hh - 1  # h φ_2(h)/h, then the recursion φ_{k+1} = (φ_k − 1/k!)/h
+    h_phi_k = h_phi_1 / hh - 1  # ĥ φ_2(ĥ) = φ_1(ĥ) − 1; then ĥ φ_{k+1}(ĥ) = φ_k(ĥ) − 1/k!
     factorial = 1
     for i in range(1, len(rks) + 1):
         R.append([r ** (i - 1) for r in rks])
@@ -92,8 +95,8 @@ def unipc_table(
             corrector.append(None)
             continue
         h_phi_1 = math.expm1(-h)
-        rks = [(lam[i + k] - lam[i]) / h for k in range(1, p)]  # eq. 8: r_k < 0 for the earlier outputs
-        # UniP-p (Alg. 3): a from R_{p−1} a = φ_{p−1}/B(h); a = ½ for p = 2 (as the authors' code)
+        rks = [(lam[i + k] - lam[i]) / h for k in range(1, p)]  # r_k < 0: the earlier outputs lie at smaller λ
+        # UniP-p: a from the p − 1 order conditions of the earlier outputs; a = ½ for p = 2 (as the authors' code)
         B_h = -h if variant == "bh1" else h_phi_1
         if p == 1:
             a_p: list[float] = []
@@ -109,7 +112,7 @@ def unipc_table(
         if i == 1:  # no model evaluation follows the last step: nothing to correct with
             corrector.append(None)
             continue
-        # UniC-p (Thm. 3.2): the same D_k plus D_t = m_t − m_0 at r = 1; a^c from R_p a^c = φ_p/B(h); ½ for p = 1
+        # UniC-p: the same D_k plus D_t = m_t − m_0 at r = 1; a^c from all p order conditions; ½ for p = 1
         if p == 1:
             a_c = [0.5]
         else:
@@ -131,9 +134,7 @@ def _combine(c_x: float, x: Tensor, weights: tuple[float, ...], outputs: list[Te
 
 
 @register("unipc", order=3, stochastic=False, grid="quadratic")
-def unipc(
-    ctx: Context, x: Tensor, *, order: int = 2, variant: str = "bh2", lower_order_final: bool = True
-) -> Tensor:
+def unipc(ctx: Context, x: Tensor, *, order: int = 2, variant: str = "bh2", lower_order_final: bool = True) -> Tensor:
     """UniPC multistep predictor–corrector in log-SNR, x̂_0 form (Zhao et al. 2023): UniP-p + UniC."""
     if order not in (1, 2, 3) or isinstance(order, bool):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
