@@ -14,15 +14,16 @@ ode                 probability-flow ODE, scipy ``solve_ivp`` (adaptive)        
 heun                probability-flow ODE, Heun (Karras et al. 2022, Alg. 1)      2      no
 ddim                DDIM, η ≥ 0 (Song, Meng & Ermon 2021)                        1      η > 0
 dpm-solver++        DPM-Solver++ 2M / 3M in log-SNR (Lu et al. 2022)             2 (*)  no
-unipc               UniPC-2 bh2 predictor–corrector in log-SNR (Zhao et al. 2023)  3 (†)  no
+unipc               UniPC (bh2) predictor–corrector in log-SNR (Zhao et al. 2023) 3 (†)  no
 torchsde            reverse-time SDE with ``torchsde.sdeint`` in s = T − t       ½–1½   yes
 ==================  ==========================================================  =====  ==========
 
 (*) 3M is third order per step, but its first-order start keeps the global order at 2 (measured).
-(†) UniP-p with the UniC corrector is order p + 1 (Zhao et al. 2023, Thm. 3.2); measured 3.0 for p = 2.
+(†) UniP-p with the UniC corrector is order p + 1 (Zhao et al. 2023); measured 3.0 for the default p = 2.
 The order of ``ancestral`` and the SDE solvers is the strong order; ``ddim`` with η > 0 is stochastic.
 ``grid="auto"`` (the default) takes each solver's registered grid, chosen by measurement
-(benchmarks/results/samplers_defaults.md): ``quadratic`` for the multistep and DDIM-like solvers.
+(benchmarks/results/samplers_defaults.md): ``quadratic`` for ddim, dpm-solver++, unipc and the SDE
+solvers; ``uniform`` for ancestral (so that 1000 steps are exactly DDPM), heun, ode and torchsde.
 """
 
 from __future__ import annotations
