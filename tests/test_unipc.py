@@ -123,12 +123,13 @@ def test_matches_diffusers_unipc(steps, options, final):
     torch.testing.assert_close(x, ref, rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("grid", ["log-snr", "auto"])
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 4000])
 @pytest.mark.parametrize("options", [{}, {"order": 3}, {"order": 3, "lower_order_final": False}])
-def test_finite_at_any_step_count(steps, options):
+def test_finite_at_any_step_count(steps, options, grid):
     sde = sd.VPSDE()
     x, info = sd.sample(
-        gmm().model(sde), sde, (4, 2), "unipc", steps, generator=torch.Generator().manual_seed(0), grid="log-snr",
+        gmm().model(sde), sde, (4, 2), "unipc", steps, generator=torch.Generator().manual_seed(0), grid=grid,
         return_info=True, **options,
     )  # fmt: skip
     assert torch.isfinite(x).all()
