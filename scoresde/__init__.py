@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .param import PREDICTIONS, TIME_LABELS, Model, as_model, convert, from_eps, to_eps
+from .param import PREDICTIONS, TIME_LABELS, Model, as_model, convert, eps_and_x0, from_eps, resolve_prediction, to_eps
 from .registry import Registry
 from .schedules import (
     SCHEDULES,
@@ -69,8 +69,10 @@ __all__ = [
     "convert",
     "cosine_betas",
     "ddpm_linear_betas",
+    "eps_and_x0",
     "from_eps",
     "make_sde",
+    "resolve_prediction",
     "time_grid",
     "to_eps",
 ]

@@ -61,7 +61,8 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from ._checks import append_dims, positive_finite
-from .param import PREDICTIONS, from_eps, to_eps
+from .param import eps_and_x0, resolve_prediction
+from .param import score as score_of
 from .schedules import TIME_GRIDS, time_grid
 from .sde import SDE
 
@@ -114,7 +115,7 @@ def log_likelihood(
     sde: SDE,
     x: Tensor,
     method: str = "ode",
-    prediction: str = "eps",
+    prediction: str | None = None,
     *,
     levels: int | None = None,
     data_range: tuple[float, float] = (-1.0, 1.0),
@@ -161,8 +162,7 @@ def log_likelihood(
     """
     if method not in METHODS:
         raise ValueError(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+    prediction = resolve_prediction(model, prediction)
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] == 0:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a tensor of shape (batch, ...) with batch >= 1, got {shape}")
@@ -316,7 +316,7 @@ def _score_fn(model, sde, prediction):
                 "under torch.no_grad/inference_mode?); the ODE likelihood needs the divergence of the drift by "
                 "autograd, and a detached output would silently drop the score's contribution"
             )
-        return from_eps("score", to_eps(prediction, out, x, alpha, sigma), x, alpha, sigma)
+        return score_of(prediction, out, x, alpha, sigma)
 
     return score
 
@@ -429,7 +429,7 @@ def _model_eps(model, sde, x, t, prediction):
     out = model(x, t)
     if out.shape != x.shape:
         raise ValueError(f"model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
-    eps = to_eps(prediction, out, x, alpha, sigma)
+    eps, _ = eps_and_x0(prediction, out, x, alpha, sigma)
     if not torch.isfinite(eps).all():
         raise ValueError(f"model output is not finite at t in [{t.min().item():.6g}, {t.max().item():.6g}]")
     return eps

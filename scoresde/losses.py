@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims
-from .param import PREDICTIONS
+from .param import resolve_prediction
 from .registry import Registry
 from .sde import SDE, DiscreteChain
 
@@ -308,8 +308,6 @@ def make_time_sampler(time: str | TimeSampler, **options) -> TimeSampler:
 
 # --------------------------------------------------------------------------- the loss
 
-_TRAINABLE = ("eps", "x0", "v", "score")
-
 
 def _target_and_scale(prediction: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
     """The regression target for ``prediction`` and c(t) with ‖ε − ε̂‖² = c ‖target − pred‖² (scoresde.param)."""
@@ -329,7 +327,7 @@ def denoising_loss(
     *,
     weighting: str | Weighting = "simple",
     time: str | TimeSampler | TimeDraw = "discrete",
-    prediction: str = "eps",
+    prediction: str | None = None,
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     reduce: str = "sum",
@@ -345,7 +343,8 @@ def denoising_loss(
             build one with options via :func:`make_weighting`, e.g. ``make_weighting("min-snr", gamma=1)``.
         time: ``"discrete"`` (N = 1000), ``"continuous"`` (ε_t = 1e-5), a sampler from
             :func:`make_time_sampler`, or a fixed :class:`TimeDraw`.
-        prediction: what the model returns: ``eps``, ``x0``, ``v`` or ``score``.
+        prediction: for a plain function without a ``prediction`` attribute, what it returns:
+            ``eps`` (default), ``x0``, ``v`` or ``score``; contradicting ``model.prediction`` is an error.
         generator: the random source for the times and the noise.
         noise: ε to use instead of drawing it (same shape as ``x0``).
         reduce: ``sum`` (the norm ‖·‖², the ELBO's scale) or ``mean`` over the non-batch dimensions.
@@ -354,8 +353,7 @@ def denoising_loss(
     With importance sampling the returned values already include the weights p/q: their mean is
     an unbiased estimate of E_{t uniform}[w(t) ℓ(t)].
     """
-    if prediction not in _TRAINABLE:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+    prediction = resolve_prediction(model, prediction)
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():

@@ -86,7 +86,6 @@ def likelihood(
             r.sde,
             r.reference[:num].float(),
             method,
-            r.prediction,
             levels=levels,
             generator=torch.Generator().manual_seed(seed),
             return_info=True,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..param import PREDICTIONS
+from ..param import resolve_prediction
 from ..schedules import time_grid
 from ..sde import SDE
 from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver  # noqa: F401  (register solvers)
@@ -71,7 +71,7 @@ def sample(
     shape: tuple[int, ...] | torch.Size,
     solver: str = "ancestral",
     steps: int = 1000,
-    prediction: str = "eps",
+    prediction: str | None = None,
     generator: torch.Generator | None = None,
     *,
     grid: str | Tensor = "uniform",
@@ -90,12 +90,14 @@ def sample(
 
     Args:
         model: ``model(x, t)`` with x of shape (batch, ...) and t of shape (batch,) in continuous
-            time; returns a tensor shaped like x holding ``prediction``.
+            time; returns a tensor shaped like x holding its ``model.prediction`` (see
+            :func:`scoresde.as_model`).
         sde: the forward SDE the model was trained on (VP, sub-VP, VE, or any :class:`SDE`).
         shape: the shape of the output, (n, ...) — (n, 2) for points, (n, C, H, W) for images.
         solver: a name from :data:`SOLVERS` (the CLI's ``--solver``).
         steps: number of steps N of the time grid (``ode``: the grid is only used for the trajectory).
-        prediction: what the model returns: ``eps``, ``score``, ``x0`` or ``v``.
+        prediction: for a plain function without a ``prediction`` attribute, what it returns:
+            ``eps`` (default), ``score``, ``x0`` or ``v``. Contradicting ``model.prediction`` is an error.
         generator: the source of all randomness (x_T and every noise draw); on the sampling device.
         grid: a time-grid name from ``TIME_GRIDS`` (uniform, quadratic, log-snr, karras) or an
             explicit increasing float tensor of times (then ``steps`` is its length − 1).
@@ -136,8 +138,7 @@ def sample(
         raise ValueError(
             f"solver {solver!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
         )
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+    prediction = resolve_prediction(model, prediction)
     opts = spec.check_options(options)
     shape = _check_shape(shape)
     n = shape[0]
