@@ -26,7 +26,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import append_dims
 from .registry import Registry
 
 __all__ = [

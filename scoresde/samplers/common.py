@@ -103,8 +103,9 @@ class Denoiser:
     Converts the model's output (its ``prediction`` ∈ eps, score, x0, v) with
     :func:`scoresde.param.eps_and_x0`, the one conversion of the package (docs/conventions.md §1),
     written per kind so that no conversion divides by a coefficient that may vanish. The model is
-    called as ``model(x, t, **cond)`` with the ``cond`` given here (none by default). Coefficients α_k, σ_k at the grid times are computed once in
-    float64 and kept as Python floats (exact scalars for every tensor dtype). Counts NFE.
+    called as ``model(x, t, **cond)`` with the ``cond`` given here (none by default). Coefficients
+    α_k, σ_k at the grid times are computed once in float64 and kept as Python floats (exact
+    scalars for every tensor dtype). Counts NFE.
 
     Every model output is checked: its shape must equal x's and it must be finite; errors name
     the time. On CUDA the finite check is recorded without a host sync and raised by
