@@ -31,6 +31,25 @@ def as_time(t: Tensor | float, T: float, name: str = "t", *, reference: Tensor |
     return t
 
 
+def check_int(value: int, name: str, minimum: int = 1) -> int:
+    """``value`` as an int after checking it is an integer (not a bool) >= ``minimum``."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_name(value: str, name: str, choices) -> str:
+    """``value`` after checking it is one of ``choices`` (names listed in the error)."""
+    if value not in tuple(choices):
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
 def positive_finite(value: float, name: str) -> float:
     value = float(value)
     if not math.isfinite(value) or value <= 0:

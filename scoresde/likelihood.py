@@ -63,7 +63,7 @@ from torch import Tensor
 from ._checks import append_dims, positive_finite
 from .param import eps_and_x0, resolve_prediction
 from .param import score as score_of
-from .schedules import TIME_GRIDS, time_grid
+from .grids import TIME_GRIDS, time_grid
 from .sde import SDE
 
 __all__ = [

@@ -85,7 +85,7 @@ WEIGHTINGS: Registry[Callable[..., Weighting]] = Registry("weighting")
 
 
 def _g2_over_sigma2(sde: SDE, t: Tensor) -> Tensor:
-    return sde._g2(t) / sde._sigma(t) ** 2
+    return sde.g2(t, check=False) / sde.sigma(t, check=False) ** 2
 
 
 @WEIGHTINGS.register("simple")
@@ -214,7 +214,7 @@ class DiscreteTime:
     def _at(self, sde: SDE, index: Tensor) -> TimeDraw:
         chain = _chain(sde, self.N)
         t = chain.times.to(index.device)[index]
-        alpha, sigma = torch.exp(sde._log_alpha(t)), sde._sigma(t)
+        alpha, sigma = sde.marginal(t, check=False)  # grid times: no check (no host sync per step)
         return TimeDraw(t, alpha, sigma, torch.ones_like(t), index, chain)
 
     def __call__(
@@ -249,7 +249,7 @@ class ContinuousTime:
     def at(self, sde: SDE, t: Tensor) -> TimeDraw:
         """The draw at given continuous times (importance weights 1)."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        alpha, sigma = torch.exp(sde._log_alpha(t)), sde._sigma(t)
+        alpha, sigma = sde.marginal(t, check=False)  # drawn in [eps, T]: no check (no host sync per step)
         return TimeDraw(t, alpha, sigma, torch.ones_like(t))
 
     def _proposal(self, sde: SDE, weighting: Weighting, device) -> tuple[Tensor, Tensor]:

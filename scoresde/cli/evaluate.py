@@ -62,7 +62,7 @@ def likelihood(
 
     from ..compare import data_levels
     from ..likelihood import METHODS, log_likelihood
-    from ..schedules import TIME_GRIDS
+    from ..grids import TIME_GRIDS
 
     if method not in METHODS:
         fail(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from ..schedules import SCHEDULES, TIME_GRIDS
+from ..grids import TIME_GRIDS
+from ..schedules import SCHEDULES
 from ..sde import SDES
 from .app import app
 

@@ -17,7 +17,7 @@ import typer
 from .. import samplers
 from ..analytic import MODELS
 from ..samplers import SOLVERS
-from ..schedules import TIME_GRIDS
+from ..grids import TIME_GRIDS
 from .app import app, fail, set_threads
 
 

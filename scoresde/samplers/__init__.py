@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..param import resolve_prediction
-from ..schedules import time_grid
+from ..grids import time_grid
 from ..sde import SDE
 from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver  # noqa: F401  (register solvers)
 from .common import SOLVERS, Context, Denoiser, Solver

@@ -20,14 +20,14 @@ from .common import Context, register
 def euler_maruyama(ctx: Context, x: Tensor) -> Tensor:
     """Euler–Maruyama on the reverse-time SDE (Anderson 1982; Song et al. 2021, eq. 6)."""
     t = ctx.times
-    f = ctx.sde._drift_coef(t)
-    g2 = ctx.sde._g2(t)
+    reverse = ctx.sde.reverse(None)  # the score comes from ε̂ below
+    f, g2 = reverse.drift_coefs(t)  # (f, c·g²) with c = 1
     _, S = ctx.sde.marginal(t)
     h = t[:-1] - t[1:]  # step from t_i to t_{i−1}: h_i < 0, evaluated at t_i
     # x ← x + [f x + g² ε̂/σ] h + g √(−h) z   (−g² s = g² ε̂/σ)
     c_x = (1 + f[1:] * h).tolist()
     c_eps = (g2[1:] * h / S[1:]).tolist()
-    std = torch.sqrt(g2[1:] * -h).tolist()
+    std = torch.sqrt(reverse.diffusion_squared(t)[1:] * -h).tolist()
     for i in range(ctx.steps, 0, -1):
         eps = ctx.den.eps(x, i)
         x = x.mul(c_x[i - 1]).add_(eps, alpha=c_eps[i - 1]).add_(ctx.noise(x), alpha=std[i - 1])

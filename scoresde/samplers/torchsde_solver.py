@@ -30,20 +30,22 @@ class _ReverseInS:
     def __init__(self, ctx: Context, shape: torch.Size, sde_type: str) -> None:
         self.ctx, self.shape, self.sde_type = ctx, shape, sde_type
         self.T = ctx.den.t_list[-1]
+        self.reverse = ctx.sde.reverse(None)  # the score comes from ε̂ in f
 
-    def _coefs(self, s: Tensor) -> tuple[float, float, float]:
-        t = torch.as_tensor(self.T - float(s), dtype=torch.float64).clamp(0, self.T)
-        return t.item(), self.ctx.sde._drift_coef(t).item(), self.ctx.sde._g2(t).item()
+    def _s_to_t(self, s: Tensor) -> Tensor:
+        return torch.as_tensor(self.T - float(s), dtype=torch.float64).clamp(0, self.T)
 
     def f(self, s: Tensor, y: Tensor) -> Tensor:
-        t, f, g2 = self._coefs(s)
+        t = self._s_to_t(s)
+        f, g2 = (v.item() for v in self.reverse.drift_coefs(t, check=False))
+        t = t.item()
         x = y.reshape(self.shape)
         eps, _, _, sigma = self.ctx.den.at(x, t)
         self.ctx.report(0, x, t=t)
         return (x * -f - eps * (g2 / sigma)).flatten(1)
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
-        _, _, g2 = self._coefs(s)
+        g2 = self.reverse.diffusion_squared(self._s_to_t(s), check=False).item()
         return torch.full_like(y, g2**0.5)
 
 
