@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .grids import TIME_GRIDS, time_grid
 from .param import PREDICTIONS, TIME_LABELS, Model, as_model, convert, eps_and_x0, from_eps, resolve_prediction, to_eps
 from .registry import Registry
-from .grids import TIME_GRIDS, time_grid
 from .schedules import SCHEDULES, LinearBeta, PiecewiseConstantBeta, cosine_betas, ddpm_linear_betas
 from .sde import SDE, SDES, VESDE, VPSDE, DiscreteChain, ReverseSDE, SubVPSDE, make_sde
 

@@ -61,9 +61,9 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from ._checks import append_dims, positive_finite
+from .grids import TIME_GRIDS, time_grid
 from .param import eps_and_x0, resolve_prediction
 from .param import score as score_of
-from .grids import TIME_GRIDS, time_grid
 from .sde import SDE
 
 __all__ = [

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims, as_time, positive_finite
-from .registry import Registry
 from .grids import time_grid
+from .registry import Registry
 from .schedules import SCHEDULES, BetaSchedule, LinearBeta, PiecewiseConstantBeta
 
 __all__ = ["SDE", "SDES", "VESDE", "VPSDE", "DiscreteChain", "ReverseSDE", "SubVPSDE", "make_sde"]

@@ -61,8 +61,8 @@ def likelihood(
     import torch
 
     from ..compare import data_levels
-    from ..likelihood import METHODS, log_likelihood
     from ..grids import TIME_GRIDS
+    from ..likelihood import METHODS, log_likelihood
 
     if method not in METHODS:
         fail(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")

@@ -16,8 +16,8 @@ import typer
 
 from .. import samplers
 from ..analytic import MODELS
-from ..samplers import SOLVERS
 from ..grids import TIME_GRIDS
+from ..samplers import SOLVERS
 from .app import app, fail, set_threads
 
 

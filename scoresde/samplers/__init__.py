@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..param import resolve_prediction
 from ..grids import time_grid
+from ..param import resolve_prediction
 from ..sde import SDE
 from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver  # noqa: F401  (register solvers)
 from .common import SOLVERS, Context, Denoiser, Solver
