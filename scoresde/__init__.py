@@ -19,6 +19,8 @@ _LAZY = {
     "sample": "scoresde.samplers",
     "SOLVERS": "scoresde.samplers",
     "log_likelihood": "scoresde.likelihood",
+    "ode_nll": "scoresde.likelihood",
+    "vlb_nll": "scoresde.likelihood",
     "analytic": "scoresde.analytic",
     "guidance": "scoresde.guidance",
     "guided": "scoresde.guidance",

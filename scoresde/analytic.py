@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import append_dims
+from ._checks import append_dims, check_name
 from .labels import check_labels
 from .param import PREDICTIONS, from_eps
 from .sde import SDE
@@ -207,8 +207,7 @@ class AnalyticModel:
     """
 
     def __init__(self, data: GaussianMixture, sde: SDE, prediction: str = "eps") -> None:
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+        check_name(prediction, "prediction", PREDICTIONS)
         self.data, self.sde, self.prediction = data, sde, prediction
         self.num_classes = data.K
 

@@ -36,7 +36,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ._checks import append_dims
+from ._checks import append_dims, check_int, check_name
 from .param import resolve_prediction
 from .registry import Registry
 from .sde import SDE, DiscreteChain
@@ -200,8 +200,7 @@ class DiscreteTime:
     """
 
     def __init__(self, N: int = 1000, importance: bool = False) -> None:
-        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-            raise ValueError(f"the number of discrete steps N must be a positive integer, got {N!r}")
+        N = check_int(N, "the number of discrete steps N")
         self.N, self.importance = N, bool(importance)
 
     def at(self, sde: SDE, index: Tensor) -> TimeDraw:
@@ -354,8 +353,7 @@ def denoising_loss(
     an unbiased estimate of E_{t uniform}[w(t) ℓ(t)].
     """
     prediction = resolve_prediction(model, prediction)
-    if reduce not in ("sum", "mean"):
-        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    check_name(reduce, "reduce", ("sum", "mean"))
     if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():
         got = tuple(x0.shape) if isinstance(x0, Tensor) else type(x0).__name__
         raise ValueError(f"x0 must be a floating-point tensor of shape (batch, ...), got {got}")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_name
 from .registry import Registry
 
 __all__ = [
@@ -46,8 +47,7 @@ PREDICTIONS = ("eps", "score", "x0", "v")
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {kind!r}; choose one of: {', '.join(PREDICTIONS)}")
+    check_name(kind, "prediction", PREDICTIONS)
 
 
 def to_eps(kind: str, pred: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:

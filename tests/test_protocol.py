@@ -92,3 +92,21 @@ def test_model_passes_conditioning_to_the_network_only_when_given():
     x, t = torch.ones(3, 2), torch.full((3,), 0.5)
     torch.testing.assert_close(model(x, t), 0.5 * x)
     torch.testing.assert_close(model(x, t, y=torch.arange(3.0)), 0.5 * x + torch.arange(3.0)[:, None])
+
+
+def test_log_likelihood_dispatches_to_ode_nll_and_vlb_nll_with_the_same_numbers():
+    sde, data = sd.VPSDE(), sd.analytic.gmm()
+    model = data.model(sde, "v")
+    x = data.sample(6, torch.Generator().manual_seed(4))
+    a = sd.log_likelihood(model, sde, x, "ode", eps=1e-3, rtol=1e-4, atol=1e-4, generator=torch.Generator())
+    b = sd.ode_nll(model, sde, x, t_min=1e-3, rtol=1e-4, atol=1e-4, generator=torch.Generator())
+    assert torch.equal(a, b)
+    kw = {"steps": 50, "grid": "log-snr", "t_min": 1e-4}
+    c = sd.log_likelihood(model, sde, x, "vlb", **kw, generator=torch.Generator().manual_seed(5))
+    d = sd.vlb_nll(model, sde, x, **kw, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(c, d)
+    # both estimate −log p_0(x) of the exact model: within the VLB's gap of the exact value
+    exact = -data.log_prob(x).double()
+    torch.testing.assert_close(b, exact, rtol=0, atol=0.05)
+    with pytest.raises(ValueError, match="model says it predicts 'v'"):
+        sd.vlb_nll(model, sde, x, "eps", steps=5)

@@ -25,7 +25,6 @@ DPM-Solver++ and Heun do best on the ``quadratic`` or ``log-snr`` grid (see benc
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..grids import time_grid
 from ..param import resolve_prediction
 from ..sde import SDE
@@ -128,12 +128,11 @@ def sample(
         times = time_grid(sde, 1, grid)
         steps = times.numel() - 1
     else:
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = check_int(steps, "steps")
         if t_min is None:  # the solver's default; grids in log-SNR cannot start at t = 0 (λ = ∞)
             t_min = spec.t_min if spec.t_min > 0 or grid not in _LOG_SNR_GRIDS else 1e-3
         t_min = float(t_min)
-        times = time_grid(sde, int(steps), grid, t_min=t_min)
+        times = time_grid(sde, steps, grid, t_min=t_min)
     if spec.needs_positive_t_min and times[0] <= 0:
         raise ValueError(
             f"solver {solver!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
@@ -142,10 +141,7 @@ def sample(
     opts = spec.check_options(options)
     shape = _check_shape(shape)
     n = shape[0]
-    if batch_size is None:
-        batch_size = n
-    elif isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = n if batch_size is None else check_int(batch_size, "batch_size")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if clip_x0 is not None and not (math.isfinite(float(clip_x0)) and clip_x0 > 0):

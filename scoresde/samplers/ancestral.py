@@ -18,13 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .common import Context, check_choice, check_probability, register
+from .._checks import check_name
+from .common import Context, check_probability, register
 
 
 @register("ancestral", order=0.5, stochastic=True, t_min=0.0)
 def ancestral(ctx: Context, x: Tensor, *, variance: str = "small") -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) on the grid's chain; variance 'large' β_i or 'small' β̃_i."""
-    check_choice(variance, "variance", ("large", "small"))
+    check_name(variance, "variance", ("large", "small"))
     chain = ctx.sde.discretize(ctx.steps, grid=ctx.times)
     a = chain.alphas.sqrt()
     var = chain.betas if variance == "large" else chain.posterior_variances

@@ -241,9 +241,3 @@ def check_probability(value: float, name: str, *, upper: float = math.inf) -> fl
         bound = "" if math.isinf(upper) else f" and <= {upper}"
         raise ValueError(f"{name} must be a finite number >= 0{bound}, got {value}")
     return value
-
-
-def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
-    return value

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_name
 from .common import Context, register
 
 
@@ -23,8 +24,7 @@ def ode(ctx: Context, x: Tensor, *, method: str = "RK45", rtol: float = 1e-5, at
     from scipy.integrate import solve_ivp
 
     methods = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
-    if method not in methods:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of: {', '.join(methods)}")
+    check_name(method, "ODE method", methods)
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from .common import Context, register
 
 
@@ -61,8 +62,7 @@ def predictor_corrector(ctx: Context, x: Tensor, *, snr: float = 0.16, corrector
     snr = float(snr)
     if not math.isfinite(snr) or snr <= 0:
         raise ValueError(f"snr must be a positive finite number, got {snr}")
-    if isinstance(corrector_steps, bool) or int(corrector_steps) != corrector_steps or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+    corrector_steps = check_int(corrector_steps, "corrector_steps", minimum=0)
     c_x, c_eps, std = _reverse_diffusion_table(ctx)
     chain_alphas = ctx.sde.discretize(ctx.steps, grid=ctx.times).alphas.tolist()
     sigmas = ctx.den.sigmas

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_name
 from .common import Context, register
 
 _ITO = ("euler", "milstein", "srk")
@@ -54,8 +55,7 @@ def torchsde_solver(ctx: Context, x: Tensor, *, method: str = "euler") -> Tensor
     """The reverse-time SDE solved by torchsde.sdeint in s = T − t (method: euler, milstein, srk, heun, ...)."""
     import torchsde
 
-    if method not in METHODS:
-        raise ValueError(f"unknown torchsde method {method!r}; choose one of: {', '.join(METHODS)}")
+    check_name(method, "torchsde method", METHODS)
     times = ctx.times
     steps = ctx.steps
     uniform = torch.linspace(times[0].item(), times[-1].item(), steps + 1, dtype=torch.float64)
