@@ -1,6 +1,6 @@
 """Data distributions whose score is known exactly at every t, under any of our SDEs.
 
-For a linear-Gaussian SDE, x_t = α(t) x_0 + σ(t) ε (DESIGN.md §1), a Gaussian mixture with
+For a linear-Gaussian SDE, x_t = α(t) x_0 + σ(t) ε (docs/conventions.md §1), a Gaussian mixture with
 per-component diagonal covariances stays one at every time:
 
     p_t(x) = Σ_k w_k N(x; α μ_k, diag(α² s_k² + σ²)).

@@ -2,7 +2,7 @@
 
     L(θ) = E_{t, x_0, ε} [ w(t) ‖ε − ε̂_θ(x_t, t)‖² ],   x_t = α(t) x_0 + σ(t) ε
 
-(DESIGN.md §1). :func:`denoising_loss` returns the *per-sample* values (shape (batch,)); the
+(docs/conventions.md §1). :func:`denoising_loss` returns the *per-sample* values (shape (batch,)); the
 caller reduces. Every weighting is written on the ε-loss; a network predicting ``x0``, ``v``
 or ``score`` is trained on the same objective, its error converted exactly to the ε scale:
 ‖ε − ε̂‖² = c(t)‖target − prediction‖² with c = (α/σ)² for x_0, (α/(α²+σ²))² for v and σ² for

@@ -1,7 +1,7 @@
 """Discrete-chain samplers: DDPM ancestral sampling and DDIM.
 
 Both walk the chain the SDE defines on the time grid (``sde.discretize(grid=ctx.times)``,
-DESIGN.md §1): step i goes from t_i to t_{i−1} and uses the chain's fields
+docs/conventions.md §1): step i goes from t_i to t_{i−1} and uses the chain's fields
 
     a_i = √α_i (mean factor of q(x_i | x_{i−1})),  b_i = β_i (its variance),
     S_i = σ(t_i),  A_i = α(t_i) (marginal),  β̃_i = S²_{i−1} b_i / S²_i (posterior variance).

@@ -1,6 +1,6 @@
 """Solvers of the reverse-time SDE dx = [f(t) x − g(t)² s(x, t)] dt + g(t) dW̄ (Anderson 1982).
 
-With s = −ε̂/σ (DESIGN.md §1) every step is a fixed linear combination of x, ε̂ and fresh noise
+With s = −ε̂/σ (docs/conventions.md §1) every step is a fixed linear combination of x, ε̂ and fresh noise
 whose coefficients depend only on the grid: each solver builds them in float64 before its loop.
 Noise is added in every step (these discretize an SDE); the final noise-free denoising step is
 ``sample(..., denoise=True)``.
