@@ -60,14 +60,24 @@ def data_levels(dataset: str, kind: str) -> int | None:
 
 
 def denoising_error_by_t(
-    model, sde, prediction: str | None, x0: Tensor, bins: int = 10, eps: float = 1e-5, seed: int = 0
+    model,
+    sde,
+    prediction: str | None,
+    x0: Tensor,
+    bins: int = 10,
+    t_min: float = 1e-5,
+    seed: int = 0,
+    *,
+    eps: float | None = None,
 ) -> list[float]:
-    """E‖ε − ε̂(x_t, t)‖²/D on ``x0`` in ``bins`` equal t-bins of [eps, T] (unweighted, comparable
+    """E‖ε − ε̂(x_t, t)‖²/D on ``x0`` in ``bins`` equal t-bins of [t_min, T] (unweighted, comparable
     across weightings); t, ε drawn from ``seed``, so every model sees the same inputs.
-    ``prediction``: None for a model carrying its own (see :func:`scoresde.param.resolve_prediction`)."""
+    ``prediction``: None for a model carrying its own (see :func:`scoresde.param.resolve_prediction`);
+    ``eps=`` is the old name of ``t_min``."""
     prediction = resolve_prediction(model, prediction)
+    t_min = t_min if eps is None else eps
     g = torch.Generator().manual_seed(seed)
-    edges = torch.linspace(eps, sde.T, bins + 1, dtype=torch.float64)
+    edges = torch.linspace(t_min, sde.T, bins + 1, dtype=torch.float64)
     out = []
     with torch.no_grad():
         for b in range(bins):

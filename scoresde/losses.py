@@ -238,12 +238,23 @@ class ContinuousTime:
     Importance sampling uses a piecewise-constant proposal q(t) ∝ w on ``cells`` cells (log-spaced
     near ε_t, where likelihood weights blow up, and uniform elsewhere); t is drawn exactly from q
     and weighted by p_uniform(t)/q(t), so the estimate is unbiased for any w, not only approximately.
+
+    ``t_min`` is ε_t, the smallest training time; ``eps=`` is its old name, still accepted.
     """
 
-    def __init__(self, eps: float = 1e-5, importance: bool = False, cells: int = 2048) -> None:
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"the smallest training time eps must be a number >= 0, got {eps!r}")
-        self.eps, self.importance, self.cells = float(eps), bool(importance), int(cells)
+    def __init__(
+        self, t_min: float = 1e-5, importance: bool = False, cells: int = 2048, *, eps: float | None = None
+    ) -> None:
+        if eps is not None:  # the old keyword (config field loss.eps)
+            t_min = eps
+        if not (isinstance(t_min, (int, float)) and math.isfinite(t_min) and t_min >= 0):
+            raise ValueError(f"the smallest training time t_min (eps) must be a number >= 0, got {t_min!r}")
+        self.t_min, self.importance, self.cells = float(t_min), bool(importance), int(cells)
+
+    @property
+    def eps(self) -> float:
+        """The old name of :attr:`t_min`."""
+        return self.t_min
 
     def at(self, sde: SDE, t: Tensor) -> TimeDraw:
         """The draw at given continuous times (importance weights 1)."""
@@ -252,9 +263,9 @@ class ContinuousTime:
         return TimeDraw(t, alpha, sigma, torch.ones_like(t))
 
     def _proposal(self, sde: SDE, weighting: Weighting, device) -> tuple[Tensor, Tensor]:
-        lo, hi = self.eps, sde.T
+        lo, hi = self.t_min, sde.T
         if lo >= hi:
-            raise ValueError(f"need eps < T, got eps={lo}, T={hi}")
+            raise ValueError(f"need t_min < T, got t_min={lo}, T={hi}")
         uniform = torch.linspace(lo, hi, self.cells // 2 + 1, dtype=torch.float64)
         log_lo = math.log(max(lo, 1e-12 * hi))
         geometric = torch.exp(torch.linspace(log_lo, math.log(hi), self.cells // 2 + 1, dtype=torch.float64))
@@ -266,12 +277,12 @@ class ContinuousTime:
     def __call__(
         self, sde: SDE, batch: int, weighting: Weighting, *, generator: torch.Generator | None, device=None
     ) -> TimeDraw:
-        span = sde.T - self.eps
+        span = sde.T - self.t_min
         if span <= 0:
-            raise ValueError(f"need eps < T, got eps={self.eps}, T={sde.T}")
+            raise ValueError(f"need t_min < T, got t_min={self.t_min}, T={sde.T}")
         u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         if not self.importance:
-            return self.at(sde, self.eps + span * u)
+            return self.at(sde, self.t_min + span * u)
         edges, mass = self._proposal(sde, weighting, device)
         k = torch.multinomial(mass, batch, True, generator=generator)
         width = edges[k + 1] - edges[k]
@@ -280,7 +291,7 @@ class ContinuousTime:
         return TimeDraw(draw.t, draw.alpha, draw.sigma, (1.0 / span) / q)
 
     def __repr__(self) -> str:
-        return f"ContinuousTime(eps={self.eps}, importance={self.importance})"
+        return f"ContinuousTime(t_min={self.t_min}, importance={self.importance})"
 
 
 def _as_probabilities(w: Tensor, kind: str) -> Tensor:
@@ -297,7 +308,7 @@ TimeSampler = DiscreteTime | ContinuousTime
 
 
 def make_time_sampler(time: str | TimeSampler, **options) -> TimeSampler:
-    """A time sampler from its name (``discrete`` with N=, ``continuous`` with eps=; importance=) or as is."""
+    """A time sampler from its name (``discrete`` with N=, ``continuous`` with t_min=; importance=) or as is."""
     if isinstance(time, str):
         return TIME_SAMPLERS.get(time)(**options)
     if isinstance(time, (DiscreteTime, ContinuousTime)):

@@ -110,3 +110,20 @@ def test_log_likelihood_dispatches_to_ode_nll_and_vlb_nll_with_the_same_numbers(
     torch.testing.assert_close(b, exact, rtol=0, atol=0.05)
     with pytest.raises(ValueError, match="model says it predicts 'v'"):
         sd.vlb_nll(model, sde, x, "eps", steps=5)
+
+
+def test_info_lists_every_solver_with_its_declared_order_and_noise():
+    from typer.testing import CliRunner
+
+    from scoresde.cli import app
+
+    result = CliRunner().invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["solver", "order", "stochastic"])
+    rows = {line.split()[0]: line.split() for line in lines[header + 1 : header + 1 + len(sd.SOLVERS)]}
+    assert set(rows) == set(sd.SOLVERS)
+    for name, row in rows.items():
+        spec = sd.SOLVERS[name]
+        assert float(row[1]) == spec.order and row[2] == ("yes" if spec.stochastic else "no")
+        assert " ".join(row[3:]) == spec.summary
