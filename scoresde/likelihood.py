@@ -113,44 +113,33 @@ class LikelihoodInfo:
 # ----------------------------------------------------------------------------- public API
 
 
+_ODE_NAMES = {"eps": "t_min", "solver": "ode_method", "noise": "probe_noise"}  # log_likelihood's names
+_ODE_OPTIONS = {"eps", "rtol", "atol", "solver", "divergence", "probes", "noise"}
+_VLB_OPTIONS = {"steps", "variance", "grid", "t_min"}
+_COMMON = {"levels", "data_range", "generator", "return_info"}
+
+
 def log_likelihood(
-    model,
-    sde: SDE,
-    x: Tensor,
-    method: str = "ode",
-    prediction: str | None = None,
-    *,
-    levels: int | None = None,
-    data_range: tuple[float, float] = (-1.0, 1.0),
-    eps: float = 1e-5,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    solver: str = "RK45",
-    divergence: str = "auto",
-    probes: int = 1,
-    noise: str = "rademacher",
-    steps: int = 1000,
-    variance: str = "small",
-    grid: str | Tensor = "uniform",
-    t_min: float = 1e-5,
-    generator: torch.Generator | None = None,
-    return_info: bool = False,
+    model, sde: SDE, x: Tensor, method: str = "ode", prediction: str | None = None, **options
 ) -> Tensor | tuple[Tensor, LikelihoodInfo]:
     """Negative log-likelihood of ``x`` under ``model`` in nats per sample: :func:`ode_nll` or :func:`vlb_nll`.
 
-    ``method`` picks the estimator (``ode`` or ``vlb``); the other arguments go to it under these
-    names: ODE — ``eps`` (its ``t_min``), ``rtol``, ``atol``, ``solver`` (its ``ode_method``),
-    ``divergence``, ``probes``, ``noise`` (its ``probe_noise``); VLB — ``steps``, ``variance``,
-    ``grid``, ``t_min``. See those functions for every argument.
+    ``method`` picks the estimator (``ode`` or ``vlb``) and ``options`` go to it. Common:
+    ``levels``, ``data_range``, ``generator``, ``return_info``. ODE: ``eps`` (its ``t_min``,
+    default 1e-5), ``rtol``, ``atol``, ``solver`` (its ``ode_method``), ``divergence``, ``probes``,
+    ``noise`` (its ``probe_noise``). VLB: ``steps``, ``variance``, ``grid``, ``t_min``. Options of
+    the other method are ignored, as they always were; any other name is an error.
     """
     check_name(method, "likelihood method", METHODS)
-    common = {"levels": levels, "data_range": data_range, "generator": generator, "return_info": return_info}
-    if method == "ode":
-        return ode_nll(
-            model, sde, x, prediction, t_min=eps, rtol=rtol, atol=atol, ode_method=solver,
-            divergence=divergence, probes=probes, probe_noise=noise, **common,
-        )  # fmt: skip
-    return vlb_nll(model, sde, x, prediction, steps=steps, variance=variance, grid=grid, t_min=t_min, **common)
+    own, other = (_ODE_OPTIONS, _VLB_OPTIONS) if method == "ode" else (_VLB_OPTIONS, _ODE_OPTIONS)
+    unknown = sorted(set(options) - own - other - _COMMON)
+    if unknown:
+        accepted = ", ".join(sorted(own | _COMMON))
+        raise TypeError(
+            f"log_likelihood(method={method!r}) got unknown option(s) {', '.join(unknown)}; accepted: {accepted}"
+        )
+    kwargs = {_ODE_NAMES.get(k, k) if method == "ode" else k: v for k, v in options.items() if k not in other}
+    return (ode_nll if method == "ode" else vlb_nll)(model, sde, x, prediction, **kwargs)
 
 
 def ode_nll(
