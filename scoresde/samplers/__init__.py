@@ -124,19 +124,7 @@ def sample(
             of the wrong shape or not finite (the message names the time), bad grid or t_min.
     """
     spec = SOLVERS.get(solver)
-    if isinstance(grid, Tensor):
-        times = time_grid(sde, 1, grid)
-        steps = times.numel() - 1
-    else:
-        steps = check_int(steps, "steps")
-        if t_min is None:  # the solver's default; grids in log-SNR cannot start at t = 0 (λ = ∞)
-            t_min = spec.t_min if spec.t_min > 0 or grid not in _LOG_SNR_GRIDS else 1e-3
-        t_min = float(t_min)
-        times = time_grid(sde, steps, grid, t_min=t_min)
-    if spec.needs_positive_t_min and times[0] <= 0:
-        raise ValueError(
-            f"solver {solver!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
-        )
+    times = _times(spec, sde, steps, grid, t_min)
     prediction = resolve_prediction(model, prediction)
     opts = spec.check_options(options)
     shape = _check_shape(shape)
@@ -177,6 +165,22 @@ def sample(
         return x
     path = None if not trajectory else paths[0] if len(paths) == 1 else torch.cat(paths, dim=1)
     return x, SampleInfo(spec.name, den.nfe, times, path, denoise, opts)
+
+
+def _times(spec: Solver, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None) -> Tensor:
+    """The float64 grid a solve walks: explicit, or ``steps`` steps of a named grid from t_min."""
+    if isinstance(grid, Tensor):
+        times = time_grid(sde, 1, grid)
+    else:
+        steps = check_int(steps, "steps")
+        if t_min is None:  # the solver's default; grids in log-SNR cannot start at t = 0 (λ = ∞)
+            t_min = spec.t_min if spec.t_min > 0 or grid not in _LOG_SNR_GRIDS else 1e-3
+        times = time_grid(sde, steps, grid, t_min=float(t_min))
+    if spec.needs_positive_t_min and times[0] <= 0:
+        raise ValueError(
+            f"solver {spec.name!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
+        )
+    return times
 
 
 def _check_shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
