@@ -11,8 +11,6 @@ import torch
 import scoresde as sd
 
 ROOT = Path(sd.__file__).parent
-# part B of issue 9 (checkpoint module) removes these; shrink the set as they go
-KNOWN_PRIVATE_IMPORTS = {("scoresde.cli.train", "_checkpoint_files"), ("scoresde.cli.train", "_read_checkpoint")}
 
 
 def _modules() -> dict[str, Path]:
@@ -106,7 +104,7 @@ def test_no_module_imports_or_calls_a_private_name_of_another():
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Attribute) and node.attr in sde_private:
                     found.add((name, node.attr))
-    assert found == KNOWN_PRIVATE_IMPORTS
+    assert found == set()
 
 
 def test_public_sde_coefficients_agree_with_the_marginal_and_the_reverse_drift():
