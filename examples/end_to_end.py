@@ -123,7 +123,6 @@ def main(dataset: str) -> None:
             (args.num, *run.data_shape),
             solver,
             steps,
-            prediction=run.prediction,
             generator=g,
             clip_x0=1.0,
             return_info=True,

@@ -1,23 +1,16 @@
 """scoresde — the VP SDE, its reverse, its probability-flow ODE and DDPM as one object.
 
-See DESIGN.md for the conventions; the public API is re-exported here.
+See docs/conventions.md for the conventions; the public API is re-exported here.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .param import PREDICTIONS, TIME_LABELS, Model, as_model, convert, from_eps, to_eps
+from .grids import TIME_GRIDS, time_grid
+from .param import PREDICTIONS, TIME_LABELS, Model, as_model, convert, eps_and_x0, from_eps, resolve_prediction, to_eps
 from .registry import Registry
-from .schedules import (
-    SCHEDULES,
-    TIME_GRIDS,
-    LinearBeta,
-    PiecewiseConstantBeta,
-    cosine_betas,
-    ddpm_linear_betas,
-    time_grid,
-)
+from .schedules import SCHEDULES, LinearBeta, PiecewiseConstantBeta, cosine_betas, ddpm_linear_betas
 from .sde import SDE, SDES, VESDE, VPSDE, DiscreteChain, ReverseSDE, SubVPSDE, make_sde
 
 # Public names that live in modules built later in the dependency order; resolved lazily
@@ -26,6 +19,8 @@ _LAZY = {
     "sample": "scoresde.samplers",
     "SOLVERS": "scoresde.samplers",
     "log_likelihood": "scoresde.likelihood",
+    "ode_nll": "scoresde.likelihood",
+    "vlb_nll": "scoresde.likelihood",
     "analytic": "scoresde.analytic",
     "guidance": "scoresde.guidance",
     "guided": "scoresde.guidance",
@@ -69,8 +64,10 @@ __all__ = [
     "convert",
     "cosine_betas",
     "ddpm_linear_betas",
+    "eps_and_x0",
     "from_eps",
     "make_sde",
+    "resolve_prediction",
     "time_grid",
     "to_eps",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -29,6 +31,22 @@ def as_time(t: Tensor | float, T: float, name: str = "t", *, reference: Tensor |
         if lo < 0 or hi > T + slack:
             raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got values in [{lo:.6g}, {hi:.6g}]")
     return t
+
+
+def check_int(value: int, name: str, minimum: int = 1, detail: str = "") -> int:
+    """``value`` as an int after checking it is an integer (not a bool, not a float) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = f"an integer >= {minimum}" + (" (a positive integer)" if minimum == 1 else "")
+        raise ValueError(f"{name} must be {what}{detail}, got {value!r}")
+    return int(value)
+
+
+def check_name(value: str, name: str, choices: Iterable[str]) -> str:
+    """``value`` after checking it is one of ``choices`` (names listed in the error)."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    return value
 
 
 def positive_finite(value: float, name: str) -> float:

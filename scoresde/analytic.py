@@ -1,6 +1,6 @@
 """Data distributions whose score is known exactly at every t, under any of our SDEs.
 
-For a linear-Gaussian SDE, x_t = α(t) x_0 + σ(t) ε (DESIGN.md §1), a Gaussian mixture with
+For a linear-Gaussian SDE, x_t = α(t) x_0 + σ(t) ε (docs/conventions.md §1), a Gaussian mixture with
 per-component diagonal covariances stays one at every time:
 
     p_t(x) = Σ_k w_k N(x; α μ_k, diag(α² s_k² + σ²)).
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import append_dims
+from ._checks import append_dims, check_name
 from .labels import check_labels
 from .param import PREDICTIONS, from_eps
 from .sde import SDE
@@ -207,8 +207,7 @@ class AnalyticModel:
     """
 
     def __init__(self, data: GaussianMixture, sde: SDE, prediction: str = "eps") -> None:
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+        check_name(prediction, "prediction", PREDICTIONS)
         self.data, self.sde, self.prediction = data, sde, prediction
         self.num_classes = data.K
 

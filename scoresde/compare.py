@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ._checks import append_dims
 from .imageio import atomic_write_bytes
-from .param import to_eps
+from .param import eps_and_x0, resolve_prediction
 
 __all__ = ["CompareResult", "compare_losses", "data_levels", "denoising_error_by_t", "evaluate_run", "weighting_curves"]
 
@@ -60,12 +60,24 @@ def data_levels(dataset: str, kind: str) -> int | None:
 
 
 def denoising_error_by_t(
-    model, sde, prediction: str, x0: Tensor, bins: int = 10, eps: float = 1e-5, seed: int = 0
+    model,
+    sde,
+    prediction: str | None,
+    x0: Tensor,
+    bins: int = 10,
+    t_min: float = 1e-5,
+    seed: int = 0,
+    *,
+    eps: float | None = None,
 ) -> list[float]:
-    """E‖ε − ε̂(x_t, t)‖²/D on ``x0`` in ``bins`` equal t-bins of [eps, T] (unweighted, comparable
-    across weightings); t, ε drawn from ``seed``, so every model sees the same inputs."""
+    """E‖ε − ε̂(x_t, t)‖²/D on ``x0`` in ``bins`` equal t-bins of [t_min, T] (unweighted, comparable
+    across weightings); t, ε drawn from ``seed``, so every model sees the same inputs.
+    ``prediction``: None for a model carrying its own (see :func:`scoresde.param.resolve_prediction`);
+    ``eps=`` is the old name of ``t_min``."""
+    prediction = resolve_prediction(model, prediction)
+    t_min = t_min if eps is None else eps
     g = torch.Generator().manual_seed(seed)
-    edges = torch.linspace(eps, sde.T, bins + 1, dtype=torch.float64)
+    edges = torch.linspace(t_min, sde.T, bins + 1, dtype=torch.float64)
     out = []
     with torch.no_grad():
         for b in range(bins):
@@ -74,7 +86,7 @@ def denoising_error_by_t(
             alpha, sigma = sde.marginal(t)
             alpha, sigma = append_dims(alpha.to(x0.dtype), x0.ndim), append_dims(sigma.to(x0.dtype), x0.ndim)
             xt = alpha * x0 + sigma * e
-            eps_hat = to_eps(prediction, model(xt, t.to(x0.dtype)), xt, alpha, sigma)
+            eps_hat, _ = eps_and_x0(prediction, model(xt, t.to(x0.dtype)), xt, alpha, sigma)
             out.append((e - eps_hat).pow(2).flatten(1).mean(1).mean().item())
     return out
 
@@ -137,7 +149,7 @@ def evaluate_run(
         g = torch.Generator().manual_seed(seed)
         options = {"steps": vlb_steps} if method == "vlb" else {}
         nll, info = log_likelihood(
-            run.model, run.sde, x, method, run.prediction, levels=levels, generator=g, return_info=True, **options
+            run.model, run.sde, x, method, levels=levels, generator=g, return_info=True, **options
         )
         mean, se = _mean_se(nll / dim)
         entry = {
@@ -174,7 +186,6 @@ def evaluate_run(
             (num_samples, *run.data_shape),
             solver=solver,
             steps=sample_steps,
-            prediction=run.prediction,
             generator=g,
             clip_x0=1.0 if run.kind == "images" else None,
             return_info=True,
@@ -191,7 +202,7 @@ def evaluate_run(
             entry.update(vector_metrics(samples, ref, generator=torch.Generator().manual_seed(seed)))
         result["quality"][solver] = entry
         log(f"{solver} ({info.nfe} NFE): " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k in _QUALITY))
-    result["loss_by_t"] = denoising_error_by_t(run.model, run.sde, run.prediction, ref[:nll_num], seed=seed)
+    result["loss_by_t"] = denoising_error_by_t(run.model, run.sde, None, ref[:nll_num], seed=seed)
     return result
 
 

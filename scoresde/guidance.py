@@ -9,7 +9,7 @@ label ∅ = K for "no class" (:mod:`scoresde.labels`). Classifier-free guidance 
 w = 0 is the unconditional model, w = 1 the conditional one, w > 1 sharpens towards the class.
 
 **Guiding the raw prediction is exact for every prediction kind.** At fixed (x, t) each kind
-is an affine function of ε with coefficients that do not depend on the label (DESIGN.md §1,
+is an affine function of ε with coefficients that do not depend on the label (docs/conventions.md §1,
 :mod:`scoresde.param`):
 
     eps:   P = ε
@@ -32,7 +32,7 @@ evaluations with guidance as without.
 >>> data = sd.analytic.gmm()                                   # 6 components = 6 classes
 >>> model = data.model(sd.VPSDE(), "eps")
 >>> guided = sd.guidance.guided(model, 3, guidance=2.0)       # class 3, w = 2
->>> x = sd.sample(guided, sd.VPSDE(), (100, 2), "dpm-solver++", steps=20, prediction=guided.prediction)
+>>> x = sd.sample(guided, sd.VPSDE(), (100, 2), "dpm-solver++", steps=20)  # guided.prediction is "eps"
 """
 
 from __future__ import annotations

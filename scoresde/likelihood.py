@@ -1,7 +1,8 @@
 """Likelihoods of a trained model: the probability-flow ODE, the discrete VLB, bits per dimension.
 
 Two estimators of the same quantity, the negative log-likelihood ``−log p(x)`` in **nats per
-sample** (DESIGN.md §3), returned by :func:`log_likelihood`:
+sample** (docs/conventions.md §3), returned by :func:`ode_nll` and :func:`vlb_nll` (or
+:func:`log_likelihood` with ``method=``):
 
 ``method="ode"`` — the probability-flow ODE dx/dt = f̃(x, t) = f(x, t) − ½ g(t)² s(x, t) (Song et
 al. 2021, eq. 13) is a continuous normalizing flow, so by the instantaneous change of variables
@@ -60,9 +61,10 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from ._checks import append_dims, positive_finite
-from .param import PREDICTIONS, from_eps, to_eps
-from .schedules import TIME_GRIDS, time_grid
+from ._checks import append_dims, check_int, check_name, positive_finite
+from .grids import TIME_GRIDS, time_grid
+from .param import eps_and_x0, resolve_prediction
+from .param import score as score_of
 from .sde import SDE
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "level_spacing",
     "log_likelihood",
+    "ode_nll",
+    "vlb_nll",
 ]
 
 METHODS = ("ode", "vlb")
@@ -109,60 +113,116 @@ class LikelihoodInfo:
 # ----------------------------------------------------------------------------- public API
 
 
+_ODE_NAMES = {"eps": "t_min", "solver": "ode_method", "noise": "probe_noise"}  # log_likelihood's names
+_ODE_OPTIONS = {"eps", "rtol", "atol", "solver", "divergence", "probes", "noise"}
+_VLB_OPTIONS = {"steps", "variance", "grid", "t_min"}
+_COMMON = {"levels", "data_range", "generator", "return_info"}
+
+
 def log_likelihood(
+    model, sde: SDE, x: Tensor, method: str = "ode", prediction: str | None = None, **options
+) -> Tensor | tuple[Tensor, LikelihoodInfo]:
+    """Negative log-likelihood of ``x`` under ``model`` in nats per sample: :func:`ode_nll` or :func:`vlb_nll`.
+
+    ``method`` picks the estimator (``ode`` or ``vlb``) and ``options`` go to it. Common:
+    ``levels``, ``data_range``, ``generator``, ``return_info``. ODE: ``eps`` (its ``t_min``,
+    default 1e-5), ``rtol``, ``atol``, ``solver`` (its ``ode_method``), ``divergence``, ``probes``,
+    ``noise`` (its ``probe_noise``). VLB: ``steps``, ``variance``, ``grid``, ``t_min``. Options of
+    the other method are ignored, as they always were; any other name is an error.
+    """
+    check_name(method, "likelihood method", METHODS)
+    own, other = (_ODE_OPTIONS, _VLB_OPTIONS) if method == "ode" else (_VLB_OPTIONS, _ODE_OPTIONS)
+    unknown = sorted(set(options) - own - other - _COMMON)
+    if unknown:
+        accepted = ", ".join(sorted(own | _COMMON))
+        raise TypeError(
+            f"log_likelihood(method={method!r}) got unknown option(s) {', '.join(unknown)}; accepted: {accepted}"
+        )
+    kwargs = {_ODE_NAMES.get(k, k) if method == "ode" else k: v for k, v in options.items() if k not in other}
+    return (ode_nll if method == "ode" else vlb_nll)(model, sde, x, prediction, **kwargs)
+
+
+def ode_nll(
     model,
     sde: SDE,
     x: Tensor,
-    method: str = "ode",
-    prediction: str = "eps",
+    prediction: str | None = None,
     *,
     levels: int | None = None,
     data_range: tuple[float, float] = (-1.0, 1.0),
-    eps: float = 1e-5,
+    t_min: float = 1e-5,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    solver: str = "RK45",
+    ode_method: str = "RK45",
     divergence: str = "auto",
     probes: int = 1,
-    noise: str = "rademacher",
+    probe_noise: str = "rademacher",
+    generator: torch.Generator | None = None,
+    return_info: bool = False,
+) -> Tensor | tuple[Tensor, LikelihoodInfo]:
+    """−log p_ε(x) by the probability-flow ODE (exact change of variables), nats per sample, float64.
+
+    Args:
+        model: ``model(x, t)`` carrying its ``prediction`` (docs/conventions.md §3).
+        sde: the forward SDE the model was trained with.
+        x: data of shape (batch, ...), in the model's scaling.
+        prediction: for a plain function without a ``prediction`` attribute, what it returns
+            (default ``eps``).
+        levels, data_range: with ``levels`` given (256 for 8-bit data) the data are quantized to
+            that many levels over ``data_range``; ``x`` is then dequantized and the result bounds
+            the *discrete* NLL. ``None``: continuous data.
+        t_min: the ODE's start time ε > 0 (the score is singular at t = 0).
+        rtol, atol, ode_method: passed to ``scipy.integrate.solve_ivp`` (``RK45``, ``DOP853``, …).
+        divergence: ``exact`` (autograd, one backward per dimension), ``hutchinson``, or
+            ``auto`` (exact up to 16 dimensions).
+        probes, probe_noise: Hutchinson probes averaged per solve and their distribution
+            (``rademacher`` or ``gaussian``); drawn once per solve from ``generator``.
+        generator: random source for the probes and the dequantization.
+        return_info: also return a :class:`LikelihoodInfo` (NFE and the per-term breakdown).
+    """
+    prediction = resolve_prediction(model, prediction)
+    _check_data(x, levels, data_range)
+    nll, info = _ode_nll(
+        model, sde, x, prediction, levels, data_range, t_min, rtol, atol, ode_method, divergence, probes,
+        probe_noise, generator,
+    )  # fmt: skip
+    return (nll, info) if return_info else nll
+
+
+def vlb_nll(
+    model,
+    sde: SDE,
+    x: Tensor,
+    prediction: str | None = None,
+    *,
     steps: int = 1000,
     variance: str = "small",
     grid: str | Tensor = "uniform",
     t_min: float = 1e-5,
+    levels: int | None = None,
+    data_range: tuple[float, float] = (-1.0, 1.0),
     generator: torch.Generator | None = None,
     return_info: bool = False,
 ) -> Tensor | tuple[Tensor, LikelihoodInfo]:
-    """Negative log-likelihood of ``x`` under ``model``, in nats per sample (shape (batch,), float64).
+    """The variational bound of the N-step chain (Ho et al. 2020, eq. 5), nats per sample, float64.
 
     Args:
-        model: ``model(x, t)`` returning a prediction of kind ``prediction`` (DESIGN.md §3).
-        sde: the forward SDE the model was trained with.
-        x: data of shape (batch, ...), in the model's scaling.
-        method: ``ode`` (probability-flow ODE, exact change of variables) or ``vlb`` (Ho et al.
-            2020 variational bound of the N-step chain). See the module docstring.
-        prediction: what ``model`` returns: ``eps``, ``score``, ``x0`` or ``v``.
-        levels: number of quantization levels of the data (256 for 8-bit images), evenly spaced
-            over ``data_range``; then the result bounds the *discrete* NLL (ODE: uniform
-            dequantization, VLB: discretized-Gaussian decoder). ``None``: continuous data.
-        data_range: (lo, hi), the values of the lowest and highest level.
-        eps: ODE start time ε > 0 (the score is singular at t = 0).
-        rtol, atol, solver: passed to ``scipy.integrate.solve_ivp`` (``RK45``, ``DOP853``, …).
-        divergence: ``exact`` (autograd, one backward per dimension), ``hutchinson``, or
-            ``auto`` (exact up to 16 dimensions).
-        probes, noise: Hutchinson probes averaged per solve and their distribution
-            (``rademacher`` or ``gaussian``); drawn once per solve from ``generator``.
-        steps, variance: VLB chain length N and the reverse variance σ_i² = β̃_i (``small``) or
-            β_i (``large``).
-        grid, t_min: the VLB chain's time grid: ``uniform`` on [0, T] (DDPM), any name in
+        model, sde, x, prediction, levels, data_range, generator, return_info: as in :func:`ode_nll`
+            (with ``levels`` the decoder is the discretized Gaussian and the bound is on the
+            discrete NLL).
+        steps: the chain length N.
+        variance: the reverse variance σ_i² = β̃_i (``small``) or β_i (``large``).
+        grid, t_min: the chain's time grid: ``uniform`` on [0, T] (DDPM), any name in
             ``TIME_GRIDS`` (grids that need t > 0, e.g. ``log-snr``, run from ``t_min`` after a
             first step from 0), or an explicit tensor 0 = t_0 < … < t_N = T.
-        generator: random source for Hutchinson probes, dequantization and VLB noise.
-        return_info: also return a :class:`LikelihoodInfo` (NFE and the per-term breakdown).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+    prediction = resolve_prediction(model, prediction)
+    _check_data(x, levels, data_range)
+    nll, info = _vlb(model, sde, x, prediction, levels, data_range, steps, variance, grid, t_min, generator)
+    return (nll, info) if return_info else nll
+
+
+def _check_data(x: Tensor, levels: int | None, data_range: tuple[float, float]) -> None:
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] == 0:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a tensor of shape (batch, ...) with batch >= 1, got {shape}")
@@ -172,19 +232,11 @@ def log_likelihood(
         raise ValueError("x contains NaN or inf")
     if levels is not None:
         level_spacing(levels, data_range)  # validates
-    if method == "ode":
-        nll, info = _ode_nll(
-            model, sde, x, prediction, levels, data_range, eps, rtol, atol, solver, divergence, probes, noise, generator
-        )
-    else:
-        nll, info = _vlb(model, sde, x, prediction, levels, data_range, steps, variance, grid, t_min, generator)
-    return (nll, info) if return_info else nll
 
 
 def level_spacing(levels: int, data_range: tuple[float, float] = (-1.0, 1.0)) -> float:
     """Δ = (hi − lo)/(levels − 1), the distance between neighbouring quantization levels."""
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2 (256 for 8-bit data), got {levels!r}")
+    check_int(levels, "levels", minimum=2, detail=" (256 for 8-bit data)")
     lo, hi = (float(v) for v in data_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"data_range must be (lo, hi) with finite lo < hi, got {data_range!r}")
@@ -213,8 +265,7 @@ def bits_per_dim(nll: Tensor | float, dim: int) -> Tensor | float:
     Pass the output of :func:`log_likelihood` computed with ``levels`` given: the −D log Δ of
     dequantization is then already included, so the value does not depend on the data scaling.
     """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer (the number of dimensions per sample), got {dim!r}")
+    check_int(dim, "dim", detail=" (the number of dimensions per sample)")
     return nll / (dim * math.log(2))
 
 
@@ -237,16 +288,15 @@ def discretized_gaussian_log_likelihood(
 # ----------------------------------------------------------------------------- ODE
 
 
-def _ode_nll(model, sde, x, prediction, levels, data_range, eps, rtol, atol, solver, divergence, probes, noise, gen):
-    eps = positive_finite(eps, "eps")
-    if eps >= sde.T:
-        raise ValueError(f"eps must be smaller than T = {sde.T}, got {eps}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; choose one of: {', '.join(DIVERGENCES)}")
-    if noise not in PROBE_NOISES:
-        raise ValueError(f"unknown probe noise {noise!r}; choose one of: {', '.join(PROBE_NOISES)}")
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
+def _ode_nll(
+    model, sde, x, prediction, levels, data_range, t_min, rtol, atol, ode_method, divergence, probes, noise, gen
+):
+    t_min = positive_finite(t_min, "the ODE start time t_min (eps)")
+    if t_min >= sde.T:
+        raise ValueError(f"the ODE start time t_min (eps) must be smaller than T = {sde.T}, got {t_min}")
+    check_name(divergence, "divergence", DIVERGENCES)
+    check_name(noise, "probe noise", PROBE_NOISES)
+    check_int(probes, "probes")
     batch, dim = x.shape[0], x[0].numel()
     exact = divergence == "exact" or (divergence == "auto" and dim <= EXACT_DIVERGENCE_MAX_DIM)
 
@@ -280,9 +330,9 @@ def _ode_nll(model, sde, x, prediction, levels, data_range, eps, rtol, atol, sol
         return out.to(torch.float64).cpu().numpy()
 
     y0 = np.concatenate([x.detach().to(torch.float64).flatten().cpu().numpy(), np.zeros(batch)])
-    sol = solve_ivp(rhs, (eps, sde.T), y0, method=solver, rtol=rtol, atol=atol)
+    sol = solve_ivp(rhs, (t_min, sde.T), y0, method=ode_method, rtol=rtol, atol=atol)
     if not sol.success:
-        raise RuntimeError(f"solve_ivp ({solver}) failed: {sol.message}")
+        raise RuntimeError(f"solve_ivp ({ode_method}) failed: {sol.message}")
     yT = torch.as_tensor(sol.y[:, -1], dtype=torch.float64, device=x.device)
     xT = yT[:-batch].reshape(x.shape)
     prior = -sde.prior_logp(xT)  # −log π(x_T)
@@ -292,10 +342,10 @@ def _ode_nll(model, sde, x, prediction, levels, data_range, eps, rtol, atol, sol
     if levels is not None:
         terms["dequantization"] = dequant
     details = {
-        "eps": eps,
+        "eps": t_min,
         "rtol": rtol,
         "atol": atol,
-        "solver": solver,
+        "solver": ode_method,
         "divergence": "exact" if exact else f"hutchinson ({noise}, {probes} probe{'s' * (probes > 1)})",
         "levels": levels,
         "data_range": tuple(data_range),
@@ -316,7 +366,7 @@ def _score_fn(model, sde, prediction):
                 "under torch.no_grad/inference_mode?); the ODE likelihood needs the divergence of the drift by "
                 "autograd, and a detached output would silently drop the score's contribution"
             )
-        return from_eps("score", to_eps(prediction, out, x, alpha, sigma), x, alpha, sigma)
+        return score_of(prediction, out, x, alpha, sigma)
 
     return score
 
@@ -344,10 +394,8 @@ def _hutchinson_divergence(f: Tensor, x: Tensor, z: Tensor) -> Tensor:
 
 
 def _vlb(model, sde, x, prediction, levels, data_range, steps, variance, grid, t_min, gen, rows_per_call: int = 8192):
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an integer >= 2 for the VLB (the chain length N), got {steps!r}")
-    if variance not in ("small", "large"):
-        raise ValueError(f"unknown variance {variance!r}; choose one of: small, large")
+    check_int(steps, "steps", minimum=2, detail=" for the VLB (the chain length N)")
+    check_name(variance, "variance", ("small", "large"))
     if levels is not None:
         _check_quantized(x, levels, data_range)
     chain = sde.discretize(steps, _vlb_grid(sde, steps, grid, t_min))  # float64; t_0 = 0: x_0 is the data
@@ -429,7 +477,7 @@ def _model_eps(model, sde, x, t, prediction):
     out = model(x, t)
     if out.shape != x.shape:
         raise ValueError(f"model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
-    eps = to_eps(prediction, out, x, alpha, sigma)
+    eps, _ = eps_and_x0(prediction, out, x, alpha, sigma)
     if not torch.isfinite(eps).all():
         raise ValueError(f"model output is not finite at t in [{t.min().item():.6g}, {t.max().item():.6g}]")
     return eps

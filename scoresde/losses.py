@@ -2,7 +2,7 @@
 
     L(θ) = E_{t, x_0, ε} [ w(t) ‖ε − ε̂_θ(x_t, t)‖² ],   x_t = α(t) x_0 + σ(t) ε
 
-(DESIGN.md §1). :func:`denoising_loss` returns the *per-sample* values (shape (batch,)); the
+(docs/conventions.md §1). :func:`denoising_loss` returns the *per-sample* values (shape (batch,)); the
 caller reduces. Every weighting is written on the ε-loss; a network predicting ``x0``, ``v``
 or ``score`` is trained on the same objective, its error converted exactly to the ε scale:
 ‖ε − ε̂‖² = c(t)‖target − prediction‖² with c = (α/σ)² for x_0, (α/(α²+σ²))² for v and σ² for
@@ -36,8 +36,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ._checks import append_dims
-from .param import PREDICTIONS
+from ._checks import append_dims, check_int, check_name
+from .param import resolve_prediction
 from .registry import Registry
 from .sde import SDE, DiscreteChain
 
@@ -85,7 +85,7 @@ WEIGHTINGS: Registry[Callable[..., Weighting]] = Registry("weighting")
 
 
 def _g2_over_sigma2(sde: SDE, t: Tensor) -> Tensor:
-    return sde._g2(t) / sde._sigma(t) ** 2
+    return sde.g2(t, check=False) / sde.sigma(t, check=False) ** 2
 
 
 @WEIGHTINGS.register("simple")
@@ -200,8 +200,7 @@ class DiscreteTime:
     """
 
     def __init__(self, N: int = 1000, importance: bool = False) -> None:
-        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-            raise ValueError(f"the number of discrete steps N must be a positive integer, got {N!r}")
+        N = check_int(N, "the number of discrete steps N")
         self.N, self.importance = N, bool(importance)
 
     def at(self, sde: SDE, index: Tensor) -> TimeDraw:
@@ -214,7 +213,7 @@ class DiscreteTime:
     def _at(self, sde: SDE, index: Tensor) -> TimeDraw:
         chain = _chain(sde, self.N)
         t = chain.times.to(index.device)[index]
-        alpha, sigma = torch.exp(sde._log_alpha(t)), sde._sigma(t)
+        alpha, sigma = sde.marginal(t, check=False)  # grid times: no check (no host sync per step)
         return TimeDraw(t, alpha, sigma, torch.ones_like(t), index, chain)
 
     def __call__(
@@ -239,23 +238,34 @@ class ContinuousTime:
     Importance sampling uses a piecewise-constant proposal q(t) ∝ w on ``cells`` cells (log-spaced
     near ε_t, where likelihood weights blow up, and uniform elsewhere); t is drawn exactly from q
     and weighted by p_uniform(t)/q(t), so the estimate is unbiased for any w, not only approximately.
+
+    ``t_min`` is ε_t, the smallest training time; ``eps=`` is its old name, still accepted.
     """
 
-    def __init__(self, eps: float = 1e-5, importance: bool = False, cells: int = 2048) -> None:
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"the smallest training time eps must be a number >= 0, got {eps!r}")
-        self.eps, self.importance, self.cells = float(eps), bool(importance), int(cells)
+    def __init__(
+        self, t_min: float = 1e-5, importance: bool = False, cells: int = 2048, *, eps: float | None = None
+    ) -> None:
+        if eps is not None:  # the old keyword (config field loss.eps)
+            t_min = eps
+        if not (isinstance(t_min, (int, float)) and math.isfinite(t_min) and t_min >= 0):
+            raise ValueError(f"the smallest training time t_min (eps) must be a number >= 0, got {t_min!r}")
+        self.t_min, self.importance, self.cells = float(t_min), bool(importance), int(cells)
+
+    @property
+    def eps(self) -> float:
+        """The old name of :attr:`t_min`."""
+        return self.t_min
 
     def at(self, sde: SDE, t: Tensor) -> TimeDraw:
         """The draw at given continuous times (importance weights 1)."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        alpha, sigma = torch.exp(sde._log_alpha(t)), sde._sigma(t)
+        alpha, sigma = sde.marginal(t, check=False)  # drawn in [eps, T]: no check (no host sync per step)
         return TimeDraw(t, alpha, sigma, torch.ones_like(t))
 
     def _proposal(self, sde: SDE, weighting: Weighting, device) -> tuple[Tensor, Tensor]:
-        lo, hi = self.eps, sde.T
+        lo, hi = self.t_min, sde.T
         if lo >= hi:
-            raise ValueError(f"need eps < T, got eps={lo}, T={hi}")
+            raise ValueError(f"need t_min < T, got t_min={lo}, T={hi}")
         uniform = torch.linspace(lo, hi, self.cells // 2 + 1, dtype=torch.float64)
         log_lo = math.log(max(lo, 1e-12 * hi))
         geometric = torch.exp(torch.linspace(log_lo, math.log(hi), self.cells // 2 + 1, dtype=torch.float64))
@@ -267,12 +277,12 @@ class ContinuousTime:
     def __call__(
         self, sde: SDE, batch: int, weighting: Weighting, *, generator: torch.Generator | None, device=None
     ) -> TimeDraw:
-        span = sde.T - self.eps
+        span = sde.T - self.t_min
         if span <= 0:
-            raise ValueError(f"need eps < T, got eps={self.eps}, T={sde.T}")
+            raise ValueError(f"need t_min < T, got t_min={self.t_min}, T={sde.T}")
         u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         if not self.importance:
-            return self.at(sde, self.eps + span * u)
+            return self.at(sde, self.t_min + span * u)
         edges, mass = self._proposal(sde, weighting, device)
         k = torch.multinomial(mass, batch, True, generator=generator)
         width = edges[k + 1] - edges[k]
@@ -281,7 +291,7 @@ class ContinuousTime:
         return TimeDraw(draw.t, draw.alpha, draw.sigma, (1.0 / span) / q)
 
     def __repr__(self) -> str:
-        return f"ContinuousTime(eps={self.eps}, importance={self.importance})"
+        return f"ContinuousTime(t_min={self.t_min}, importance={self.importance})"
 
 
 def _as_probabilities(w: Tensor, kind: str) -> Tensor:
@@ -298,7 +308,7 @@ TimeSampler = DiscreteTime | ContinuousTime
 
 
 def make_time_sampler(time: str | TimeSampler, **options) -> TimeSampler:
-    """A time sampler from its name (``discrete`` with N=, ``continuous`` with eps=; importance=) or as is."""
+    """A time sampler from its name (``discrete`` with N=, ``continuous`` with t_min=; importance=) or as is."""
     if isinstance(time, str):
         return TIME_SAMPLERS.get(time)(**options)
     if isinstance(time, (DiscreteTime, ContinuousTime)):
@@ -307,8 +317,6 @@ def make_time_sampler(time: str | TimeSampler, **options) -> TimeSampler:
 
 
 # --------------------------------------------------------------------------- the loss
-
-_TRAINABLE = ("eps", "x0", "v", "score")
 
 
 def _target_and_scale(prediction: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
@@ -329,7 +337,7 @@ def denoising_loss(
     *,
     weighting: str | Weighting = "simple",
     time: str | TimeSampler | TimeDraw = "discrete",
-    prediction: str = "eps",
+    prediction: str | None = None,
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     reduce: str = "sum",
@@ -345,7 +353,8 @@ def denoising_loss(
             build one with options via :func:`make_weighting`, e.g. ``make_weighting("min-snr", gamma=1)``.
         time: ``"discrete"`` (N = 1000), ``"continuous"`` (ε_t = 1e-5), a sampler from
             :func:`make_time_sampler`, or a fixed :class:`TimeDraw`.
-        prediction: what the model returns: ``eps``, ``x0``, ``v`` or ``score``.
+        prediction: for a plain function without a ``prediction`` attribute, what it returns:
+            ``eps`` (default), ``x0``, ``v`` or ``score``; contradicting ``model.prediction`` is an error.
         generator: the random source for the times and the noise.
         noise: ε to use instead of drawing it (same shape as ``x0``).
         reduce: ``sum`` (the norm ‖·‖², the ELBO's scale) or ``mean`` over the non-batch dimensions.
@@ -354,10 +363,8 @@ def denoising_loss(
     With importance sampling the returned values already include the weights p/q: their mean is
     an unbiased estimate of E_{t uniform}[w(t) ℓ(t)].
     """
-    if prediction not in _TRAINABLE:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-    if reduce not in ("sum", "mean"):
-        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    prediction = resolve_prediction(model, prediction)
+    check_name(reduce, "reduce", ("sum", "mean"))
     if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():
         got = tuple(x0.shape) if isinstance(x0, Tensor) else type(x0).__name__
         raise ValueError(f"x0 must be a floating-point tensor of shape (batch, ...), got {got}")

@@ -1,6 +1,6 @@
 """Parametrizations of the denoiser and a wrapper turning any network into a model.
 
-Given x_t = α x_0 + σ ε (DESIGN.md §1) the four common outputs are interchangeable:
+Given x_t = α x_0 + σ ε (docs/conventions.md §1) the four common outputs are interchangeable:
 
 * ``eps``   ε̂                      (Ho et al. 2020)
 * ``score`` s = −ε/σ               (Song et al. 2021; the mission's S_θ = −ε_θ/√(1 − ᾱ))
@@ -10,7 +10,13 @@ Given x_t = α x_0 + σ ε (DESIGN.md §1) the four common outputs are interchan
 The v relations are solved in general, without assuming α² + σ² = 1, so they hold for
 sub-VP and VE too: ε = (α v + σ x)/(α² + σ²), x_0 = (α x − σ v)/(α² + σ²).
 
-``alpha`` and ``sigma`` are broadcastable against ``x`` (use ``append_dims``).
+``alpha`` and ``sigma`` are floats or tensors broadcastable against ``x`` (use ``append_dims``).
+
+**The model protocol.** A model is ``model(x, t, **cond) -> prediction`` with an attribute
+``prediction`` naming what it returns. :func:`as_model` wraps a network or a plain function once;
+:func:`resolve_prediction` reads the kind back, and :func:`eps_and_x0` / :func:`score` are the one
+place that turns any output into ε̂, x̂_0 and the score (used by the samplers, the likelihoods, the
+losses and the diagnostics). Conventions: docs/conventions.md.
 """
 
 from __future__ import annotations
@@ -20,29 +26,33 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import append_dims
+from ._checks import check_name
 from .registry import Registry
 
-__all__ = ["PREDICTIONS", "TIME_LABELS", "Model", "as_model", "convert", "from_eps", "to_eps"]
+__all__ = [
+    "PREDICTIONS",
+    "TIME_LABELS",
+    "FunctionModel",
+    "Model",
+    "as_model",
+    "convert",
+    "eps_and_x0",
+    "from_eps",
+    "resolve_prediction",
+    "score",
+    "to_eps",
+]
 
 PREDICTIONS = ("eps", "score", "x0", "v")
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {kind!r}; choose one of: {', '.join(PREDICTIONS)}")
+    check_name(kind, "prediction", PREDICTIONS)
 
 
 def to_eps(kind: str, pred: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """ε implied by a prediction of kind ``kind`` at x_t = x."""
-    _check_kind(kind)
-    if kind == "eps":
-        return pred
-    if kind == "score":
-        return -sigma * pred
-    if kind == "x0":
-        return (x - alpha * pred) / sigma
-    return (alpha * pred + sigma * x) / (alpha**2 + sigma**2)
+    """ε implied by a prediction of kind ``kind`` at x_t = x (from :func:`eps_and_x0`)."""
+    return eps_and_x0(kind, pred, x, alpha, sigma)[0]
 
 
 def from_eps(kind: str, eps: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
@@ -63,9 +73,10 @@ def convert(pred: Tensor, source: str, target: str, x: Tensor, alpha: Tensor, si
     if source == target:
         _check_kind(source)
         return pred
-    if source == "v" and target == "x0":  # avoid dividing by α where α → 0
-        return (alpha * x - sigma * pred) / (alpha**2 + sigma**2)
-    return from_eps(target, to_eps(source, pred, x, alpha, sigma), x, alpha, sigma)
+    eps, x0 = eps_and_x0(source, pred, x, alpha, sigma)  # per kind: no division by a vanishing α
+    if target == "x0":
+        return x0
+    return from_eps(target, eps, x, alpha, sigma)
 
 
 # --------------------------------------------------------------------------- time labels
@@ -94,10 +105,11 @@ def _index(T: float = 1.0, N: int = 1000) -> TimeLabel:
 
 
 class Model(nn.Module):
-    """``model(x, t) -> prediction``: a network with an explicit time-label mapping.
+    """``model(x, t, **cond) -> prediction``: a network with an explicit time-label mapping.
 
     Args:
-        net: any module called as ``net(x, label)`` with label of shape (batch,).
+        net: any module called as ``net(x, label, **cond)`` with label of shape (batch,)
+            (``cond`` is passed only when non-empty, so ``net(x, label)`` networks work).
         prediction: what ``net`` returns (``eps``, ``score``, ``x0`` or ``v``).
         time_label: ``continuous``, ``scaled`` (999·t) or ``index`` (DDPM's i − 1), or a callable.
         T, N: the SDE's end time and, for ``scaled``/``index``, the number of discrete steps.
@@ -118,17 +130,111 @@ class Model(nn.Module):
         self.prediction = prediction
         self.time_label = time_label if callable(time_label) else TIME_LABELS.get(time_label)(T=T, N=N)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, **cond) -> Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        return self.net(x, self.time_label(t).to(x.dtype))
+        label = self.time_label(t).to(x.dtype)
+        return self.net(x, label, **cond) if cond else self.net(x, label)
 
 
-def as_model(net: nn.Module, prediction: str = "eps", time_label: str | TimeLabel = "continuous", **kwargs) -> Model:
-    """Wrap ``net`` as a :class:`Model` (see there)."""
-    return Model(net, prediction, time_label, **kwargs)
+class FunctionModel:
+    """A plain function ``fn(x, t, **cond)`` seen as a model: it carries ``prediction`` and gets t as is."""
+
+    def __init__(self, fn: Callable[..., Tensor], prediction: str = "eps") -> None:
+        _check_kind(prediction)
+        self.fn, self.prediction = fn, prediction
+
+    def __call__(self, x: Tensor, t: Tensor, **cond) -> Tensor:
+        return self.fn(x, t, **cond) if cond else self.fn(x, t)
+
+    def __repr__(self) -> str:
+        return f"FunctionModel({getattr(self.fn, '__name__', self.fn)!r}, prediction={self.prediction!r})"
 
 
-def broadcast_coefs(alpha: Tensor, sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(alpha, sigma) of shape (batch,) reshaped to broadcast against x."""
-    return append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
+def as_model(
+    net: nn.Module | Callable[..., Tensor],
+    prediction: str | None = None,
+    time_label: str | TimeLabel = "continuous",
+    **kwargs,
+) -> Model | FunctionModel:
+    """Wrap ``net`` once as a model carrying its ``prediction`` (default ``eps``).
+
+    A module becomes a :class:`Model` (see there for ``time_label``, ``T``, ``N``); a plain callable
+    ``fn(x, t)`` becomes a :class:`FunctionModel` that gets t directly. Something that already has
+    a ``prediction`` attribute is returned unchanged when no different ``prediction`` is asked for.
+    """
+    own = getattr(net, "prediction", None)
+    if own is not None:
+        if prediction is None or prediction == own:
+            return net
+        raise ValueError(
+            f"the model already predicts {own!r}; as_model(..., prediction={prediction!r}) cannot relabel it "
+            "(wrap its underlying network instead)"
+        )
+    prediction = "eps" if prediction is None else prediction
+    if isinstance(net, nn.Module):
+        return Model(net, prediction, time_label, **kwargs)
+    if not callable(net):
+        raise TypeError(f"as_model needs a module or a callable fn(x, t), got {type(net).__name__}")
+    if kwargs or time_label != "continuous":
+        raise ValueError("time_label, T and N apply to modules; a plain function gets t directly")
+    return FunctionModel(net, prediction)
+
+
+def resolve_prediction(model: Callable[..., Tensor], prediction: str | None = None) -> str:
+    """The kind of output ``model`` returns: its ``prediction`` attribute, else ``prediction``, else ``eps``.
+
+    A ``prediction`` argument that contradicts the model's own attribute is an error.
+    """
+    if prediction is not None:
+        _check_kind(prediction)
+    own = getattr(model, "prediction", None)
+    if own is not None:
+        _check_kind(own)
+        if prediction is not None and prediction != own:
+            raise ValueError(
+                f"prediction={prediction!r} was given, but the model says it predicts {own!r}; "
+                "drop the prediction argument (it is for plain functions without a .prediction attribute)"
+            )
+        return own
+    kind = "eps" if prediction is None else prediction
+    _check_kind(kind)
+    return kind
+
+
+# --------------------------------------------------------------------------- the one conversion
+
+
+def eps_and_x0(kind: str, pred: Tensor, x: Tensor, alpha, sigma) -> tuple[Tensor, Tensor]:
+    """(ε̂, x̂_0) at x_t = x implied by an output ``pred`` of kind ``kind``.
+
+    ``alpha`` and ``sigma`` are floats or tensors broadcastable against ``x``. Written per kind so
+    that no conversion divides by a coefficient that may vanish: ``x0`` at σ = 0 gives ε̂ = 0 (for
+    a float σ), ``v`` never divides by α or σ.
+    """
+    if kind == "eps":
+        eps = pred
+        x0 = (x - sigma * eps) / alpha
+    elif kind == "x0":
+        x0 = pred
+        if isinstance(sigma, Tensor):
+            eps = (x - alpha * x0) / sigma
+        else:
+            eps = (x - alpha * x0) / sigma if sigma > 0 else torch.zeros_like(x)
+    elif kind == "score":
+        eps = -sigma * pred
+        x0 = (x + sigma * sigma * pred) / alpha
+    elif kind == "v":  # v = α ε − σ x_0 (Salimans & Ho 2022); general α² + σ² (sub-VP, VE)
+        norm = alpha * alpha + sigma * sigma
+        x0 = (alpha * x - sigma * pred) / norm
+        eps = (alpha * pred + sigma * x) / norm
+    else:
+        _check_kind(kind)
+    return eps, x0
+
+
+def score(kind: str, pred: Tensor, x: Tensor, alpha, sigma) -> Tensor:
+    """The score ∇ log p_t(x) = −ε̂/σ implied by an output of kind ``kind`` (``score``: as is)."""
+    if kind == "score":
+        return pred
+    return -eps_and_x0(kind, pred, x, alpha, sigma)[0] / sigma

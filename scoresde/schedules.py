@@ -1,8 +1,8 @@
-"""β schedules of the VP family and the time grids samplers walk on.
+"""β schedules of the VP family.
 
 A *β schedule* is the continuous noise rate β(t) of the VP SDE together with its
 integral B(t) = ∫₀ᵗ β(s) ds and the inverse t(B). Everything the SDEs need follows
-from B (DESIGN.md §1): α(t) = exp(−½B), σ(t)² = −expm1(−B), the OU clock τ = ½B.
+from B (docs/conventions.md §1): α(t) = exp(−½B), σ(t)² = −expm1(−B), the OU clock τ = ½B.
 
 Two families cover every schedule we ship:
 
@@ -10,7 +10,7 @@ Two families cover every schedule we ship:
   continuous limit of Ho et al. 2020's linear betas);
 * :class:`PiecewiseConstantBeta` — the *exact* continuous bridge of a discrete chain
   β_1..β_N on the grid t_i = iT/N: B(t_i) = −Σ_{j≤i} log(1 − β_j), B linear between knots,
-  so ᾱ(t_i) = ∏_{j≤i}(1 − β_j) exactly (DESIGN.md §1, "any discrete schedule defines a
+  so ᾱ(t_i) = ∏_{j≤i}(1 − β_j) exactly (docs/conventions.md §1, "any discrete schedule defines a
   continuous VP SDE that is exact on its grid").
 
 Named schedules (:data:`SCHEDULES`, the CLI's ``--schedule``):
@@ -18,7 +18,8 @@ Named schedules (:data:`SCHEDULES`, the CLI's ``--schedule``):
 1e-4..0.02, N=1000) and ``cosine`` (Nichol & Dhariwal 2021, eq. 17, s=0.008, betas clipped
 at 0.999, N=1000).
 
-Time grids (:data:`TIME_GRIDS`) return float64 times ε = t_0 < t_1 < … < t_N = T.
+The time grids samplers walk on live in :mod:`scoresde.grids` (``scoresde.schedules.time_grid``
+and ``TIME_GRIDS`` still resolve there, deprecated).
 """
 
 from __future__ import annotations
@@ -26,26 +27,20 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ._checks import positive_finite
+from ._checks import check_int, positive_finite
 from .registry import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .sde import SDE
 
 __all__ = [
     "SCHEDULES",
-    "TIME_GRIDS",
     "BetaSchedule",
     "LinearBeta",
     "PiecewiseConstantBeta",
     "cosine_betas",
     "ddpm_linear_betas",
-    "time_grid",
 ]
 
 
@@ -155,7 +150,7 @@ def ddpm_linear_betas(N: int = 1000, beta_1: float = 1e-4, beta_N: float = 0.02)
     For other N the endpoints are scaled by 1000/N, as in Nichol & Dhariwal (2021, §3.2
     code), so the chain approximates the same continuous schedule.
     """
-    N = _positive_int(N, "N")
+    N = check_int(N, "N")
     scale = 1000 / N
     return torch.linspace(scale * beta_1, min(scale * beta_N, 0.999), N, dtype=torch.float64)
 
@@ -165,17 +160,11 @@ def cosine_betas(N: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Te
 
     β_i = 1 − ᾱ_i/ᾱ_{i−1}, clipped at ``max_beta`` (0.999 in the paper) so that β_N < 1.
     """
-    N = _positive_int(N, "N")
+    N = check_int(N, "N")
     i = torch.arange(N + 1, dtype=torch.float64)
     log_f = 2 * torch.log(torch.cos((i / N + s) / (1 + s) * math.pi / 2).clamp_min(0))
     betas = -torch.expm1(log_f[1:] - log_f[:-1])
     return betas.clamp(max=max_beta)
-
-
-def _positive_int(n: int, name: str) -> int:
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return int(n)
 
 
 SCHEDULES: Registry[Callable[[float], BetaSchedule]] = Registry("schedule")
@@ -186,81 +175,13 @@ SCHEDULES.register("ddpm-linear")(lambda T=1.0: PiecewiseConstantBeta(ddpm_linea
 SCHEDULES.register("cosine")(lambda T=1.0: PiecewiseConstantBeta(cosine_betas(1000), T))
 
 
-# --------------------------------------------------------------------------- time grids
+def __getattr__(name: str):
+    # deprecated: the time grids moved to scoresde.grids (they take an SDE; schedules do not)
+    if name in ("TIME_GRIDS", "time_grid"):
+        import warnings
 
-TimeGrid = Callable[..., Tensor]
-TIME_GRIDS: Registry[TimeGrid] = Registry("time grid")
-"""Sampling grids ``grid(sde, steps, t_min, t_max, **options) -> float64 (steps+1,)``, increasing."""
+        from . import grids
 
-
-@TIME_GRIDS.register("uniform")
-def uniform_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
-    """Uniform in t (Song et al. 2021; DDPM when t_min = 0 and steps = N)."""
-    return torch.linspace(t_min, t_max, steps + 1, dtype=torch.float64)
-
-
-@TIME_GRIDS.register("quadratic")
-def quadratic_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
-    """Quadratic in t, dense near the data (Song, Meng & Ermon 2021, DDIM §D.2)."""
-    u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    return t_min + (t_max - t_min) * u**2
-
-
-@TIME_GRIDS.register("log-snr")
-def log_snr_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
-    """Uniform in log-SNR λ(t) (Lu et al. 2022, DPM-Solver §3.3 "logSNR")."""
-    _need_positive_t_min("log-snr", t_min)
-    ends = torch.tensor([t_min, t_max], dtype=torch.float64)
-    lam = sde.log_snr(ends)
-    grid = sde.t_from_log_snr(torch.linspace(lam[0].item(), lam[1].item(), steps + 1, dtype=torch.float64))
-    grid[0], grid[-1] = t_min, t_max  # exact endpoints
-    return grid
-
-
-@TIME_GRIDS.register("karras")
-def karras_grid(sde: SDE, steps: int, t_min: float, t_max: float, rho: float = 7.0) -> Tensor:
-    """Karras et al. 2022, eq. 5, in the noise-to-signal ratio σ/α = exp(−λ/2), ρ = 7."""
-    _need_positive_t_min("karras", t_min)
-    ends = torch.tensor([t_min, t_max], dtype=torch.float64)
-    s_min, s_max = torch.exp(-0.5 * sde.log_snr(ends)).tolist()
-    u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    # eq. 5 runs from σ_max down; we return increasing times, so walk up from σ_min
-    s = (s_min ** (1 / rho) + u * (s_max ** (1 / rho) - s_min ** (1 / rho))) ** rho
-    grid = sde.t_from_log_snr(-2 * torch.log(s))
-    grid[0], grid[-1] = t_min, t_max
-    return grid
-
-
-def _need_positive_t_min(name: str, t_min: float) -> None:
-    if t_min <= 0:
-        raise ValueError(f"the {name!r} grid needs t_min > 0 (the log-SNR is infinite at t = 0), got t_min={t_min}")
-
-
-def time_grid(
-    sde: SDE,
-    steps: int,
-    grid: str | Tensor = "uniform",
-    t_min: float = 0.0,
-    t_max: float | None = None,
-    **options,
-) -> Tensor:
-    """Increasing float64 times t_min = t_0 < … < t_steps = t_max (default t_max = T).
-
-    ``grid`` is a name from :data:`TIME_GRIDS` or an explicit 1-D tensor of times.
-    """
-    if isinstance(grid, Tensor):
-        times = grid.detach().to(torch.float64).flatten()
-        if times.numel() < 2:
-            raise ValueError(f"an explicit time grid needs at least 2 times, got {times.numel()}")
-        if not (times[1:] > times[:-1]).all():
-            raise ValueError("an explicit time grid must be strictly increasing")
-        if times[0] < 0 or times[-1] > sde.T:
-            raise ValueError(
-                f"an explicit time grid must lie in [0, T] = [0, {sde.T}], got [{times[0]:.6g}, {times[-1]:.6g}]"
-            )
-        return times
-    steps = _positive_int(steps, "steps")
-    t_max = sde.T if t_max is None else float(t_max)
-    if not 0 <= t_min < t_max <= sde.T:
-        raise ValueError(f"need 0 <= t_min < t_max <= T = {sde.T}, got t_min={t_min}, t_max={t_max}")
-    return TIME_GRIDS.get(grid)(sde, steps, float(t_min), t_max, **options)
+        warnings.warn(f"scoresde.schedules.{name} moved to scoresde.grids.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(grids, name)
+    raise AttributeError(f"module 'scoresde.schedules' has no attribute {name!r}")

@@ -4,7 +4,7 @@ Every SDE here is dx = f(t) x dt + g(t) dW with marginal x_t = α(t) x_0 + σ(t)
 (Song et al. 2021, "Score-Based Generative Modeling through SDEs", §3.4 and App. B).
 The abstract :class:`SDE` holds what is written once for all of them: the checked public
 methods, ``reverse`` (Anderson 1982) and ``discretize`` (the discrete Markov chain read on a
-time grid). Conventions: DESIGN.md §1. No module here imports ``torch.nn``.
+time grid). Conventions: docs/conventions.md §1. No module here imports ``torch.nn``.
 
 Time runs t ∈ [0, T]: data at 0, noise at T. Schedules and grids are computed in float64;
 a float32 ``t`` gives float32 results computed stably (σ from ``expm1``).
@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims, as_time, positive_finite
+from .grids import time_grid
 from .registry import Registry
-from .schedules import SCHEDULES, BetaSchedule, LinearBeta, PiecewiseConstantBeta, time_grid
+from .schedules import SCHEDULES, BetaSchedule, LinearBeta, PiecewiseConstantBeta
 
 __all__ = ["SDE", "SDES", "VESDE", "VPSDE", "DiscreteChain", "ReverseSDE", "SubVPSDE", "make_sde"]
 
@@ -97,11 +98,39 @@ class SDE(ABC):
     def _log_snr(self, t: Tensor) -> Tensor:
         return 2 * (self._log_alpha(t) - torch.log(self._sigma(t)))
 
-    # ---- public, checked ------------------------------------------------------------------
-    def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+    # ---- public ---------------------------------------------------------------------------
+    # Every coefficient takes t (a tensor or a float) and returns the same shape. ``check=True``
+    # validates t (finite, inside [0, T]); hot loops that built t themselves pass ``check=False``
+    # (then t must be a float tensor), which skips the host sync of the check.
+    def _time(self, t: Tensor | float, check: bool) -> Tensor:
+        return as_time(t, self.T) if check or not isinstance(t, Tensor) else t
+
+    def marginal(self, t: Tensor | float, *, check: bool = True) -> tuple[Tensor, Tensor]:
         """(α(t), σ(t)) with x_t = α(t) x_0 + σ(t) ε; same shape and dtype as ``t``."""
-        t = as_time(t, self.T)
+        t = self._time(t, check)
         return torch.exp(self._log_alpha(t)), self._sigma(t)
+
+    def alpha(self, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """α(t), the marginal mean coefficient."""
+        return torch.exp(self._log_alpha(self._time(t, check)))
+
+    def sigma(self, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """σ(t), the marginal standard deviation."""
+        return self._sigma(self._time(t, check))
+
+    def drift_coef(self, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """f(t) in the drift f(x, t) = f(t) x."""
+        return self._drift_coef(self._time(t, check))
+
+    def g2(self, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """g(t)², the squared diffusion coefficient."""
+        return self._g2(self._time(t, check))
+
+    diffusion_squared = g2
+
+    def transition(self, s: Tensor | float, t: Tensor | float, *, check: bool = True) -> tuple[Tensor, Tensor]:
+        """(log a, v) of the kernel q(x_t | x_s) = N(a x_s, v I) for s < t."""
+        return self._transition(self._time(s, check), self._time(t, check))
 
     def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
         """f(x, t) = f(t) x for x of shape (batch, ...) and t of shape (batch,) or scalar."""
@@ -113,9 +142,9 @@ class SDE(ABC):
         t = as_time(t, self.T)
         return torch.sqrt(self._g2(t))
 
-    def log_snr(self, t: Tensor | float) -> Tensor:
+    def log_snr(self, t: Tensor | float, *, check: bool = True) -> Tensor:
         """λ(t) = log(α(t)² / σ(t)²); +inf at t = 0."""
-        return self._log_snr(as_time(t, self.T))
+        return self._log_snr(self._time(t, check))
 
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
         """Inverse of :meth:`log_snr` (float64 bisection; subclasses give closed forms)."""
@@ -148,15 +177,19 @@ class SDE(ABC):
         sq = x.flatten(1).pow(2).sum(1)
         return -0.5 * d * math.log(2 * math.pi * self.prior_std**2) - 0.5 * sq / self.prior_std**2
 
-    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
-        """The reverse-time SDE (Anderson 1982) or the probability-flow ODE (Song et al. 2021, eq. 13)."""
+    def reverse(self, score_fn: ScoreFn | None, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse-time SDE (Anderson 1982) or the probability-flow ODE (Song et al. 2021, eq. 13).
+
+        ``score_fn`` may be None for solvers that only read the coefficient form
+        (:meth:`ReverseSDE.drift_coefs`) and supply the score themselves.
+        """
         return ReverseSDE(self, score_fn, probability_flow)
 
     def discretize(self, N: int, grid: str | Tensor = "uniform", t_min: float = 0.0, **grid_options) -> DiscreteChain:
         """Read the SDE on a time grid of N steps: the discrete chain it defines exactly.
 
         With the default uniform grid on [0, T] and a VP SDE this is DDPM's chain: ᾱ_i = ᾱ(t_i)
-        and β_i = 1 − ᾱ_i/ᾱ_{i−1} = 1 − e^{−2Δτ_i} (DESIGN.md §1). ``grid`` is a name from
+        and β_i = 1 − ᾱ_i/ᾱ_{i−1} = 1 − e^{−2Δτ_i} (docs/conventions.md §1). ``grid`` is a name from
         ``TIME_GRIDS`` or an explicit increasing tensor of times (then N is ignored).
         """
         times = time_grid(self, N, grid, t_min=t_min, **grid_options)
@@ -188,21 +221,36 @@ class ReverseSDE:
     the probability-flow ODE (eq. 13). Times are forward times; steps have dt < 0.
     """
 
-    def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False) -> None:
+    def __init__(self, sde: SDE, score_fn: ScoreFn | None, probability_flow: bool = False) -> None:
         self.sde = sde
         self.score_fn = score_fn
         self.probability_flow = bool(probability_flow)
         self.T = sde.T
 
-    def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
-        t = self.sde._batch_time(x, t)
+    def drift_coefs(self, t: Tensor | float, *, check: bool = True) -> tuple[Tensor, Tensor]:
+        """(f(t), c·g(t)²): the drift is f(t) x − c·g(t)² s(x, t) (c = ½ for the ODE, 1 for the SDE).
+
+        The one formula of the reverse drift; tabled solvers read it on their grid in float64.
+        """
+        t = self.sde._time(t, check)
         c = 0.5 if self.probability_flow else 1.0
-        f = append_dims(self.sde._drift_coef(t), x.ndim) * x
-        return f - c * append_dims(self.sde._g2(t), x.ndim) * self.score_fn(x, t)
+        return self.sde._drift_coef(t), c * self.sde._g2(t)
+
+    def diffusion_squared(self, t: Tensor | float, *, check: bool = True) -> Tensor:
+        """g̃(t)²: g(t)² for the reverse SDE, 0 for the probability-flow ODE."""
+        t = self.sde._time(t, check)
+        return torch.zeros_like(t) if self.probability_flow else self.sde._g2(t)
+
+    def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """f(t) x − c·g(t)² s(x, t) for x of shape (batch, ...) and t of shape (batch,) or scalar."""
+        if self.score_fn is None:
+            raise ValueError("this ReverseSDE was built without a score function; pass score_fn to sde.reverse")
+        t = self.sde._batch_time(x, t)
+        f, cg2 = self.drift_coefs(t, check=False)
+        return append_dims(f, x.ndim) * x - append_dims(cg2, x.ndim) * self.score_fn(x, t)
 
     def diffusion(self, t: Tensor | float) -> Tensor:
-        t = as_time(t, self.T)
-        return torch.zeros_like(t) if self.probability_flow else torch.sqrt(self.sde._g2(t))
+        return torch.sqrt(self.diffusion_squared(t))
 
 
 class VPSDE(SDE):

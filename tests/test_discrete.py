@@ -1,4 +1,4 @@
-"""DDPM is the VP SDE read on a grid (DESIGN.md §1): exactness of the bridge both ways."""
+"""DDPM is the VP SDE read on a grid (docs/conventions.md §1): exactness of the bridge both ways."""
 
 import math
 

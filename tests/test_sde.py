@@ -1,4 +1,4 @@
-"""The SDE core against closed forms and Monte Carlo (DESIGN.md §1)."""
+"""The SDE core against closed forms and Monte Carlo (docs/conventions.md §1)."""
 
 import math
 

@@ -61,8 +61,8 @@ def likelihood(
     import torch
 
     from ..compare import data_levels
+    from ..grids import TIME_GRIDS
     from ..likelihood import METHODS, log_likelihood
-    from ..schedules import TIME_GRIDS
 
     if method not in METHODS:
         fail(f"unknown likelihood method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -86,7 +86,6 @@ def likelihood(
             r.sde,
             r.reference[:num].float(),
             method,
-            r.prediction,
             levels=levels,
             generator=torch.Generator().manual_seed(seed),
             return_info=True,

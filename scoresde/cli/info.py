@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from ..schedules import SCHEDULES, TIME_GRIDS
+from ..grids import TIME_GRIDS
+from ..schedules import SCHEDULES
 from ..sde import SDES
 from .app import app
 
@@ -30,3 +31,13 @@ def info() -> None:
     typer.echo(f"weightings: {', '.join(WEIGHTINGS)}")
     typer.echo(f"networks:   {', '.join(NETWORKS)}")
     typer.echo(f"datasets:   {', '.join(DATASETS)}")
+    typer.echo("")
+    typer.echo(solver_table(SOLVERS[name] for name in SOLVERS))
+
+
+def solver_table(solvers) -> str:
+    """One line per solver: name, order of accuracy, whether it draws noise, and its summary."""
+    rows = [("solver", "order", "stochastic", "summary")]
+    rows += [(s.name, f"{s.order:g}", "yes" if s.stochastic else "no", s.summary) for s in solvers]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in rows)

@@ -16,8 +16,8 @@ import typer
 
 from .. import samplers
 from ..analytic import MODELS
+from ..grids import TIME_GRIDS
 from ..samplers import SOLVERS
-from ..schedules import TIME_GRIDS
 from .app import app, fail, set_threads
 
 
@@ -45,7 +45,7 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def _source(model: str | None, run: Path | None, device: str):
-    """(model, sde, prediction, data_shape, kind, reference, description, data) for the chosen source."""
+    """(model, sde, data_shape, kind, reference, description, data) for the chosen source."""
     import torch
 
     if model is not None and run is not None:
@@ -57,11 +57,9 @@ def _source(model: str | None, run: Path | None, device: str):
 
         data, sde = MODELS[model](), VPSDE()
         reference = data.sample(4000, torch.Generator().manual_seed(12345))
-        return data.model(sde, "eps"), sde, "eps", data.data_shape, "points", reference, f"analytic {model}", data
-    try:
-        from ..train import latest_run, load_run
-    except ImportError:  # pragma: no cover - the trainer ships with the package
-        fail("training support is not available; pass --model gmm to sample an analytic model")
+        return data.model(sde, "eps"), sde, data.data_shape, "points", reference, f"analytic {model}", data
+    from ..train import latest_run, load_run
+
     if run is None:
         run = latest_run("runs")
         if run is None:
@@ -72,7 +70,7 @@ def _source(model: str | None, run: Path | None, device: str):
         fail(str(err))
     kind = loaded.kind
     desc = f"run {loaded.run_dir} (step {getattr(loaded, 'step', '?')})"
-    return loaded.model, loaded.sde, loaded.prediction, tuple(loaded.data_shape), kind, loaded.reference, desc, None
+    return loaded.model, loaded.sde, tuple(loaded.data_shape), kind, loaded.reference, desc, None
 
 
 @app.command()
@@ -117,7 +115,7 @@ def sample(
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
     options = _parse_options(option or [])
-    net, sde, prediction, data_shape, kind, reference, desc, data = _source(model, run, device)
+    net, sde, data_shape, kind, reference, desc, data = _source(model, run, device)
     if num is None:
         num = 64 if kind == "images" else 2000
     generator = torch.Generator(device).manual_seed(seed)
@@ -143,7 +141,6 @@ def sample(
                 (num, *data_shape),
                 solver=solver,
                 steps=steps,
-                prediction=prediction,
                 generator=generator,
                 grid=grid,
                 t_min=t_min,

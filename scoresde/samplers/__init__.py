@@ -29,7 +29,6 @@ solvers; ``uniform`` for ancestral (so that 1000 steps are exactly DDPM), heun, 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..param import PREDICTIONS
-from ..schedules import time_grid
+from .._checks import check_int
+from ..grids import time_grid
+from ..param import resolve_prediction
 from ..sde import SDE
 from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver, unipc  # noqa: F401  (register solvers)
 from .common import SOLVERS, Context, Denoiser, Solver
@@ -75,7 +75,7 @@ def sample(
     shape: tuple[int, ...] | torch.Size,
     solver: str = "ancestral",
     steps: int = 1000,
-    prediction: str = "eps",
+    prediction: str | None = None,
     generator: torch.Generator | None = None,
     *,
     grid: str | Tensor = "auto",
@@ -94,12 +94,14 @@ def sample(
 
     Args:
         model: ``model(x, t)`` with x of shape (batch, ...) and t of shape (batch,) in continuous
-            time; returns a tensor shaped like x holding ``prediction``.
+            time; returns a tensor shaped like x holding its ``model.prediction`` (see
+            :func:`scoresde.as_model`).
         sde: the forward SDE the model was trained on (VP, sub-VP, VE, or any :class:`SDE`).
         shape: the shape of the output, (n, ...) — (n, 2) for points, (n, C, H, W) for images.
         solver: a name from :data:`SOLVERS` (the CLI's ``--solver``).
         steps: number of steps N of the time grid (``ode``: the grid is only used for the trajectory).
-        prediction: what the model returns: ``eps``, ``score``, ``x0`` or ``v``.
+        prediction: for a plain function without a ``prediction`` attribute, what it returns:
+            ``eps`` (default), ``score``, ``x0`` or ``v``. Contradicting ``model.prediction`` is an error.
         generator: the source of all randomness (x_T and every noise draw); on the sampling device.
         grid: ``"auto"`` (the solver's registered grid, ``SOLVERS[name].grid``, chosen by
             ``benchmarks/samplers.py --defaults``), a time-grid name from ``TIME_GRIDS`` (uniform,
@@ -130,29 +132,12 @@ def sample(
     spec = SOLVERS.get(solver)
     if isinstance(grid, str) and grid == "auto":
         grid = spec.grid  # the solver's measured best grid (benchmarks/results/samplers_defaults.md)
-    if isinstance(grid, Tensor):
-        times = time_grid(sde, 1, grid)
-        steps = times.numel() - 1
-    else:
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if t_min is None:  # the solver's default; grids in log-SNR cannot start at t = 0 (λ = ∞)
-            t_min = spec.t_min if spec.t_min > 0 or grid not in _LOG_SNR_GRIDS else 1e-3
-        t_min = float(t_min)
-        times = time_grid(sde, int(steps), grid, t_min=t_min)
-    if spec.needs_positive_t_min and times[0] <= 0:
-        raise ValueError(
-            f"solver {solver!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
-        )
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+    times = _times(spec, sde, steps, grid, t_min)
+    prediction = resolve_prediction(model, prediction)
     opts = spec.check_options(options)
     shape = _check_shape(shape)
     n = shape[0]
-    if batch_size is None:
-        batch_size = n
-    elif isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = n if batch_size is None else check_int(batch_size, "batch_size")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if clip_x0 is not None and not (math.isfinite(float(clip_x0)) and clip_x0 > 0):
@@ -188,6 +173,22 @@ def sample(
         return x
     path = None if not trajectory else paths[0] if len(paths) == 1 else torch.cat(paths, dim=1)
     return x, SampleInfo(spec.name, den.nfe, times, path, denoise, opts)
+
+
+def _times(spec: Solver, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None) -> Tensor:
+    """The float64 grid a solve walks: explicit, or ``steps`` steps of a named grid from t_min."""
+    if isinstance(grid, Tensor):
+        times = time_grid(sde, 1, grid)
+    else:
+        steps = check_int(steps, "steps")
+        if t_min is None:  # the solver's default; grids in log-SNR cannot start at t = 0 (λ = ∞)
+            t_min = spec.t_min if spec.t_min > 0 or grid not in _LOG_SNR_GRIDS else 1e-3
+        times = time_grid(sde, steps, grid, t_min=float(t_min))
+    if spec.needs_positive_t_min and times[0] <= 0:
+        raise ValueError(
+            f"solver {spec.name!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
+        )
+    return times
 
 
 def _check_shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:

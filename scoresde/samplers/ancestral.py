@@ -1,7 +1,7 @@
 """Discrete-chain samplers: DDPM ancestral sampling and DDIM.
 
 Both walk the chain the SDE defines on the time grid (``sde.discretize(grid=ctx.times)``,
-DESIGN.md §1): step i goes from t_i to t_{i−1} and uses the chain's fields
+docs/conventions.md §1): step i goes from t_i to t_{i−1} and uses the chain's fields
 
     a_i = √α_i (mean factor of q(x_i | x_{i−1})),  b_i = β_i (its variance),
     S_i = σ(t_i),  A_i = α(t_i) (marginal),  β̃_i = S²_{i−1} b_i / S²_i (posterior variance).
@@ -18,13 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .common import Context, check_choice, check_probability, register
+from .._checks import check_name
+from .common import Context, check_probability, register
 
 
 @register("ancestral", order=0.5, stochastic=True, t_min=0.0)
 def ancestral(ctx: Context, x: Tensor, *, variance: str = "small") -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) on the grid's chain; variance 'large' β_i or 'small' β̃_i."""
-    check_choice(variance, "variance", ("large", "small"))
+    check_name(variance, "variance", ("large", "small"))
     chain = ctx.sde.discretize(ctx.steps, grid=ctx.times)
     a = chain.alphas.sqrt()
     var = chain.betas if variance == "large" else chain.posterior_variances

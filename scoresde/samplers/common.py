@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..param import PREDICTIONS
+from ..param import eps_and_x0, resolve_prediction
 from ..registry import Registry
 from ..sde import SDE
 
@@ -103,10 +103,12 @@ def register(
 class Denoiser:
     """The model seen through one interface: ε̂ and x̂_0 at the grid times, checked.
 
-    Converts the model's output (``prediction`` ∈ eps, score, x0, v) with the relations of
-    DESIGN.md §1 (``scoresde.param``), written per kind so that no conversion divides by a
-    coefficient that may vanish. Coefficients α_k, σ_k at the grid times are computed once in
-    float64 and kept as Python floats (exact scalars for every tensor dtype). Counts NFE.
+    Converts the model's output (its ``prediction`` ∈ eps, score, x0, v) with
+    :func:`scoresde.param.eps_and_x0`, the one conversion of the package (docs/conventions.md §1),
+    written per kind so that no conversion divides by a coefficient that may vanish. The model is
+    called as ``model(x, t, **cond)`` with the ``cond`` given here (none by default). Coefficients
+    α_k, σ_k at the grid times are computed once in float64 and kept as Python floats (exact
+    scalars for every tensor dtype). Counts NFE.
 
     Every model output is checked: its shape must equal x's and it must be finite; errors name
     the time. On CUDA the finite check is recorded without a host sync and raised by
@@ -117,16 +119,17 @@ class Denoiser:
         self,
         model: ModelFn,
         sde: SDE,
-        prediction: str,
+        prediction: str | None,
         times: Tensor,
         *,
         dtype: torch.dtype,
         device: torch.device,
         clip_x0: float | None = None,
+        cond: dict[str, Any] | None = None,
     ) -> None:
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-        self.model, self.sde, self.prediction = model, sde, prediction
+        self.model, self.sde = model, sde
+        self.prediction = resolve_prediction(model, prediction)
+        self.cond: dict[str, Any] = dict(cond or {})
         self.times = times
         alpha, sigma = sde.marginal(times)  # float64
         self.alphas: list[float] = alpha.tolist()
@@ -157,7 +160,7 @@ class Denoiser:
         return eps, x0, alpha, sigma
 
     def _eval(self, x: Tensor, t_vec: Tensor, t: float, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
-        pred = self.model(x, t_vec)
+        pred = self.model(x, t_vec, **self.cond) if self.cond else self.model(x, t_vec)
         self.nfe += 1
         if not isinstance(pred, Tensor) or pred.shape != x.shape:
             got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
@@ -166,20 +169,7 @@ class Denoiser:
                 f"{tuple(x.shape)}"
             )
         self._check_finite(pred, t)
-        kind = self.prediction
-        if kind == "eps":
-            eps = pred
-            x0 = (x - sigma * eps) / alpha
-        elif kind == "x0":
-            x0 = pred
-            eps = (x - alpha * x0) / sigma if sigma > 0 else torch.zeros_like(x)
-        elif kind == "score":
-            eps = -sigma * pred
-            x0 = (x + sigma * sigma * pred) / alpha
-        else:  # v = α ε − σ x_0 (Salimans & Ho 2022); general α² + σ² (sub-VP, VE)
-            norm = alpha * alpha + sigma * sigma
-            x0 = (alpha * x - sigma * pred) / norm
-            eps = (alpha * pred + sigma * x) / norm
+        eps, x0 = eps_and_x0(self.prediction, pred, x, alpha, sigma)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
             if sigma > 0:
@@ -253,10 +243,4 @@ def check_probability(value: float, name: str, *, upper: float = math.inf) -> fl
     if not math.isfinite(value) or value < 0 or value > upper:
         bound = "" if math.isinf(upper) else f" and <= {upper}"
         raise ValueError(f"{name} must be a finite number >= 0{bound}, got {value}")
-    return value
-
-
-def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
     return value

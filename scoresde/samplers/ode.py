@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_name
 from .common import Context, register
 
 
@@ -23,21 +24,21 @@ def ode(ctx: Context, x: Tensor, *, method: str = "RK45", rtol: float = 1e-5, at
     from scipy.integrate import solve_ivp
 
     methods = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
-    if method not in methods:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of: {', '.join(methods)}")
+    check_name(method, "ODE method", methods)
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    sde, den = ctx.sde, ctx.den
+    den = ctx.den
+    flow = ctx.sde.reverse(None, probability_flow=True)  # the score comes from ε̂ below
     shape, dtype, device = x.shape, x.dtype, x.device
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         xt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
         eps, _, _, sigma = den.at(xt, float(t))
         t64 = torch.tensor(t, dtype=torch.float64)
-        f, g2 = sde._drift_coef(t64).item(), sde._g2(t64).item()
+        f, half_g2 = (v.item() for v in flow.drift_coefs(t64, check=False))
         # dx/dt = f x − ½ g² s = f x + ½ g² ε̂/σ
-        dx = xt * f + eps * (0.5 * g2 / sigma)
+        dx = xt * f + eps * (half_g2 / sigma)
         ctx.report(0, xt, t=float(t))
         return dx.to(torch.float64).flatten().cpu().numpy()
 

@@ -1,6 +1,6 @@
 """Solvers of the reverse-time SDE dx = [f(t) x − g(t)² s(x, t)] dt + g(t) dW̄ (Anderson 1982).
 
-With s = −ε̂/σ (DESIGN.md §1) every step is a fixed linear combination of x, ε̂ and fresh noise
+With s = −ε̂/σ (docs/conventions.md §1) every step is a fixed linear combination of x, ε̂ and fresh noise
 whose coefficients depend only on the grid: each solver builds them in float64 before its loop.
 Noise is added in every step (these discretize an SDE); the final noise-free denoising step is
 ``sample(..., denoise=True)``.
@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from .common import Context, register
 
 
@@ -20,14 +21,14 @@ from .common import Context, register
 def euler_maruyama(ctx: Context, x: Tensor) -> Tensor:
     """Euler–Maruyama on the reverse-time SDE (Anderson 1982; Song et al. 2021, eq. 6)."""
     t = ctx.times
-    f = ctx.sde._drift_coef(t)
-    g2 = ctx.sde._g2(t)
+    reverse = ctx.sde.reverse(None)  # the score comes from ε̂ below
+    f, g2 = reverse.drift_coefs(t)  # (f, c·g²) with c = 1
     _, S = ctx.sde.marginal(t)
     h = t[:-1] - t[1:]  # step from t_i to t_{i−1}: h_i < 0, evaluated at t_i
     # x ← x + [f x + g² ε̂/σ] h + g √(−h) z   (−g² s = g² ε̂/σ)
     c_x = (1 + f[1:] * h).tolist()
     c_eps = (g2[1:] * h / S[1:]).tolist()
-    std = torch.sqrt(g2[1:] * -h).tolist()
+    std = torch.sqrt(reverse.diffusion_squared(t)[1:] * -h).tolist()
     for i in range(ctx.steps, 0, -1):
         eps = ctx.den.eps(x, i)
         x = x.mul(c_x[i - 1]).add_(eps, alpha=c_eps[i - 1]).add_(ctx.noise(x), alpha=std[i - 1])
@@ -61,8 +62,7 @@ def predictor_corrector(ctx: Context, x: Tensor, *, snr: float = 0.16, corrector
     snr = float(snr)
     if not math.isfinite(snr) or snr <= 0:
         raise ValueError(f"snr must be a positive finite number, got {snr}")
-    if isinstance(corrector_steps, bool) or int(corrector_steps) != corrector_steps or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+    corrector_steps = check_int(corrector_steps, "corrector_steps", minimum=0)
     c_x, c_eps, std = _reverse_diffusion_table(ctx)
     chain_alphas = ctx.sde.discretize(ctx.steps, grid=ctx.times).alphas.tolist()
     sigmas = ctx.den.sigmas

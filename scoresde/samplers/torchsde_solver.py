@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_name
 from .common import Context, register
 
 _ITO = ("euler", "milstein", "srk")
@@ -30,20 +31,22 @@ class _ReverseInS:
     def __init__(self, ctx: Context, shape: torch.Size, sde_type: str) -> None:
         self.ctx, self.shape, self.sde_type = ctx, shape, sde_type
         self.T = ctx.den.t_list[-1]
+        self.reverse = ctx.sde.reverse(None)  # the score comes from ε̂ in f
 
-    def _coefs(self, s: Tensor) -> tuple[float, float, float]:
-        t = torch.as_tensor(self.T - float(s), dtype=torch.float64).clamp(0, self.T)
-        return t.item(), self.ctx.sde._drift_coef(t).item(), self.ctx.sde._g2(t).item()
+    def _s_to_t(self, s: Tensor) -> Tensor:
+        return torch.as_tensor(self.T - float(s), dtype=torch.float64).clamp(0, self.T)
 
     def f(self, s: Tensor, y: Tensor) -> Tensor:
-        t, f, g2 = self._coefs(s)
+        t = self._s_to_t(s)
+        f, g2 = (v.item() for v in self.reverse.drift_coefs(t, check=False))
+        t = t.item()
         x = y.reshape(self.shape)
         eps, _, _, sigma = self.ctx.den.at(x, t)
         self.ctx.report(0, x, t=t)
         return (x * -f - eps * (g2 / sigma)).flatten(1)
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
-        _, _, g2 = self._coefs(s)
+        g2 = self.reverse.diffusion_squared(self._s_to_t(s), check=False).item()
         return torch.full_like(y, g2**0.5)
 
 
@@ -52,8 +55,7 @@ def torchsde_solver(ctx: Context, x: Tensor, *, method: str = "euler") -> Tensor
     """The reverse-time SDE solved by torchsde.sdeint in s = T − t (method: euler, milstein, srk, heun, ...)."""
     import torchsde
 
-    if method not in METHODS:
-        raise ValueError(f"unknown torchsde method {method!r}; choose one of: {', '.join(METHODS)}")
+    check_name(method, "torchsde method", METHODS)
     times = ctx.times
     steps = ctx.steps
     uniform = torch.linspace(times[0].item(), times[-1].item(), steps + 1, dtype=torch.float64)

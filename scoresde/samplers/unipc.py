@@ -32,7 +32,8 @@ import math
 
 from torch import Tensor
 
-from .common import Context, check_choice, register
+from .._checks import check_name
+from .common import Context, register
 
 VARIANTS = ("bh1", "bh2")
 
@@ -138,7 +139,7 @@ def unipc(ctx: Context, x: Tensor, *, order: int = 2, variant: str = "bh2", lowe
     """UniPC multistep predictor–corrector in log-SNR, x̂_0 form (Zhao et al. 2023): UniP-p + UniC."""
     if order not in (1, 2, 3) or isinstance(order, bool):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    check_choice(variant, "variant", VARIANTS)
+    check_name(variant, "variant", VARIANTS)
     lam = (0.5 * ctx.sde.log_snr(ctx.times)).tolist()  # λ = log(α/σ), half the log-SNR
     predictor, corrector = unipc_table(
         lam, ctx.den.alphas, ctx.den.sigmas, int(order), variant, bool(lower_order_final)
