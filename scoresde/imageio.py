@@ -1,4 +1,4 @@
-"""Pictures without heavy dependencies: a PNG writer, image grids and 2-D scatter plots.
+"""Pictures without heavy dependencies: a PNG writer, image grids and plots of vectors (any d).
 
 The core package writes PNG with ``zlib`` alone (PNG spec, ISO/IEC 15948), so sample grids
 and scatter plots work without matplotlib or Pillow. Reading images (folders of PNG/JPEG)
@@ -112,17 +112,70 @@ def scatter_image(
     size: int = 512,
     limits: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
-    """Rasterize 2-D points (blue) over optional reference points (grey) as an RGB uint8 image.
+    """Picture vectors (n, d) (blue) over optional reference vectors (grey) as an RGB uint8 image.
 
-    ``limits`` = (xmin, xmax, ymin, ymax); by default the padded bounding box of the reference
-    (or of the points). Points outside the box are dropped from the picture.
+    * d = 2: a scatter plot. ``limits`` = (xmin, xmax, ymin, ymax); by default the padded bounding
+      box of the reference (or of the points). Points outside the box are dropped from the picture.
+    * d = 1: histograms on a shared axis: the reference as grey bars, the points as a blue outline.
+    * d ≥ 3: a pair grid of 2-D scatter plots of the first min(d, 4) coordinates, in the order
+      (0, 1), (0, 2), (1, 2) for d = 3, then (0, 3), (1, 3), (2, 3) (a 3 × 2 grid) for d ≥ 4;
+      each panel is ``size`` / 2 wide. ``limits`` applies to d = 2 only.
     """
-    pts = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"scatter_image needs points of shape (n, 2), got {pts.shape}")
-    ref = None
-    if reference is not None:
-        ref = np.asarray(reference.detach().cpu() if isinstance(reference, Tensor) else reference, np.float64)
+    pts = _vectors(points, "points")
+    ref = None if reference is None else _vectors(reference, "reference")
+    if ref is not None and ref.shape[1] != pts.shape[1]:
+        raise ValueError(f"scatter_image: points have {pts.shape[1]} coordinates but the reference has {ref.shape[1]}")
+    d = pts.shape[1]
+    if d == 1:
+        return _histogram_image(pts[:, 0], None if ref is None else ref[:, 0], size)
+    if d == 2:
+        return _scatter2d(pts, ref, size, limits)
+    pairs = [(0, 1), (0, 2), (1, 2)] + ([(0, 3), (1, 3), (2, 3)] if d >= 4 else [])
+    side = max(size // 2, 16)
+    panels = [_scatter2d(pts[:, [i, j]], None if ref is None else ref[:, [i, j]], side, None) for i, j in pairs]
+    rows = [np.concatenate(panels[k : k + 3], axis=1) for k in range(0, len(panels), 3)]
+    return np.concatenate(rows, axis=0)
+
+
+def _vectors(x: Tensor | np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"scatter_image needs {name} of shape (n, d), got {x.shape}")
+    return x
+
+
+def _histogram_image(pts: np.ndarray, ref: np.ndarray | None, size: int) -> np.ndarray:
+    box = ref if ref is not None and len(ref) else pts
+    finite = box[np.isfinite(box)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (-1.0, 1.0)
+    pad = 0.08 * (hi - lo) + 1e-9
+    edges = np.linspace(lo - pad, hi + pad, max(size // 8, 2) + 1)
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    canvas[[0, -1], :] = canvas[:, [0, -1]] = 0  # frame
+    counts = [np.histogram(v[np.isfinite(v)], edges, density=True)[0] for v in (pts, ref) if v is not None]
+    top = max(c.max() for c in counts) or 1.0
+    width = (size - 2) / (len(edges) - 1)
+
+    def height(c: float) -> int:
+        return round(c / top * (size - 12))
+
+    if ref is not None:
+        for k, c in enumerate(counts[1]):
+            u0, u1 = 1 + int(k * width), 1 + int((k + 1) * width)
+            canvas[size - 1 - height(c) : size - 1, u0:u1] = (190, 190, 190)
+    for k, c in enumerate(counts[0]):  # the points' histogram as a step outline
+        u0, u1 = 1 + int(k * width), min(1 + int((k + 1) * width), size - 2)
+        v = size - 1 - height(c)
+        canvas[max(v - 1, 1) : v + 1, u0 : u1 + 1] = (31, 94, 204)
+        if k + 1 < len(counts[0]):
+            v_next = size - 1 - height(counts[0][k + 1])
+            canvas[max(min(v, v_next) - 1, 1) : max(v, v_next) + 1, max(u1 - 1, 1) : u1 + 1] = (31, 94, 204)
+    return canvas
+
+
+def _scatter2d(
+    pts: np.ndarray, ref: np.ndarray | None, size: int, limits: tuple[float, float, float, float] | None
+) -> np.ndarray:
     if limits is None:
         box = ref if ref is not None and len(ref) else pts
         finite = box[np.isfinite(box).all(1)]

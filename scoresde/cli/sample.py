@@ -1,7 +1,8 @@
 """``scoresde sample``: draw samples from an analytic model (no training) or a trained run.
 
 Solvers, grids and analytic models are read from their registries. The output is a PNG (a
-scatter plot over reference points for 2-D data, an image grid for images) or an ``.npz``
+scatter plot over reference points for 2-D vectors, a histogram for 1-D, a pair grid for d ≥ 3,
+an image grid for images) or an ``.npz``
 holding the raw samples.
 """
 
@@ -174,10 +175,8 @@ def sample(
         if kind == "images":
             zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged, as the trainer's previews
             pixels = image_grid(x[:64].clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
-        elif math.prod(data_shape) == 2:
-            pixels = scatter_image(x.reshape(-1, 2), None if reference is None else reference.reshape(-1, 2))
-        else:
-            fail(f"a PNG needs 2-D points or images; these samples have shape {data_shape}: use --out x.npz")
+        else:  # vectors of any dimension: a scatter plot (d = 2), a histogram (d = 1) or a pair grid (d >= 3)
+            pixels = scatter_image(x.flatten(1), None if reference is None else reference.flatten(1).cpu())
         save_png(out, pixels)
     typer.echo(
         f"wrote {out}: {num} samples from {desc}, solver {solver}, {steps} steps, NFE {info.nfe}, {seconds:.2f} s"
