@@ -1,9 +1,10 @@
 """``scoresde sample``: draw samples from an analytic model (no training) or a trained run.
 
-Solvers, grids and analytic models are read from their registries. The output is a PNG (a
-scatter plot over reference points for 2-D vectors, a histogram for 1-D, a pair grid for d ≥ 3,
-an image grid for images) or an ``.npz``
-holding the raw samples.
+Solvers, grids and analytic models are read from their registries. The output is a PNG (an
+image grid for images; for vectors a scatter plot over reference points (d = 2), a histogram
+(d = 1) or a pair grid (d ≥ 3)) or an ``.npz`` holding the raw samples. The output path is
+checked before any sampling: missing parent folders are created; an existing folder, a file in
+the way or an unwritable folder ends in one error line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .. import samplers
 from ..analytic import MODELS
 from ..samplers import SOLVERS
 from ..schedules import TIME_GRIDS
-from .app import app, fail, set_threads
+from .app import app, fail, output_file, set_threads, write_failed
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -76,6 +77,29 @@ def _source(model: str | None, run: Path | None, device: str):
     return loaded.model, loaded.sde, loaded.prediction, tuple(loaded.data_shape), kind, loaded.reference, desc, None
 
 
+def _write(out: Path, x, kind: str, reference, solver: str, steps: int, nfe: int, seed: int) -> None:
+    """Write samples: .npz (raw), or .png (an image grid of the first 64, or a plot of the vectors)."""
+    import numpy as np
+
+    if out.suffix.lower() == ".npz":
+        import io
+
+        from ..imageio import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.savez(buffer, samples=x.numpy(), solver=solver, steps=steps, nfe=nfe, seed=seed)
+        atomic_write_bytes(out, buffer.getvalue())
+        return
+    from ..imageio import image_grid, save_png, scatter_image
+
+    if kind == "images":
+        zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged, as the trainer's previews
+        pixels = image_grid(x[:64].clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
+    else:  # vectors of any dimension: a scatter plot (d = 2), a histogram (d = 1) or a pair grid (d >= 3)
+        pixels = scatter_image(x.flatten(1), None if reference is None else reference.flatten(1).cpu())
+    save_png(out, pixels)
+
+
 @app.command()
 def sample(
     model: Annotated[
@@ -101,7 +125,6 @@ def sample(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default)")] = 1,
 ) -> None:
     """Sample an analytic model (--model gmm) or a trained run with any solver; write a PNG or an .npz."""
-    import numpy as np
     import torch
 
     if solver not in SOLVERS:
@@ -114,6 +137,7 @@ def sample(
         fail(f"--num must be a positive integer, got {num}")
     if out.suffix.lower() not in (".png", ".npz"):
         fail(f"--out must end in .png or .npz, got {out}")
+    output_file(out, "--out", "a file ending in .png or .npz")
     set_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
@@ -160,24 +184,10 @@ def sample(
     seconds = time.perf_counter() - start
     x = x.detach().cpu().float()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npz":
-        import io
-
-        from ..imageio import atomic_write_bytes
-
-        buffer = io.BytesIO()
-        np.savez(buffer, samples=x.numpy(), solver=solver, steps=steps, nfe=info.nfe, seed=seed)
-        atomic_write_bytes(out, buffer.getvalue())
-    else:
-        from ..imageio import image_grid, save_png, scatter_image
-
-        if kind == "images":
-            zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged, as the trainer's previews
-            pixels = image_grid(x[:64].clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
-        else:  # vectors of any dimension: a scatter plot (d = 2), a histogram (d = 1) or a pair grid (d >= 3)
-            pixels = scatter_image(x.flatten(1), None if reference is None else reference.flatten(1).cpu())
-        save_png(out, pixels)
+    try:
+        _write(out, x, kind, reference, solver, steps, info.nfe, seed)
+    except OSError as err:
+        write_failed(out, err)
     typer.echo(
         f"wrote {out}: {num} samples from {desc}, solver {solver}, {steps} steps, NFE {info.nfe}, {seconds:.2f} s"
     )
