@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_write_bytes", "image_grid", "read_png", "save_png", "scatter_image"]
+__all__ = ["atomic_write_bytes", "image_grid", "save_png", "scatter_image"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -64,29 +64,6 @@ def save_png(path: str | os.PathLike, pixels: np.ndarray) -> Path:
     """Write a uint8 image of shape (H, W) or (H, W, 3) as PNG, atomically."""
     atomic_write_bytes(path, _png_bytes(np.asarray(pixels)))
     return Path(path)
-
-
-def read_png(path: str | os.PathLike) -> np.ndarray:
-    """Read back an 8-bit, non-interlaced PNG written by :func:`save_png` (filter 0 rows only)."""
-    data = Path(path).read_bytes()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"{path} is not a PNG file")
-    pos, idat = 8, b""
-    w = h = color = 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            w, h, _, color = struct.unpack(">IIBB", body[:10])
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    channels = 3 if color == 2 else 1
-    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
-    if (rows[:, 0] != 0).any():
-        raise ValueError(f"{path} uses PNG row filters; read it with Pillow instead")
-    pixels = rows[:, 1:].reshape(h, w, channels)
-    return pixels[..., 0] if channels == 1 else pixels
 
 
 def image_grid(images: Tensor, nrow: int | None = None, padding: int = 1, value_range=(-1.0, 1.0)) -> np.ndarray:
