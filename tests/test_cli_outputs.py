@@ -66,3 +66,35 @@ def test_missing_parent_folders_are_created(tmp_path):
     result = CliRunner().invoke(app, [*GMM, "--out", str(target)])
     assert result.exit_code == 0, result.output + result.stderr
     assert np.load(target)["samples"].shape == (16, 2)
+
+
+def test_chunked_npz_is_streamed_and_equals_one_chunked_library_call(tmp_path):
+    """`sample --batch-size` writes the .npz chunk by chunk: the same numbers as samplers.sample with that
+    batch_size (each chunk draws from the generator in turn), the same keys as np.savez, no temp file left."""
+    import torch
+
+    from scoresde import samplers
+    from scoresde.analytic import MODELS
+    from scoresde.sde import VPSDE
+
+    target = tmp_path / "s.npz"
+    args = ["sample", "--model", "gmm", "--solver", "ancestral", "--steps", "7", "--num", "250", "--seed", "4"]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "64", "--out", str(target)])
+    assert result.exit_code == 0, result.output + result.stderr
+    sde = VPSDE()
+    expected, info = samplers.sample(
+        MODELS["gmm"]().model(sde, "eps"),
+        sde,
+        (250, 2),
+        solver="ancestral",
+        steps=7,
+        prediction="eps",
+        generator=torch.Generator().manual_seed(4),
+        batch_size=64,
+        return_info=True,
+    )
+    with np.load(target) as f:
+        assert sorted(f.files) == ["nfe", "samples", "seed", "solver", "steps"]
+        assert np.array_equal(f["samples"], expected.float().numpy())
+        assert int(f["nfe"]) == info.nfe and str(f["solver"]) == "ancestral" and int(f["seed"]) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]

@@ -77,19 +77,55 @@ def _source(model: str | None, run: Path | None, device: str):
     return loaded.model, loaded.sde, loaded.prediction, tuple(loaded.data_shape), kind, loaded.reference, desc, None
 
 
-def _write(out: Path, x, kind: str, reference, solver: str, steps: int, nfe: int, seed: int) -> None:
-    """Write samples: .npz (raw), or .png (an image grid of the first 64, or a plot of the vectors)."""
-    import numpy as np
+class _NpzWriter:
+    """Write ``samples`` (float32, ``shape``) into an .npz chunk by chunk, as np.savez lays it out
+    (an uncompressed zip of .npy files), in a temporary file renamed over ``path`` on :meth:`close`."""
 
-    if out.suffix.lower() == ".npz":
-        import io
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        import os
+        import tempfile
+        import zipfile
 
-        from ..imageio import atomic_write_bytes
+        import numpy as np
 
-        buffer = io.BytesIO()
-        np.savez(buffer, samples=x.numpy(), solver=solver, steps=steps, nfe=nfe, seed=seed)
-        atomic_write_bytes(out, buffer.getvalue())
-        return
+        self.path, self.shape, self.written = path, shape, 0
+        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.zip = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.member = self.zip.open("samples.npy", "w", force_zip64=True)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self.member, header)
+
+    def write(self, x) -> None:
+        import numpy as np
+
+        self.member.write(np.ascontiguousarray(x.numpy(), dtype="<f4").tobytes())
+        self.written += len(x)
+
+    def close(self, **scalars) -> None:
+        import os
+
+        import numpy as np
+
+        if self.written != self.shape[0]:
+            raise RuntimeError(f"wrote {self.written} of {self.shape[0]} samples")  # a bug, not a user error
+        self.member.close()
+        for key, value in scalars.items():
+            with self.zip.open(f"{key}.npy", "w") as f:
+                np.lib.format.write_array(f, np.asarray(value), allow_pickle=False)
+        self.zip.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        """Remove the temporary file if :meth:`close` did not rename it (an error, Ctrl-C)."""
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def _write_png(out: Path, x, kind: str, reference) -> None:
+    """An image grid of the first 64 images, or a plot of the vectors over the reference."""
     from ..imageio import image_grid, save_png, scatter_image
 
     if kind == "images":
@@ -135,6 +171,8 @@ def sample(
         fail(f"--steps must be a positive integer, got {steps}")
     if num is not None and num < 1:
         fail(f"--num must be a positive integer, got {num}")
+    if batch_size is not None and batch_size < 1:
+        fail(f"--batch-size must be a positive integer, got {batch_size}")
     if out.suffix.lower() not in (".png", ".npz"):
         fail(f"--out must end in .png or .npz, got {out}")
     output_file(out, "--out", "a file ending in .png or .npz")
@@ -150,6 +188,8 @@ def sample(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    chunk = batch_size or num
+    starts = range(0, num, chunk)
     start = time.perf_counter()
     progress = Progress(
         TextColumn(f"{solver} ({steps} steps)"),
@@ -159,43 +199,59 @@ def sample(
         transient=True,
         disable=num * steps < 200_000,  # a bar only for long work
     )
-    with progress:
-        task = progress.add_task("sample", total=1.0)
-        try:
-            x, info = samplers.sample(
-                net,
-                sde,
-                (num, *data_shape),
-                solver=solver,
-                steps=steps,
-                prediction=prediction,
-                generator=generator,
-                grid=grid,
-                t_min=t_min,
-                batch_size=batch_size,
-                callback=lambda s: progress.update(task, completed=s["progress"]),
-                return_info=True,
-                device=device,
-                **clip,
-                **options,
-            )
-        except ValueError as err:
-            fail(str(err))
-    seconds = time.perf_counter() - start
-    x = x.detach().cpu().float()
-
+    # Chunk by chunk, each drawing from ``generator`` in turn (the same numbers as one call of
+    # samplers.sample with batch_size): the .npz is written as the chunks come, and only what the
+    # PNG shows (64 images, or the vectors) and the analytic model's running statistics are kept,
+    # so memory does not grow with --num.
+    sink = _NpzWriter(out, (num, *data_shape)) if out.suffix.lower() == ".npz" else None
+    kept, nfe, logp_sum, counts = [], 0, 0.0, None
     try:
-        _write(out, x, kind, reference, solver, steps, info.nfe, seed)
+        with progress:
+            task = progress.add_task("sample", total=1.0)
+            for c, first in enumerate(starts):
+                try:
+                    x, info = samplers.sample(
+                        net,
+                        sde,
+                        (min(chunk, num - first), *data_shape),
+                        solver=solver,
+                        steps=steps,
+                        prediction=prediction,
+                        generator=generator,
+                        grid=grid,
+                        t_min=t_min,
+                        callback=lambda s, c=c: progress.update(task, completed=(c + s["progress"]) / len(starts)),
+                        return_info=True,
+                        device=device,
+                        **clip,
+                        **options,
+                    )
+                except ValueError as err:
+                    fail(str(err))
+                x, nfe = x.detach().cpu().float(), nfe + info.nfe
+                if sink is not None:
+                    sink.write(x)
+                elif kind != "images" or sum(len(k) for k in kept) < 64:
+                    kept.append(x if kind != "images" else x[: 64 - sum(len(k) for k in kept)])
+                if data is not None:  # ground truth known: running statistics of the samples
+                    finite = x[torch.isfinite(x.flatten(1)).all(1)]
+                    logp_sum += data.log_prob(finite).double().sum().item()
+                    found = data.responsibilities(finite).argmax(1).bincount(minlength=data.K).double()
+                    counts = found if counts is None else counts + found
+        seconds = time.perf_counter() - start
+        if sink is not None:
+            sink.close(solver=solver, steps=steps, nfe=nfe, seed=seed)
+        else:
+            _write_png(out, torch.cat(kept), kind, reference)
     except OSError as err:
         write_failed(out, err)
-    typer.echo(
-        f"wrote {out}: {num} samples from {desc}, solver {solver}, {steps} steps, NFE {info.nfe}, {seconds:.2f} s"
-    )
-    if data is not None:  # ground truth known: say how good the samples are
-        finite = torch.isfinite(x.flatten(1)).all(1)
-        logp = data.log_prob(x[finite]).mean().item()
+    finally:
+        if sink is not None:
+            sink.discard()
+    typer.echo(f"wrote {out}: {num} samples from {desc}, solver {solver}, {steps} steps, NFE {nfe}, {seconds:.2f} s")
+    if data is not None:
+        logp = logp_sum / max(counts.sum().item(), 1)
         logp_data = data.log_prob(reference).mean().item()
-        counts = data.responsibilities(x[finite]).argmax(1).bincount(minlength=data.K).double()
         mode_error = 0.5 * (counts / counts.sum() - data.weights).abs().sum().item()
         typer.echo(f"mean log p_data(samples) = {logp:.3f} (data itself: {logp_data:.3f})")
         typer.echo(f"mode-weight error (total variation) = {mode_error:.3f}")
