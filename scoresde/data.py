@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from .registry import Registry
 
-__all__ = ["DATASETS", "Dataset", "Labels", "batch_indices", "epoch_permutation", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "Labels", "batch_indices", "check_array", "epoch_permutation", "load_dataset"]
 
 INSTALL_DATA = 'pip install -c constraints.txt -e ".[data]"'
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -192,9 +193,16 @@ def mnist(**_) -> tuple[Tensor, str, Labels]:
 
 @DATASETS.register("folder")
 def image_folder(
-    path: str | Path | None = None, resize: int | None = None, **_
+    path: str | Path | None = None,
+    resize: int | None = None,
+    strict: bool = False,
+    log: Callable[[str], None] | None = None,
+    **_,
 ) -> tuple[Tensor, str] | tuple[Tensor, str, Labels]:
     """Every PNG/JPEG under ``path`` (recursively, sorted), as grey if all are grey else RGB.
+
+    Unreadable files are skipped with one warning that counts them and names the first few
+    (through ``log``, else :func:`warnings.warn`); ``strict=True`` refuses the folder instead.
 
     Images of different sizes need ``resize`` (square side, bicubic); otherwise a ValueError
     names two files whose sizes differ. When every image lies in a sub-folder of ``path`` (none
@@ -204,18 +212,30 @@ def image_folder(
     folder = _existing(path, "folder")
     if not folder.is_dir():
         raise ValueError(f"the image folder {folder} is not a directory")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
         raise ValueError(f"no PNG or JPEG images found under {folder}")
     image_module = _need("PIL.Image", "folder")
-    images = []
-    for f in files:
+    images, files, bad = [], [], []
+    for f in found:
         try:
             with image_module.open(f) as im:
                 im.load()
                 images.append(im.copy())
+                files.append(f)
         except Exception as err:  # Pillow raises several types for unreadable files
-            raise ValueError(f"cannot read image {f}: {err}") from None
+            if strict:
+                raise ValueError(f"cannot read image {f}: {err} (strict: no file may be skipped)") from None
+            bad.append(f)
+    if bad:
+        names = ", ".join(str(f.relative_to(folder)) for f in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        if not images:
+            raise ValueError(f"none of the {len(bad)} image files under {folder} could be read ({names})")
+        message = f"skipped {len(bad)} unreadable image file(s) of {len(found)} under {folder}: {names}"
+        if log is not None:
+            log(f"warning: {message}")
+        else:
+            warnings.warn(message, stacklevel=3)
     grey = all(im.mode in ("L", "1", "I", "I;16") for im in images)
     mode = "L" if grey else "RGB"
     if resize is not None:
@@ -251,7 +271,8 @@ def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str] | tupl
 
     Shape (n, d) is points (used as is); (n, H, W), (n, C, H, W) or (n, H, W, C) with C ∈ {1, 3}
     is images: uint8 is mapped from 0..255, floats in [0, 1] are mapped to [−1, 1], floats already
-    in [−1, 1] are kept.
+    in [−1, 1] are kept. The array is checked at load (:func:`check_array`): numeric, non-empty,
+    finite.
     """
     file = _existing(path, "array")
     try:
@@ -273,10 +294,7 @@ def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str] | tupl
             raise ValueError(f"{file} holds several arrays ({', '.join(keys)}); name the data array 'x'")
     else:
         array = loaded
-    if array.dtype.kind not in "uif" or array.ndim < 2 or len(array) == 0:
-        raise ValueError(
-            f"{file} must hold a numeric array of shape (n, ...) with n >= 1, got {array.dtype} {array.shape}"
-        )
+    check_array(array, file.name)
     if labels is not None:
         labels = _array_labels(labels, len(array), file)
     if array.ndim == 2:
@@ -299,6 +317,30 @@ def array_file(path: str | Path | None = None, **_) -> tuple[Tensor, str] | tupl
         elif lo < -1 - 1e-6 or hi > 1 + 1e-6:
             raise ValueError(f"{file}: float images must lie in [0, 1] or [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
     return x.contiguous(), "images", *([] if labels is None else [labels])
+
+
+def check_array(array: np.ndarray | Tensor, name: str) -> None:
+    """Refuse data that cannot train: a non-numeric dtype, fewer than 2 axes, no samples, NaN/Inf.
+
+    Messages name ``name``, the count and the first bad sample (row), e.g.
+    ``data.npy holds 100 NaN/Inf values (first at row 1)``.
+    """
+    if isinstance(array, Tensor):
+        array = array.detach().cpu().numpy()
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{name} must hold integers or floats, got dtype {array.dtype}")
+    if array.ndim < 2:
+        raise ValueError(f"{name} must have shape (n, d) for vectors or (n, ...) for images, got shape {array.shape}")
+    if len(array) == 0:
+        raise ValueError(f"{name} holds no samples (shape {array.shape})")
+    if 0 in array.shape[1:]:
+        raise ValueError(f"{name} holds samples with no values (shape {array.shape})")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array.reshape(len(array), -1))
+        count = int(bad.sum())
+        if count:
+            row = int(np.flatnonzero(bad.any(1))[0])
+            raise ValueError(f"{name} holds {count} NaN/Inf values (first at row {row})")
 
 
 def _array_labels(y: np.ndarray, n: int, file: Path) -> Labels:
@@ -330,12 +372,16 @@ def load_dataset(
     resize: int | None = None,
     heldout: float = 0.1,
     seed: int = 0,
+    strict: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Dataset:
     """Load dataset ``name`` (a :data:`DATASETS` name) and split off a held-out part.
 
     ``name`` may also be a path: a directory is read as an image folder, a ``.npy``/``.npz`` file as
     an array. ``n`` sizes the toy sets; ``heldout`` is the held-out fraction (at least one sample
-    stays on each side); the split is a seeded permutation.
+    stays on each side); the split is a seeded permutation. Every source is checked at load
+    (:func:`check_array`: dtype, shape, no samples, NaN/Inf). An image folder skips unreadable
+    files with a warning (``log``, else :func:`warnings.warn`) unless ``strict``.
     """
     if name not in DATASETS:
         candidate = Path(name).expanduser()
@@ -347,7 +393,8 @@ def load_dataset(
         raise ValueError(f"the held-out fraction must lie in [0, 1), got {heldout}")
     if n < 2:
         raise ValueError(f"the number of toy samples n must be at least 2, got {n}")
-    x, kind, *labelled = DATASETS.get(name)(n=n, seed=seed, path=path, resize=resize)
+    x, kind, *labelled = DATASETS.get(name)(n=n, seed=seed, path=path, resize=resize, strict=strict, log=log)
+    check_array(x, Path(path).name if name in ("folder", "array") and path is not None else f"the {name!r} data")
     if resize is not None and kind == "images" and name != "folder":
         x = torch.nn.functional.interpolate(
             x, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False

@@ -1,4 +1,4 @@
-"""Pictures without heavy dependencies: a PNG writer, image grids and 2-D scatter plots.
+"""Pictures without heavy dependencies: a PNG writer, image grids and plots of vectors (any d).
 
 The core package writes PNG with ``zlib`` alone (PNG spec, ISO/IEC 15948), so sample grids
 and scatter plots work without matplotlib or Pillow. Reading images (folders of PNG/JPEG)
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_write_bytes", "image_grid", "read_png", "save_png", "scatter_image"]
+__all__ = ["atomic_write_bytes", "image_grid", "save_png", "scatter_image"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -66,29 +66,6 @@ def save_png(path: str | os.PathLike, pixels: np.ndarray) -> Path:
     return Path(path)
 
 
-def read_png(path: str | os.PathLike) -> np.ndarray:
-    """Read back an 8-bit, non-interlaced PNG written by :func:`save_png` (filter 0 rows only)."""
-    data = Path(path).read_bytes()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"{path} is not a PNG file")
-    pos, idat = 8, b""
-    w = h = color = 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            w, h, _, color = struct.unpack(">IIBB", body[:10])
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    channels = 3 if color == 2 else 1
-    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
-    if (rows[:, 0] != 0).any():
-        raise ValueError(f"{path} uses PNG row filters; read it with Pillow instead")
-    pixels = rows[:, 1:].reshape(h, w, channels)
-    return pixels[..., 0] if channels == 1 else pixels
-
-
 def image_grid(images: Tensor, nrow: int | None = None, padding: int = 1, value_range=(-1.0, 1.0)) -> np.ndarray:
     """Tile a batch (B, C, H, W) (C = 1 or 3) into one uint8 picture, values clipped to ``value_range``."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -112,17 +89,70 @@ def scatter_image(
     size: int = 512,
     limits: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
-    """Rasterize 2-D points (blue) over optional reference points (grey) as an RGB uint8 image.
+    """Picture vectors (n, d) (blue) over optional reference vectors (grey) as an RGB uint8 image.
 
-    ``limits`` = (xmin, xmax, ymin, ymax); by default the padded bounding box of the reference
-    (or of the points). Points outside the box are dropped from the picture.
+    * d = 2: a scatter plot. ``limits`` = (xmin, xmax, ymin, ymax); by default the padded bounding
+      box of the reference (or of the points). Points outside the box are dropped from the picture.
+    * d = 1: histograms on a shared axis: the reference as grey bars, the points as a blue outline.
+    * d ≥ 3: a pair grid of 2-D scatter plots of the first min(d, 4) coordinates, in the order
+      (0, 1), (0, 2), (1, 2) for d = 3, then (0, 3), (1, 3), (2, 3) (a 3 × 2 grid) for d ≥ 4;
+      each panel is ``size`` / 2 wide. ``limits`` applies to d = 2 only.
     """
-    pts = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"scatter_image needs points of shape (n, 2), got {pts.shape}")
-    ref = None
-    if reference is not None:
-        ref = np.asarray(reference.detach().cpu() if isinstance(reference, Tensor) else reference, np.float64)
+    pts = _vectors(points, "points")
+    ref = None if reference is None else _vectors(reference, "reference")
+    if ref is not None and ref.shape[1] != pts.shape[1]:
+        raise ValueError(f"scatter_image: points have {pts.shape[1]} coordinates but the reference has {ref.shape[1]}")
+    d = pts.shape[1]
+    if d == 1:
+        return _histogram_image(pts[:, 0], None if ref is None else ref[:, 0], size)
+    if d == 2:
+        return _scatter2d(pts, ref, size, limits)
+    pairs = [(0, 1), (0, 2), (1, 2)] + ([(0, 3), (1, 3), (2, 3)] if d >= 4 else [])
+    side = max(size // 2, 16)
+    panels = [_scatter2d(pts[:, [i, j]], None if ref is None else ref[:, [i, j]], side, None) for i, j in pairs]
+    rows = [np.concatenate(panels[k : k + 3], axis=1) for k in range(0, len(panels), 3)]
+    return np.concatenate(rows, axis=0)
+
+
+def _vectors(x: Tensor | np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"scatter_image needs {name} of shape (n, d), got {x.shape}")
+    return x
+
+
+def _histogram_image(pts: np.ndarray, ref: np.ndarray | None, size: int) -> np.ndarray:
+    box = ref if ref is not None and len(ref) else pts
+    finite = box[np.isfinite(box)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (-1.0, 1.0)
+    pad = 0.08 * (hi - lo) + 1e-9
+    edges = np.linspace(lo - pad, hi + pad, max(size // 8, 2) + 1)
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    canvas[[0, -1], :] = canvas[:, [0, -1]] = 0  # frame
+    counts = [np.histogram(v[np.isfinite(v)], edges, density=True)[0] for v in (pts, ref) if v is not None]
+    top = max(c.max() for c in counts) or 1.0
+    width = (size - 2) / (len(edges) - 1)
+
+    def height(c: float) -> int:
+        return round(c / top * (size - 12))
+
+    if ref is not None:
+        for k, c in enumerate(counts[1]):
+            u0, u1 = 1 + int(k * width), 1 + int((k + 1) * width)
+            canvas[size - 1 - height(c) : size - 1, u0:u1] = (190, 190, 190)
+    for k, c in enumerate(counts[0]):  # the points' histogram as a step outline
+        u0, u1 = 1 + int(k * width), min(1 + int((k + 1) * width), size - 2)
+        v = size - 1 - height(c)
+        canvas[max(v - 1, 1) : v + 1, u0 : u1 + 1] = (31, 94, 204)
+        if k + 1 < len(counts[0]):
+            v_next = size - 1 - height(counts[0][k + 1])
+            canvas[max(min(v, v_next) - 1, 1) : max(v, v_next) + 1, max(u1 - 1, 1) : u1 + 1] = (31, 94, 204)
+    return canvas
+
+
+def _scatter2d(
+    pts: np.ndarray, ref: np.ndarray | None, size: int, limits: tuple[float, float, float, float] | None
+) -> np.ndarray:
     if limits is None:
         box = ref if ref is not None and len(ref) else pts
         finite = box[np.isfinite(box).all(1)]

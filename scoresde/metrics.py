@@ -17,9 +17,28 @@ held-out accuracy is reported):
 * :func:`kernel_distance` — KID (Bińkowski et al. 2018, §3): unbiased MMD² with the cubic
   polynomial kernel k(a, b) = (aᵀb/d + 1)³, averaged over random subsets.
 
-Inception FID (:func:`inception_features`) needs the FID Inception-v3 TorchScript file
-(``inception-2015-12-05.pt``, as used by clean-fid and StyleGAN) on disk; nothing is ever
-downloaded. Numbers in different feature spaces are not comparable with each other.
+Inception FID (:func:`inception_features` + :func:`frechet_distance`) needs the FID Inception-v3
+TorchScript file ``inception-2015-12-05.pt`` (NVIDIA's conversion of the TensorFlow graph used by
+TTUR, StyleGAN2-ADA/StyleGAN3 and EDM; clean-fid loads the same file) on disk; nothing is ever
+downloaded. Which numbers compare with which:
+
+* **Inception FID is comparable with papers** that use the TensorFlow FID protocol: TTUR's
+  ``fid.py``, StyleGAN2-ADA/StyleGAN3/EDM ``fid50k``, torch-fidelity, and clean-fid with
+  ``mode="legacy_tensorflow"`` — given the same reference set and sample count (FID is biased in
+  the number of samples; papers use 50,000). The preprocessing is theirs, step for step: samples
+  in [−1, 1] are quantized to uint8 as StyleGAN/EDM do (``(x·127.5 + 128).clamp(0, 255)`` cast to
+  uint8, i.e. round half up of (x + 1)·127.5), grey is repeated to 3 channels, and the uint8
+  batch goes at its native size to the TorchScript's own forward (``return_features=True``),
+  which resizes to 299×299 with its TensorFlow-1-compatible bilinear resize (the resize
+  torch-fidelity reimplements as ``interpolate_bilinear_2d_like_tensorflow1x``), scales to
+  [−1, 1] and returns the 2048-d pool3 features. The FID formula is TTUR's (covariances with
+  n − 1, Tr (Σ_x Σ_y)^{1/2}); the tests check it against that computation (scipy ``sqrtm``) and
+  against torch-fidelity's when it is installed.
+* **It is not comparable with clean-fid's default** ``mode="clean"``, which resizes the uint8
+  image with PIL bicubic in float before the network (bypassing the file's own resize); the two
+  differ most for small images (8×8, 28×28, 32×32 are all upsampled to 299).
+* **The classifier FD/KID are not comparable with any paper**: their feature space is a small
+  network trained here on the dataset itself; use them to rank runs of one dataset only.
 """
 
 from __future__ import annotations
@@ -46,6 +65,7 @@ __all__ = [
     "labelled_images",
     "load_or_train_classifier",
     "mmd",
+    "quantize_uint8",
     "sliced_wasserstein",
     "train_classifier",
     "vector_metrics",
@@ -301,17 +321,30 @@ def find_inception(path: str | os.PathLike | None = None) -> Path:
     )
 
 
+def quantize_uint8(images: Tensor) -> Tensor:
+    """Images in [−1, 1] → uint8 0..255 exactly as StyleGAN/EDM save samples before FID:
+    ``(x·127.5 + 128).clamp(0, 255)`` truncated, i.e. round half up of (x + 1)·127.5, clamped.
+    Data read from uint8 (u/127.5 − 1) maps back to u exactly."""
+    return (images.detach().float() * 127.5 + 128).clamp(0, 255).floor().to(torch.uint8)
+
+
 @torch.no_grad()
 def inception_features(images: Tensor, path: str | os.PathLike | None = None, batch_size: int = 100) -> Tensor:
-    """2048-d pool features of images in [−1, 1] (grey is repeated to RGB; resized to 299 by bilinear)."""
+    """2048-d pool3 features of images (B, C, H, W) in [−1, 1], C = 1 or 3, with the FID Inception file.
+
+    The preprocessing of StyleGAN/EDM and torch-fidelity (see the module docstring): uint8
+    quantization (:func:`quantize_uint8`), grey repeated to RGB, the uint8 batch at its native
+    size into the TorchScript's own resize and normalisation. Returns float64 features.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"Inception features need images of shape (B, 1 or 3, H, W), got {tuple(images.shape)}")
     with warnings.catch_warnings():  # the FID weights exist only as TorchScript; torch ≥ 2.10 flags jit.load
         warnings.simplefilter("ignore", DeprecationWarning)
         net = torch.jit.load(str(find_inception(path))).eval()
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].float()
+        x = quantize_uint8(images[i : i + batch_size])
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        x = torch.nn.functional.interpolate((x + 1) * 127.5, size=(299, 299), mode="bilinear", align_corners=False)
-        out.append(net(x.clamp(0, 255), return_features=True).double())
+        out.append(net(x, return_features=True).double())
     return torch.cat(out)

@@ -148,3 +148,55 @@ def test_npz_labels_and_their_errors(tmp_path):
     np.savez(tmp_path / "nox.npz", data=x, y=y)
     with pytest.raises(ValueError, match="holds labels 'y'; name the data array 'x'"):
         load_dataset(str(tmp_path / "nox.npz"))
+
+
+def test_arrays_are_validated_at_load_naming_file_count_and_first_row(tmp_path):
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    x[[7, 9], 1], x[9, 2] = np.nan, np.inf
+    np.save(tmp_path / "data.npy", x)
+    with pytest.raises(ValueError, match=r"^data\.npy holds 3 NaN/Inf values \(first at row 7\)$"):
+        load_dataset(str(tmp_path / "data.npy"))
+    images = np.zeros((6, 4, 4), np.float32)
+    images[4, 2, 1] = np.nan
+    np.savez(tmp_path / "img.npz", x=images)  # NaN would slip past the [0, 1] range check
+    with pytest.raises(ValueError, match=r"img\.npz holds 1 NaN/Inf values \(first at row 4\)"):
+        load_dataset(str(tmp_path / "img.npz"))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 2)))
+    with pytest.raises(ValueError, match=r"empty\.npy holds no samples"):
+        load_dataset(str(tmp_path / "empty.npy"))
+    np.save(tmp_path / "flat.npy", np.zeros(5))
+    with pytest.raises(ValueError, match=r"flat\.npy must have shape \(n, d\)"):
+        load_dataset(str(tmp_path / "flat.npy"))
+    np.save(tmp_path / "text.npy", np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(ValueError, match=r"text\.npy must hold integers or floats, got dtype <U1"):
+        load_dataset(str(tmp_path / "text.npy"))
+
+
+def test_builtin_loaders_are_validated_too(monkeypatch):
+    bad = torch.tensor([[0.0, 1.0], [float("nan"), 2.0], [3.0, 4.0]])
+    monkeypatch.setitem(DATASETS._items, "nan-toy", lambda **_: (bad, "points"))
+    with pytest.raises(ValueError, match=r"the 'nan-toy' data holds 1 NaN/Inf values \(first at row 1\)"):
+        load_dataset("nan-toy")
+
+
+def test_image_folder_skips_unreadable_files_with_one_warning_unless_strict(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    for i in range(4):
+        image.fromarray(np.full((6, 6), 50 * i, np.uint8)).save(tmp_path / f"g{i}.png")
+    for name in ("broken1.png", "broken2.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    skipped = r"skipped 2 unreadable image file\(s\) of 6 under .*: broken1\.png, broken2\.png"
+    with pytest.warns(UserWarning, match=skipped):
+        d = load_dataset(str(tmp_path), heldout=0.25)
+    assert len(d.train) + len(d.heldout) == 4
+    values = sorted(torch.cat([d.train, d.heldout])[:, 0, 0, 0].tolist())
+    assert values == pytest.approx([50 * i / 127.5 - 1 for i in range(4)])
+    messages = []
+    load_dataset(str(tmp_path), log=messages.append)
+    assert len(messages) == 1 and messages[0].startswith("warning: skipped 2 unreadable")
+    with pytest.raises(ValueError, match=r"cannot read image .*broken1\.png: .*\(strict: no file may be skipped\)"):
+        load_dataset(str(tmp_path), strict=True)
+    for i in range(4):
+        (tmp_path / f"g{i}.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="none of the 6 image files under"):
+        load_dataset(str(tmp_path))

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from scoresde.metrics import (
     kernel_distance,
     load_or_train_classifier,
     mmd,
+    quantize_uint8,
     sliced_wasserstein,
 )
 
@@ -115,22 +117,83 @@ def test_inception_weights_missing_gives_instructions(monkeypatch, tmp_path):
         find_inception(tmp_path / "missing.pt")
 
 
+def with_moments(mean: torch.Tensor, cov: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n samples whose sample mean and (n − 1) covariance are exactly ``mean`` and ``cov``."""
+    z = torch.randn(n, len(mean), generator=gen(seed), dtype=torch.float64)
+    z = z - z.mean(0)
+    white = z @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(z.T))).T
+    return mean + white @ torch.linalg.cholesky(cov).T
+
+
+def test_frechet_distance_equals_closed_form_and_the_ttur_formula_on_exact_moments():
+    """Diagonal covariances: FD = ‖μ₁ − μ₂‖² + Σ (s₁ − s₂)² exactly; general covariances: TTUR's
+    ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 sqrtm(Σ₁Σ₂)) with scipy's sqrtm, as torch-fidelity/pytorch-fid compute it."""
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    mu1, mu2 = torch.tensor([0.0, 1.0, -1.0, 0.5], dtype=torch.float64), torch.tensor([0.5, 1.0, 0.0, 0.5])
+    s1, s2 = torch.tensor([1.0, 2.0, 0.5, 1.0]), torch.tensor([1.5, 1.0, 0.5, 3.0])
+    x = with_moments(mu1, torch.diag(s1**2).double(), 300, 0)
+    y = with_moments(mu2.double(), torch.diag(s2**2).double(), 500, 1)
+    expected = ((mu1 - mu2) ** 2).sum() + ((s1 - s2) ** 2).sum()
+    assert frechet_distance(x, y) == pytest.approx(expected.item(), rel=1e-9)
+    d = 12
+    a, b = (
+        torch.randn(d, d, generator=gen(2), dtype=torch.float64),
+        torch.randn(d, d, generator=gen(3), dtype=torch.float64),
+    )
+    cov1, cov2 = a @ a.T / d + 0.1 * torch.eye(d), b @ b.T / d + 0.1 * torch.eye(d)  # they do not commute
+    m1, m2 = (
+        torch.randn(d, generator=gen(4), dtype=torch.float64),
+        torch.randn(d, generator=gen(5), dtype=torch.float64),
+    )
+    fx, fy = with_moments(m1, cov1, 400, 6), with_moments(m2, cov2, 300, 7)
+    c1, c2 = np.cov(fx.numpy(), rowvar=False), np.cov(fy.numpy(), rowvar=False)  # TTUR: np.cov, ddof 1
+    root = scipy_linalg.sqrtm(c1 @ c2).real
+    ttur = ((m1 - m2) ** 2).sum().item() + np.trace(c1) + np.trace(c2) - 2 * np.trace(root)
+    assert frechet_distance(fx, fy) == pytest.approx(ttur, rel=1e-9)
+    assert frechet_distance(fx, fy) == pytest.approx(frechet_distance(fy, fx), rel=1e-9)
+
+
+def test_frechet_distance_agrees_with_torch_fidelity():
+    metric_fid = pytest.importorskip("torch_fidelity.metric_fid")
+    fx = torch.randn(300, 64, generator=gen(8), dtype=torch.float64)
+    fy = 0.8 * torch.randn(250, 64, generator=gen(9), dtype=torch.float64) + 0.3
+    stats = [metric_fid.fid_features_to_statistics(f) for f in (fx, fy)]
+    reference = metric_fid.fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
+    assert frechet_distance(fx, fy) == pytest.approx(reference, rel=1e-6)
+
+
+def test_quantization_is_stylegans_round_half_up_and_inverts_uint8_data():
+    u = torch.arange(256, dtype=torch.float32)
+    assert torch.equal(quantize_uint8(u / 127.5 - 1), torch.arange(256, dtype=torch.uint8))
+    halfway = (torch.tensor([0.5, 1.5, 2.5, 254.5]) / 127.5 - 1).double()  # ties go up, as (x*127.5 + 128).to(uint8)
+    assert quantize_uint8(halfway).tolist() == [1, 2, 3, 255]
+    assert quantize_uint8(torch.tensor([-3.0, -1.0, 1.0, 7.0])).tolist() == [0, 0, 255, 255]
+    assert quantize_uint8(torch.tensor([0.2 / 127.5 - 1, 0.7 / 127.5 - 1])).tolist() == [0, 1]
+
+
+class RecordingInception(torch.nn.Module):
+    """A stand-in for the FID TorchScript: it insists on the input contract (uint8, NCHW, 3 channels,
+    native size) and returns the raw pixel values padded to 2048 so the test can read what it got."""
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[1] == 3 and return_features
+        flat = x.to(torch.float32).flatten(1)
+        return torch.cat([flat, torch.zeros(x.shape[0], 2048 - flat.shape[1])], 1)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_inception_features_plumbing_with_a_stand_in_torchscript_file(tmp_path):
-    # a stand-in with the FID Inception interface net(x, return_features=True) -> (B, 2048):
-    # checks that grey images become RGB in [0, 255] at 299×299 (no real weights in tests)
+def test_inception_input_is_the_uint8_grid_at_native_size_with_grey_repeated(tmp_path):
     from scoresde.metrics import inception_features
 
-    class StandIn(torch.nn.Module):
-        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-            assert x.shape[1:] == (3, 299, 299)
-            stats = torch.stack([x.mean((1, 2, 3)), x.amin((1, 2, 3)), x.amax((1, 2, 3))], 1)
-            return stats.repeat(1, 683)[:, :2048]
-
     path = tmp_path / "inception-2015-12-05.pt"
-    torch.jit.script(StandIn()).save(str(path))
-    images = torch.tensor([-1.0, 1.0]).repeat_interleave(32).reshape(2, 1, 4, 8)  # one black, one white
-    feats = inception_features(images, path)
-    assert feats.shape == (2, 2048)
-    assert feats[0, :3].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-3)
-    assert feats[1, :3].tolist() == pytest.approx([255.0, 255.0, 255.0], abs=1e-3)
+    torch.jit.script(RecordingInception()).save(str(path))
+    u = torch.randint(0, 256, (5, 1, 4, 6), generator=gen(0))
+    feats = inception_features(u / 127.5 - 1, path, batch_size=2)  # three batches
+    assert feats.shape == (5, 2048) and feats.dtype == torch.float64
+    got = feats[:, : 3 * 24].reshape(5, 3, 4, 6)
+    assert torch.equal(got, u.double().repeat(1, 3, 1, 1))  # same grey grid in R, G and B
+    rgb = torch.rand(2, 3, 5, 5, generator=gen(1)) * 2 - 1
+    got = inception_features(rgb, path)[:, :75].reshape(2, 3, 5, 5)
+    assert torch.equal(got, quantize_uint8(rgb).double())
+    with pytest.raises(ValueError, match=r"\(B, 1 or 3, H, W\), got \(2, 2, 5, 5\)"):
+        inception_features(torch.zeros(2, 2, 5, 5), path)

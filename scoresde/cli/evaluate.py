@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, fail, set_threads
+from .app import app, fail, output_file, output_folder, set_threads, write_failed
 
 
 def _load(run: Path | None):
@@ -36,7 +36,10 @@ def _write_json(path: Path | None, record: dict) -> None:
     if path is not None:
         from ..imageio import atomic_write_bytes
 
-        atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+        try:
+            atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+        except OSError as err:
+            write_failed(path, err, "--json")
         typer.echo(f"wrote {path}")
 
 
@@ -71,6 +74,8 @@ def likelihood(
         fail(f"unknown time grid {grid!r}; choose one of: {', '.join(TIME_GRIDS)}")
     if num < 1:
         fail(f"--num must be a positive integer, got {num}")
+    if json_out is not None:
+        output_file(json_out, "--json", "a JSON file path")
     r = _load(run)
     if r.reference is None:
         fail(f"run {r.run_dir} has no held-out reference data (reference.safetensors)")
@@ -138,7 +143,10 @@ def evaluate(
     if steps < 1 or num < 2:
         fail("--steps must be >= 1 and --num >= 2")
     set_threads(threads)
+    if json_out is not None:
+        output_file(json_out, "--json", "a JSON file path")
     r = _load(run)
+    json_out = output_file(json_out or r.run_dir / f"eval_{'+'.join(solvers)}_{steps}.json", "--json", "a JSON file")
     try:
         result = evaluate_run(
             r,
@@ -153,7 +161,7 @@ def evaluate(
         )
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
-    _write_json(json_out or r.run_dir / f"eval_{'+'.join(solvers)}_{steps}.json", result)
+    _write_json(json_out, result)
 
 
 @app.command("compare-losses")
@@ -193,6 +201,7 @@ def compare_losses_command(
         threads=threads,
     )
     set_threads(threads)
+    output_folder(out)
     try:
         result = compare_losses(
             data,

@@ -1,8 +1,10 @@
 """``scoresde sample``: draw samples from an analytic model (no training) or a trained run.
 
-Solvers, grids and analytic models are read from their registries. The output is a PNG (a
-scatter plot over reference points for 2-D data, an image grid for images) or an ``.npz``
-holding the raw samples.
+Solvers, grids and analytic models are read from their registries. The output is a PNG (an
+image grid for images; for vectors a scatter plot over reference points (d = 2), a histogram
+(d = 1) or a pair grid (d ≥ 3)) or an ``.npz`` holding the raw samples. The output path is
+checked before any sampling: missing parent folders are created; an existing folder, a file in
+the way or an unwritable folder ends in one error line.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .. import samplers
 from ..analytic import MODELS
 from ..grids import TIME_GRIDS
 from ..samplers import SOLVERS
-from .app import app, fail, set_threads
+from .app import app, fail, output_file, set_threads, write_failed
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -73,6 +75,65 @@ def _source(model: str | None, run: Path | None, device: str):
     return loaded.model, loaded.sde, tuple(loaded.data_shape), kind, loaded.reference, desc, None
 
 
+class _NpzWriter:
+    """Write ``samples`` (float32, ``shape``) into an .npz chunk by chunk, as np.savez lays it out
+    (an uncompressed zip of .npy files), in a temporary file renamed over ``path`` on :meth:`close`."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        import os
+        import tempfile
+        import zipfile
+
+        import numpy as np
+
+        self.path, self.shape, self.written = path, shape, 0
+        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.zip = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.member = self.zip.open("samples.npy", "w", force_zip64=True)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self.member, header)
+
+    def write(self, x) -> None:
+        import numpy as np
+
+        self.member.write(np.ascontiguousarray(x.numpy(), dtype="<f4").tobytes())
+        self.written += len(x)
+
+    def close(self, **scalars) -> None:
+        import os
+
+        import numpy as np
+
+        if self.written != self.shape[0]:
+            raise RuntimeError(f"wrote {self.written} of {self.shape[0]} samples")  # a bug, not a user error
+        self.member.close()
+        for key, value in scalars.items():
+            with self.zip.open(f"{key}.npy", "w") as f:
+                np.lib.format.write_array(f, np.asarray(value), allow_pickle=False)
+        self.zip.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        """Remove the temporary file if :meth:`close` did not rename it (an error, Ctrl-C)."""
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def _write_png(out: Path, x, kind: str, reference) -> None:
+    """An image grid of the first 64 images, or a plot of the vectors over the reference."""
+    from ..imageio import image_grid, save_png, scatter_image
+
+    if kind == "images":
+        zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged, as the trainer's previews
+        pixels = image_grid(x[:64].clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
+    else:  # vectors of any dimension: a scatter plot (d = 2), a histogram (d = 1) or a pair grid (d >= 3)
+        pixels = scatter_image(x.flatten(1), None if reference is None else reference.flatten(1).cpu())
+    save_png(out, pixels)
+
+
 @app.command()
 def sample(
     model: Annotated[
@@ -98,7 +159,6 @@ def sample(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default)")] = 1,
 ) -> None:
     """Sample an analytic model (--model gmm) or a trained run with any solver; write a PNG or an .npz."""
-    import numpy as np
     import torch
 
     if solver not in SOLVERS:
@@ -109,8 +169,11 @@ def sample(
         fail(f"--steps must be a positive integer, got {steps}")
     if num is not None and num < 1:
         fail(f"--num must be a positive integer, got {num}")
+    if batch_size is not None and batch_size < 1:
+        fail(f"--batch-size must be a positive integer, got {batch_size}")
     if out.suffix.lower() not in (".png", ".npz"):
         fail(f"--out must end in .png or .npz, got {out}")
+    output_file(out, "--out", "a file ending in .png or .npz")
     set_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
@@ -123,6 +186,8 @@ def sample(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    chunk = batch_size or num
+    starts = range(0, num, chunk)
     start = time.perf_counter()
     progress = Progress(
         TextColumn(f"{solver} ({steps} steps)"),
@@ -132,58 +197,58 @@ def sample(
         transient=True,
         disable=num * steps < 200_000,  # a bar only for long work
     )
-    with progress:
-        task = progress.add_task("sample", total=1.0)
-        try:
-            x, info = samplers.sample(
-                net,
-                sde,
-                (num, *data_shape),
-                solver=solver,
-                steps=steps,
-                generator=generator,
-                grid=grid,
-                t_min=t_min,
-                batch_size=batch_size,
-                callback=lambda s: progress.update(task, completed=s["progress"]),
-                return_info=True,
-                device=device,
-                **clip,
-                **options,
-            )
-        except ValueError as err:
-            fail(str(err))
-    seconds = time.perf_counter() - start
-    x = x.detach().cpu().float()
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npz":
-        import io
-
-        from ..imageio import atomic_write_bytes
-
-        buffer = io.BytesIO()
-        np.savez(buffer, samples=x.numpy(), solver=solver, steps=steps, nfe=info.nfe, seed=seed)
-        atomic_write_bytes(out, buffer.getvalue())
-    else:
-        from ..imageio import image_grid, save_png, scatter_image
-
-        if kind == "images":
-            zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged, as the trainer's previews
-            pixels = image_grid(x[:64].clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
-        elif math.prod(data_shape) == 2:
-            pixels = scatter_image(x.reshape(-1, 2), None if reference is None else reference.reshape(-1, 2))
+    # Chunk by chunk, each drawing from ``generator`` in turn (the same numbers as one call of
+    # samplers.sample with batch_size): the .npz is written as the chunks come, and only what the
+    # PNG shows (64 images, or the vectors) and the analytic model's running statistics are kept,
+    # so memory does not grow with --num.
+    sink = _NpzWriter(out, (num, *data_shape)) if out.suffix.lower() == ".npz" else None
+    kept, nfe, logp_sum, counts = [], 0, 0.0, None
+    try:
+        with progress:
+            task = progress.add_task("sample", total=1.0)
+            for c, first in enumerate(starts):
+                try:
+                    x, info = samplers.sample(
+                        net,
+                        sde,
+                        (min(chunk, num - first), *data_shape),
+                        solver=solver,
+                        steps=steps,
+                        generator=generator,
+                        grid=grid,
+                        t_min=t_min,
+                        callback=lambda s, c=c: progress.update(task, completed=(c + s["progress"]) / len(starts)),
+                        return_info=True,
+                        device=device,
+                        **clip,
+                        **options,
+                    )
+                except ValueError as err:
+                    fail(str(err))
+                x, nfe = x.detach().cpu().float(), nfe + info.nfe
+                if sink is not None:
+                    sink.write(x)
+                elif kind != "images" or sum(len(k) for k in kept) < 64:
+                    kept.append(x if kind != "images" else x[: 64 - sum(len(k) for k in kept)])
+                if data is not None:  # ground truth known: running statistics of the samples
+                    finite = x[torch.isfinite(x.flatten(1)).all(1)]
+                    logp_sum += data.log_prob(finite).double().sum().item()
+                    found = data.responsibilities(finite).argmax(1).bincount(minlength=data.K).double()
+                    counts = found if counts is None else counts + found
+        seconds = time.perf_counter() - start
+        if sink is not None:
+            sink.close(solver=solver, steps=steps, nfe=nfe, seed=seed)
         else:
-            fail(f"a PNG needs 2-D points or images; these samples have shape {data_shape}: use --out x.npz")
-        save_png(out, pixels)
-    typer.echo(
-        f"wrote {out}: {num} samples from {desc}, solver {solver}, {steps} steps, NFE {info.nfe}, {seconds:.2f} s"
-    )
-    if data is not None:  # ground truth known: say how good the samples are
-        finite = torch.isfinite(x.flatten(1)).all(1)
-        logp = data.log_prob(x[finite]).mean().item()
+            _write_png(out, torch.cat(kept), kind, reference)
+    except OSError as err:
+        write_failed(out, err)
+    finally:
+        if sink is not None:
+            sink.discard()
+    typer.echo(f"wrote {out}: {num} samples from {desc}, solver {solver}, {steps} steps, NFE {nfe}, {seconds:.2f} s")
+    if data is not None:
+        logp = logp_sum / max(counts.sum().item(), 1)
         logp_data = data.log_prob(reference).mean().item()
-        counts = data.responsibilities(x[finite]).argmax(1).bincount(minlength=data.K).double()
         mode_error = 0.5 * (counts / counts.sum() - data.weights).abs().sum().item()
         typer.echo(f"mean log p_data(samples) = {logp:.3f} (data itself: {logp_data:.3f})")
         typer.echo(f"mode-weight error (total variation) = {mode_error:.3f}")
