@@ -262,7 +262,7 @@ def _load_unet(folder: Path):
             "UNet2DModel networks (DDPM-style pipelines), not latent or text-conditional ones"
         )
     try:
-        return _diffusers().UNet2DModel.from_pretrained(folder, local_files_only=True)
+        return _diffusers().UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot load the UNet in {folder}: {str(err).splitlines()[0]}") from None
 

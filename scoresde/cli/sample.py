@@ -1,4 +1,4 @@
-"""``scoresde sample``: draw samples from an analytic model (no training) or a trained run.
+"""``scoresde sample``: draw samples from an analytic model (no training), a trained run or a diffusers model.
 
 Solvers, grids and analytic models are read from their registries. The output is a PNG (a
 scatter plot over reference points for 2-D data, an image grid for images) or an ``.npz``
@@ -19,6 +19,7 @@ from ..analytic import MODELS
 from ..samplers import SOLVERS
 from ..schedules import TIME_GRIDS
 from .app import app, fail, set_threads
+from .sources import load_source
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -44,43 +45,15 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
-def _source(model: str | None, run: Path | None, device: str):
-    """(model, sde, prediction, data_shape, kind, reference, description, data) for the chosen source."""
-    import torch
-
-    if model is not None and run is not None:
-        fail("give either --model (analytic) or --run (trained), not both")
-    if model is not None:
-        if model not in MODELS:
-            fail(f"unknown analytic model {model!r}; choose one of: {', '.join(MODELS)}")
-        from ..sde import VPSDE
-
-        data, sde = MODELS[model](), VPSDE()
-        reference = data.sample(4000, torch.Generator().manual_seed(12345))
-        return data.model(sde, "eps"), sde, "eps", data.data_shape, "points", reference, f"analytic {model}", data
-    try:
-        from ..train import latest_run, load_run
-    except ImportError:  # pragma: no cover - the trainer ships with the package
-        fail("training support is not available; pass --model gmm to sample an analytic model")
-    if run is None:
-        run = latest_run("runs")
-        if run is None:
-            fail("no trained run under ./runs: run `scoresde train` first, or pass --model gmm (no training needed)")
-    try:
-        loaded = load_run(run, device=device)
-    except ValueError as err:
-        fail(str(err))
-    kind = loaded.kind
-    desc = f"run {loaded.run_dir} (step {getattr(loaded, 'step', '?')})"
-    return loaded.model, loaded.sde, loaded.prediction, tuple(loaded.data_shape), kind, loaded.reference, desc, None
-
-
 @app.command()
 def sample(
     model: Annotated[
         str | None, typer.Option("--model", help=f"analytic model, no training: {', '.join(MODELS)}")
     ] = None,
     run: Annotated[Path | None, typer.Option("--run", help="trained run folder (default: newest in ./runs)")] = None,
+    diffusers: Annotated[
+        Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler, save_pretrained)")
+    ] = None,
     solver: Annotated[str, typer.Option(help=f"one of: {', '.join(SOLVERS)}")] = "unipc",
     steps: Annotated[int, typer.Option(help="number of steps of the time grid (+1 NFE for the denoising step)")] = 20,
     num: Annotated[int | None, typer.Option(help="number of samples (default: 64 images, a grid; 2000 points)")] = None,
@@ -99,7 +72,7 @@ def sample(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default)")] = 1,
 ) -> None:
-    """Sample an analytic model (--model gmm) or a trained run with any solver; write a PNG or an .npz."""
+    """Sample an analytic model (--model gmm), a run or a diffusers model with any solver; write a PNG or .npz."""
     import numpy as np
     import torch
 
@@ -117,11 +90,13 @@ def sample(
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
     options = _parse_options(option or [])
-    net, sde, prediction, data_shape, kind, reference, desc, data = _source(model, run, device)
+    src = load_source(model=model, run=run, diffusers=diffusers, device=device)
+    net, sde, prediction, data_shape, kind = src.model, src.sde, src.prediction, src.data_shape, src.kind
+    reference, desc, data = src.reference, src.description, src.analytic
     if num is None:
         num = 64 if kind == "images" else 2000
     generator = torch.Generator(device).manual_seed(seed)
-    clip = {"clip_x0": 1.0} if kind == "images" else {}
+    defaults = {k: v for k, v in src.sample_options(solver).items() if k not in options}  # -o overrides them
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -151,7 +126,7 @@ def sample(
                 callback=lambda s: progress.update(task, completed=s["progress"]),
                 return_info=True,
                 device=device,
-                **clip,
+                **defaults,
                 **options,
             )
         except ValueError as err:
