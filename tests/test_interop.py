@@ -338,3 +338,128 @@ def test_denoiser_errors_are_one_clear_line():
         den(x, torch.full((4,), 1e6))
     with pytest.raises(ValueError, match="needs prediction"):
         sd.to_denoiser(lambda x, t: x, sde)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "pipe"
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=N, variance_type="fixed_large")
+    diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=scheduler).save_pretrained(folder)
+    return folder
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from scoresde.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_sample_diffusers_equals_the_python_api(pipe_dir, tmp_path):
+    np = pytest.importorskip("numpy")
+    pre = sd.from_diffusers(pipe_dir)
+    assert pre.sample_options("ancestral") == {"clip_x0": 1.0, "variance": "large"}  # fixed_large
+    for solver, steps in (("ancestral", 20), ("euler-maruyama", 10), ("pc", 5), ("dpm-solver++", 10)):
+        out = tmp_path / f"{solver}.npz"
+        result = invoke(
+            "sample",
+            "--diffusers",
+            pipe_dir,
+            "--solver",
+            solver,
+            "--steps",
+            steps,
+            "--num",
+            3,
+            "--seed",
+            7,
+            "--out",
+            out,
+        )
+        assert result.exit_code == 0, result.output
+        assert f"diffusers {pipe_dir} (DDPMScheduler, eps-prediction, N=1000), solver {solver}" in result.output
+        g = torch.Generator().manual_seed(7)
+        x = sd.sample(
+            pre.model,
+            pre.sde,
+            (3, 1, 8, 8),
+            solver,
+            steps,
+            prediction=pre.model.prediction,
+            generator=g,
+            **pre.sample_options(solver),
+        )
+        with np.load(out) as f:
+            assert np.array_equal(f["samples"], x.numpy()), solver  # same defaults (clip, variance), same draws
+
+
+def test_cli_likelihood_diffusers_bits_per_dim(pipe_dir, tmp_path):
+    pytest.importorskip("sklearn")
+    from scoresde.data import load_dataset
+
+    pre = sd.from_diffusers(pipe_dir)
+    x = load_dataset("digits", heldout=0.0).train[:2]
+    for method, extra in (("vlb", ["--steps", 50]), ("ode", ["--rtol", 1e-3, "--atol", 1e-3])):
+        out = tmp_path / f"{method}.json"
+        result = invoke(
+            "likelihood",
+            "--diffusers",
+            pipe_dir,
+            "--data",
+            "digits",
+            "--num",
+            2,
+            "--method",
+            method,
+            *extra,
+            "--json",
+            out,
+        )
+        assert result.exit_code == 0, result.output
+        assert "bits/dim (17 levels)" in result.output
+        record = __import__("json").loads(out.read_text())
+        options = {"steps": 50} if method == "vlb" else {"rtol": 1e-3, "atol": 1e-3}
+        nll = sd.log_likelihood(
+            pre.model,
+            pre.sde,
+            x,
+            method,
+            pre.model.prediction,
+            levels=17,
+            generator=torch.Generator().manual_seed(0),
+            **options,
+        )
+        assert math.isclose(record["bits_per_dim"], (nll / 64).mean().item() / math.log(2), rel_tol=1e-9)
+
+
+def test_cli_diffusers_errors_are_one_line(pipe_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    diffusers.DDPMScheduler().save_pretrained(tmp_path / "sched")
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    classy = tmp_path / "classy"
+    diffusers.DDPMPipeline(unet=tiny_unet(3), scheduler=diffusers.DDPMScheduler()).save_pretrained(classy)
+    ve = tmp_path / "ve"
+    diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=diffusers.ScoreSdeVeScheduler()).save_pretrained(ve)
+    cases = [
+        (
+            ["sample", "--diffusers", pipe_dir, "--run", tmp_path / "run"],
+            "give one model source, not --run and --diffusers",
+        ),
+        (["sample", "--diffusers", tmp_path / "sched"], "holds no UNet"),
+        (["likelihood", "--diffusers", tmp_path / "unet", "--data", "digits"], "holds no scheduler"),
+        (["sample", "--diffusers", ve], "unsupported diffusers scheduler 'ScoreSdeVeScheduler'; supported"),
+        (["sample", "--diffusers", classy], "class-conditional UNet (3 classes)"),
+        (["likelihood", "--diffusers", pipe_dir], "a diffusers model has no held-out data"),
+        (["evaluate", "--diffusers", pipe_dir], "a diffusers model has no held-out data"),
+        (["likelihood", "--diffusers", pipe_dir, "--data", tmp_path / "missing.npy"], "does not exist"),
+        (["sample", "--diffusers", "nobody/nothing-here"], "scoresde never downloads"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
