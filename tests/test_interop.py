@@ -447,7 +447,7 @@ def test_cli_diffusers_errors_are_one_line(pipe_dir, tmp_path):
     cases = [
         (
             ["sample", "--diffusers", pipe_dir, "--run", tmp_path / "run"],
-            "give one model source, not --run and --diffusers",
+            "give either --model, --run or --diffusers, not --run and --diffusers",
         ),
         (["sample", "--diffusers", tmp_path / "sched"], "holds no UNet"),
         (["likelihood", "--diffusers", tmp_path / "unet", "--data", "digits"], "holds no scheduler"),

@@ -81,7 +81,7 @@ def load_source(
     """The model named by ``--model``, ``--run`` or ``--diffusers`` (at most one), with ``--data`` applied."""
     given = [name for name, value in (("--model", model), ("--run", run), ("--diffusers", diffusers)) if value]
     if len(given) > 1:
-        fail(f"give one model source, not {' and '.join(given)}")
+        fail(f"give either --model, --run or --diffusers, not {' and '.join(given)}")
     if model is not None:
         source = _analytic(model)
     elif diffusers is not None:
