@@ -83,6 +83,15 @@ def test_time_label_is_the_ddpm_timestep(saved):
         shifted = pre.unet(x, i - 2).sample
     assert torch.equal(ours, ref)
     assert (ours - shifted).abs().max() > 1e-4  # the label matters: a one-step shift is seen
+    # the fractional label tN − 1: the same at the grid times, interpolated between them
+    frac = sd.from_diffusers(pre.unet, pre.scheduler, time_label="fractional").model
+    with torch.no_grad():
+        assert (frac(x, t) - ref).abs().max() < 1e-5
+        k = torch.tensor([2, 3, 500, 1000])
+        t_mid = ((k.double() - 0.5) / N).float()  # between the grid times: label k − 1.5
+        mid = frac(x, t_mid)
+        assert torch.allclose(mid, pre.unet(x, k.double() - 1.5).sample, atol=1e-5)
+        assert (mid - pre.model(x, t_mid)).abs().max() > 1e-4  # `index` rounds to a grid label instead
 
 
 @pytest.mark.parametrize("scheduler_cls", ["DDPMScheduler", "DDIMScheduler"])
@@ -91,11 +100,13 @@ def test_objects_and_unet_folder_with_scheduler(saved, tmp_path, scheduler_cls):
     scheduler = getattr(diffusers, scheduler_cls).from_config(pre.scheduler.config)
     from_objects = sd.from_diffusers(pre.unet, scheduler)
     from_folders = sd.from_diffusers(folder / "unet", scheduler=folder / "scheduler")
+    from_pipeline = sd.from_diffusers(diffusers.DDPMPipeline(unet=pre.unet, scheduler=scheduler))
     t = torch.tensor([0.3, 0.7])
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(from_objects.model(x, t), pre.model(x, t))
         assert torch.equal(from_folders.model(x, t), pre.model(x, t))
+        assert torch.equal(from_pipeline.model(x, t), pre.model(x, t))
     assert torch.equal(from_objects.sde.discretize(N).alpha_bars, pre.sde.discretize(N).alpha_bars)
 
 
