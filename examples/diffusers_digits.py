@@ -6,7 +6,7 @@ DDPM's L_simple on the scheduler's exact VP SDE, EMA weights); ``save_pretrained
 pipeline folder (``unet/`` + ``scheduler/``) that ``DDPMPipeline.from_pretrained`` loads, and that
 the scoresde CLI reads with ``--diffusers``:
 
-    python examples/diffusers_digits.py --out digits-diffusers          # ~3 min on one CPU core
+    python examples/diffusers_digits.py --out digits-diffusers          # ~3-4 min on one CPU core
     scoresde sample --diffusers digits-diffusers --solver dpm-solver++ --steps 20 --out dpm.png
     scoresde likelihood --diffusers digits-diffusers --data digits --method vlb
 """
