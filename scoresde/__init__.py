@@ -26,6 +26,10 @@ _LAZY = {
     "guided": "scoresde.guidance",
     "WEIGHTINGS": "scoresde.losses",
     "denoising_loss": "scoresde.losses",
+    "from_diffusers": "scoresde.interop",
+    "from_denoiser": "scoresde.interop",
+    "to_denoiser": "scoresde.interop",
+    "Pretrained": "scoresde.interop",
 }
 
 

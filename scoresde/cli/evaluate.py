@@ -10,19 +10,7 @@ from typing import Annotated
 import typer
 
 from .app import app, fail, output_file, output_folder, set_threads, write_failed
-
-
-def _load(run: Path | None):
-    from ..train import latest_run, load_run
-
-    if run is None:
-        run = latest_run()
-        if run is None:
-            fail("no --run given and no trained run under ./runs (train one first: scoresde train)")
-    try:
-        return load_run(run)
-    except ValueError as err:
-        fail(str(err))
+from .sources import load_source
 
 
 def _split(text: str, what: str) -> list[str]:
@@ -46,9 +34,16 @@ def _write_json(path: Path | None, record: dict) -> None:
 @app.command()
 def likelihood(
     run: Annotated[Path | None, typer.Option("--run", help="run folder (default: the newest under ./runs)")] = None,
+    diffusers: Annotated[
+        Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler); needs --data")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="reference data, a dataset name or path (default: the run's held-out split)"),
+    ] = None,
     method: Annotated[str, typer.Option(help="ode (probability-flow ODE) or vlb (discrete variational bound)")] = "ode",
     num: Annotated[int, typer.Option(help="held-out samples to evaluate")] = 200,
-    steps: Annotated[int, typer.Option(help="VLB chain length N (0: the run's N)")] = 0,
+    steps: Annotated[int, typer.Option(help="VLB chain length N (0: the run's N; a diffusers model's N)")] = 0,
     grid: Annotated[
         str, typer.Option(help="VLB time grid: uniform (DDPM) or any time grid, e.g. log-snr (see scoresde info)")
     ] = "uniform",
@@ -60,7 +55,7 @@ def likelihood(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
 ) -> None:
-    """Negative log-likelihood of held-out data (bits/dim for quantized images, nats/dim otherwise)."""
+    """Negative log-likelihood of held-out data or --data (bits/dim for quantized images, nats/dim otherwise)."""
     import torch
 
     from ..compare import data_levels
@@ -76,13 +71,14 @@ def likelihood(
         fail(f"--num must be a positive integer, got {num}")
     if json_out is not None:
         output_file(json_out, "--json", "a JSON file path")
-    r = _load(run)
+    r = load_source(run=run, diffusers=diffusers, data=data)
     if r.reference is None:
-        fail(f"run {r.run_dir} has no held-out reference data (reference.safetensors)")
-    dataset = r.config.data.path or r.config.data.name
-    levels = data_levels(dataset, r.kind)
+        if diffusers is not None:
+            fail("a diffusers model has no held-out data: give the images to score with --data NAME|PATH")
+        fail(f"{r.description} has no held-out reference data (reference.safetensors); pass --data")
+    levels = data_levels(r.dataset, r.kind)
     dim = math.prod(r.data_shape)
-    options = {"steps": steps or r.config.loss.N, "grid": grid} if method == "vlb" else {}
+    options = {"steps": steps or r.N, "grid": grid} if method == "vlb" else {}
     if method == "ode":
         options.update(divergence=divergence, probes=probes, rtol=rtol, atol=atol)
     try:
@@ -100,7 +96,7 @@ def likelihood(
         fail(str(err))
     per_dim = nll / dim
     mean, se = per_dim.mean().item(), per_dim.std().item() / math.sqrt(len(per_dim)) if len(per_dim) > 1 else 0.0
-    typer.echo(f"run {r.run_dir} (step {r.step}), {len(nll)} held-out samples, method {method}, {info.nfe} NFE")
+    typer.echo(f"{r.description}, {len(nll)} samples of {r.dataset}, method {method}, {info.nfe} NFE")
     typer.echo(f"NLL: {mean:.4f} ± {se:.4f} nats/dim ({nll.mean().item():.3f} nats per sample)")
     record = {"method": method, "nats_per_dim": mean, "nats_per_dim_se": se, "nfe": info.nfe, "n": len(nll)}
     if levels is not None:
@@ -115,6 +111,13 @@ def likelihood(
 @app.command()
 def evaluate(
     run: Annotated[Path | None, typer.Option("--run", help="run folder (default: the newest under ./runs)")] = None,
+    diffusers: Annotated[
+        Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler); needs --data")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="reference data, a dataset name or path (default: the run's held-out split)"),
+    ] = None,
     solver: Annotated[str, typer.Option(help="sampler name(s), comma-separated (see scoresde info)")] = "ancestral",
     steps: Annotated[int, typer.Option(help="sampling steps")] = 100,
     num: Annotated[int, typer.Option(help="samples to draw per solver")] = 500,
@@ -123,11 +126,16 @@ def evaluate(
     inception: Annotated[Path | None, typer.Option(help="FID Inception TorchScript file (adds Inception FID)")] = None,
     seed: Annotated[int, typer.Option(help="seed of sampling and likelihood noise")] = 0,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="where to write the JSON (default: RUN/eval_SOLVER_STEPS.json)")
+        Path | None,
+        typer.Option("--json", help="JSON output (default: RUN/eval_SOLVER_STEPS.json; diffusers: only if given)"),
     ] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
 ) -> None:
-    """Sample quality (FD/KID in classifier features for images, SW2/MMD for points) and NLL of a run."""
+    """Sample quality (FD/KID in classifier features for images, SW2/MMD for points) and NLL of a model.
+
+    The reference is the run's held-out split or --data; a diffusers model needs --data (its NLL is
+    measured on those images, and samples are compared with them).
+    """
     from ..compare import evaluate_run
     from ..likelihood import METHODS
     from ..samplers import SOLVERS
@@ -145,11 +153,15 @@ def evaluate(
     set_threads(threads)
     if json_out is not None:
         output_file(json_out, "--json", "a JSON file path")
-    r = _load(run)
-    json_out = output_file(json_out or r.run_dir / f"eval_{'+'.join(solvers)}_{steps}.json", "--json", "a JSON file")
+    r = load_source(run=run, diffusers=diffusers, data=data)
+    if r.reference is None and diffusers is not None:
+        fail("a diffusers model has no held-out data: give reference images with --data NAME|PATH")
+    if json_out is None and r.run_dir is not None:
+        json_out = output_file(r.run_dir / f"eval_{'+'.join(solvers)}_{steps}.json", "--json", "a JSON file")
+    typer.echo(f"evaluating {r.description} against {r.dataset}")
     try:
         result = evaluate_run(
-            r,
+            r.as_run(),
             solvers=solvers,
             sample_steps=steps,
             num_samples=num,
@@ -161,6 +173,8 @@ def evaluate(
         )
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
+    if r.run_dir is None:
+        result["run"] = r.description
     _write_json(json_out, result)
 
 

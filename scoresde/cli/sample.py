@@ -1,4 +1,4 @@
-"""``scoresde sample``: draw samples from an analytic model (no training) or a trained run.
+"""``scoresde sample``: draw samples from an analytic model (no training), a trained run or a diffusers model.
 
 Solvers, grids and analytic models are read from their registries. The output is a PNG (an
 image grid for images; for vectors a scatter plot over reference points (d = 2), a histogram
@@ -21,6 +21,7 @@ from ..analytic import MODELS
 from ..grids import TIME_GRIDS
 from ..samplers import SOLVERS
 from .app import app, fail, output_file, set_threads, write_failed
+from .sources import load_source
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -44,35 +45,6 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
                     pass
         options[key] = value
     return options
-
-
-def _source(model: str | None, run: Path | None, device: str):
-    """(model, sde, data_shape, kind, reference, description, data) for the chosen source."""
-    import torch
-
-    if model is not None and run is not None:
-        fail("give either --model (analytic) or --run (trained), not both")
-    if model is not None:
-        if model not in MODELS:
-            fail(f"unknown analytic model {model!r}; choose one of: {', '.join(MODELS)}")
-        from ..sde import VPSDE
-
-        data, sde = MODELS[model](), VPSDE()
-        reference = data.sample(4000, torch.Generator().manual_seed(12345))
-        return data.model(sde, "eps"), sde, data.data_shape, "points", reference, f"analytic {model}", data
-    from ..train import latest_run, load_run
-
-    if run is None:
-        run = latest_run("runs")
-        if run is None:
-            fail("no trained run under ./runs: run `scoresde train` first, or pass --model gmm (no training needed)")
-    try:
-        loaded = load_run(run, device=device)
-    except ValueError as err:
-        fail(str(err))
-    kind = loaded.kind
-    desc = f"run {loaded.run_dir} (step {getattr(loaded, 'step', '?')})"
-    return loaded.model, loaded.sde, tuple(loaded.data_shape), kind, loaded.reference, desc, None
 
 
 class _NpzWriter:
@@ -140,6 +112,9 @@ def sample(
         str | None, typer.Option("--model", help=f"analytic model, no training: {', '.join(MODELS)}")
     ] = None,
     run: Annotated[Path | None, typer.Option("--run", help="trained run folder (default: newest in ./runs)")] = None,
+    diffusers: Annotated[
+        Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler, save_pretrained)")
+    ] = None,
     solver: Annotated[str, typer.Option(help=f"one of: {', '.join(SOLVERS)}")] = "unipc",
     steps: Annotated[int, typer.Option(help="number of steps of the time grid (+1 NFE for the denoising step)")] = 20,
     num: Annotated[int | None, typer.Option(help="number of samples (default: 64 images, a grid; 2000 points)")] = None,
@@ -158,7 +133,7 @@ def sample(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default)")] = 1,
 ) -> None:
-    """Sample an analytic model (--model gmm) or a trained run with any solver; write a PNG or an .npz."""
+    """Sample an analytic model (--model gmm), a run or a diffusers model with any solver; write a PNG or .npz."""
     import torch
 
     if solver not in SOLVERS:
@@ -178,11 +153,13 @@ def sample(
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
     options = _parse_options(option or [])
-    net, sde, data_shape, kind, reference, desc, data = _source(model, run, device)
+    src = load_source(model=model, run=run, diffusers=diffusers, device=device)
+    net, sde, data_shape, kind = src.model, src.sde, src.data_shape, src.kind
+    reference, desc, data = src.reference, src.description, src.analytic
     if num is None:
         num = 64 if kind == "images" else 2000
     generator = torch.Generator(device).manual_seed(seed)
-    clip = {"clip_x0": 1.0} if kind == "images" else {}
+    defaults = {k: v for k, v in src.sample_options(solver).items() if k not in options}  # -o overrides them
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -220,7 +197,7 @@ def sample(
                         callback=lambda s, c=c: progress.update(task, completed=(c + s["progress"]) / len(starts)),
                         return_info=True,
                         device=device,
-                        **clip,
+                        **defaults,
                         **options,
                     )
                 except ValueError as err:

@@ -1,0 +1,180 @@
+"""Where a command's model comes from: an analytic model, a trained run or a diffusers folder.
+
+``sample``, ``likelihood`` and ``evaluate`` call :func:`load_source` once and share everything after
+it. ``--model NAME`` (analytic, no training), ``--run DIR`` (a scoresde run; default: the newest
+under ./runs) and ``--diffusers PATH`` (a ``save_pretrained`` folder of a UNet2DModel and its
+scheduler, read by :func:`scoresde.interop.from_diffusers`) are mutually exclusive. ``--data``
+gives the reference images: required for a diffusers model (it has no held-out set), optional for
+a run (it replaces the run's held-out split).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import typer
+
+from .app import fail
+
+
+@dataclass
+class Source:
+    """A model ready for the commands, with what describes it.
+
+    Attributes:
+        model, sde, prediction: ``model(x, t)``, its SDE and what it returns.
+        data_shape, kind: one sample's shape; ``points`` or ``images``.
+        description: one line naming the source (for the command's report).
+        reference: reference data (held-out run data, ``--data``, or draws of the analytic model) or ``None``.
+        dataset: the reference data's name or path (decides the quantization levels and the classifier).
+        N: the default VLB chain length (the run's training N; the scheduler's num_train_timesteps).
+        sample_options: ``solver -> dict`` of ``sd.sample`` keywords the source implies (x̂_0 clipping
+            for images; the scheduler's clip_sample and variance_type for diffusers).
+        run_dir: the run folder (evaluate writes its JSON there), ``None`` for other sources.
+        step: the training step of a run's checkpoint.
+        analytic: the analytic data distribution for ``--model``.
+    """
+
+    model: Any
+    sde: Any
+    prediction: str
+    data_shape: tuple[int, ...]
+    kind: str
+    description: str
+    reference: Any = None
+    dataset: str | None = None
+    N: int = 1000
+    sample_options: Callable[[str], dict[str, Any]] = field(default=lambda solver: {})
+    run_dir: Path | None = None
+    step: int | None = None
+    analytic: Any = None
+
+    def as_run(self) -> Any:
+        """The attributes of a loaded run that :func:`scoresde.compare.evaluate_run` reads."""
+        config = SimpleNamespace(data=SimpleNamespace(name=self.dataset, path=None), loss=SimpleNamespace(N=self.N))
+        return SimpleNamespace(
+            model=self.model,
+            sde=self.sde,
+            prediction=self.prediction,
+            data_shape=self.data_shape,
+            kind=self.kind,
+            reference=self.reference,
+            run_dir=self.run_dir,
+            step=self.step,
+            config=config,
+        )
+
+
+def load_source(
+    *,
+    model: str | None = None,
+    run: Path | None = None,
+    diffusers: Path | None = None,
+    data: str | None = None,
+    device: str = "cpu",
+) -> Source:
+    """The model named by ``--model``, ``--run`` or ``--diffusers`` (at most one), with ``--data`` applied."""
+    given = [name for name, value in (("--model", model), ("--run", run), ("--diffusers", diffusers)) if value]
+    if len(given) > 1:
+        fail(f"give either --model, --run or --diffusers, not {' and '.join(given)}")
+    if model is not None:
+        source = _analytic(model)
+    elif diffusers is not None:
+        source = _diffusers(diffusers, device)
+    else:
+        source = _run(run, device)
+    if data is not None:
+        source.reference, source.dataset = _reference(data, source)
+    return source
+
+
+def _analytic(name: str) -> Source:
+    import torch
+
+    from ..analytic import MODELS
+    from ..sde import VPSDE
+
+    if name not in MODELS:
+        fail(f"unknown analytic model {name!r}; choose one of: {', '.join(MODELS)}")
+    data, sde = MODELS[name](), VPSDE()
+    reference = data.sample(4000, torch.Generator().manual_seed(12345))
+    return Source(
+        data.model(sde, "eps"), sde, "eps", data.data_shape, "points", f"analytic {name}", reference, analytic=data
+    )
+
+
+def _run(run: Path | None, device: str) -> Source:
+    from ..train import latest_run, load_run
+
+    if run is None:
+        run = latest_run("runs")
+        if run is None:
+            fail(
+                "no trained run under ./runs: run `scoresde train` first, pass --run DIR, --diffusers DIR, "
+                "or --model gmm (sample only; no training needed)"
+            )
+    try:
+        r = load_run(run, device=device)
+    except ValueError as err:
+        fail(str(err))
+    images = r.kind == "images"
+    return Source(
+        r.model,
+        r.sde,
+        r.prediction,
+        tuple(r.data_shape),
+        r.kind,
+        f"run {r.run_dir} (step {r.step})",
+        r.reference,
+        r.config.data.path or r.config.data.name,
+        r.config.loss.N,
+        (lambda solver: {"clip_x0": 1.0}) if images else (lambda solver: {}),
+        r.run_dir,
+        r.step,
+    )
+
+
+def _diffusers(path: Path, device: str) -> Source:
+    from ..interop import from_diffusers
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the notes are printed below, one line each
+            pre = from_diffusers(path, device=device)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+    for note in pre.notes:
+        typer.echo(f"note: {note}", err=True)
+    if pre.num_classes is not None:
+        fail(
+            f"{path} holds a class-conditional UNet ({pre.num_classes} classes); the command line runs "
+            "unconditional models: in Python call pre.model(x, t, y=labels)"
+        )
+    return Source(
+        pre.model,
+        pre.sde,
+        pre.prediction,
+        pre.data_shape,
+        "images",
+        f"diffusers {path} ({type(pre.scheduler).__name__}, {pre.prediction}-prediction, N={pre.N})",
+        N=pre.N,
+        sample_options=pre.sample_options,
+    )
+
+
+def _reference(data: str, source: Source) -> tuple[Any, str]:
+    from ..data import load_dataset
+
+    try:
+        ds = load_dataset(data, heldout=0.0)  # a foreign model's training set is unknown: use all of it
+    except (ValueError, ImportError) as err:
+        fail(str(err))
+    x = ds.train
+    if tuple(x.shape[1:]) != tuple(source.data_shape):
+        fail(f"--data {data} has samples of shape {tuple(x.shape[1:])}, but the model takes {tuple(source.data_shape)}")
+    return x, ds.name
