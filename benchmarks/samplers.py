@@ -229,7 +229,7 @@ def _mean_sd(values) -> tuple[float, float]:
 
 def grid_study(n: int, seeds: int, nfes=STUDY_NFES):
     """cells[(solver, grid, mixture, nfe)] = {"nfe": used, "sw2": [per seed], "mode": [per seed]}."""
-    from scoresde.schedules import TIME_GRIDS
+    from scoresde.grids import TIME_GRIDS
 
     sde, cells = sd.VPSDE(), {}
     for mix, make in MIXTURES.items():
@@ -380,7 +380,7 @@ def defaults_report(args) -> None:
         "## Grid study: SW2 / mode error per solver × grid × NFE",
         "",
     ]
-    from scoresde.schedules import TIME_GRIDS
+    from scoresde.grids import TIME_GRIDS
 
     for mix in MIXTURES:
         lines += [f"### {mix}", "", "| solver | grid | " + " | ".join(f"NFE {b}" for b in STUDY_NFES) + " |"]

@@ -16,7 +16,7 @@ import torch
 
 import scoresde as sd
 from scoresde.metrics import image_metrics, load_or_train_classifier
-from scoresde.schedules import TIME_GRIDS
+from scoresde.grids import TIME_GRIDS
 from scoresde.train import load_run
 
 

@@ -119,7 +119,7 @@ class PiecewiseConstantBeta(BetaSchedule):
 
     def _segment(self, t: Tensor) -> Tensor:
         # index i of the segment (t_{i}, t_{i+1}] holding t (t = 0 belongs to segment 0)
-        idx = torch.searchsorted(self.knots_t.to(t.device), t.to(torch.float64), right=False) - 1
+        idx = torch.searchsorted(self.knots_t.to(t.device), t.to(torch.float64).contiguous(), right=False) - 1
         return idx.clamp(0, self.N - 1)
 
     def beta(self, t: Tensor) -> Tensor:

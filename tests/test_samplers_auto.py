@@ -7,7 +7,7 @@ import torch
 
 import scoresde as sd
 from scoresde.samplers import SOLVERS
-from scoresde.schedules import TIME_GRIDS, time_grid
+from scoresde.grids import TIME_GRIDS, time_grid
 
 
 @pytest.mark.parametrize("name", [n for n in SOLVERS if n not in ("ode", "torchsde")])
