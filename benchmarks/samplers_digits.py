@@ -15,8 +15,8 @@ import argparse
 import torch
 
 import scoresde as sd
-from scoresde.metrics import image_metrics, load_or_train_classifier
 from scoresde.grids import TIME_GRIDS
+from scoresde.metrics import image_metrics, load_or_train_classifier
 from scoresde.train import load_run
 
 

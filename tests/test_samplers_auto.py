@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.samplers import SOLVERS
 from scoresde.grids import TIME_GRIDS, time_grid
+from scoresde.samplers import SOLVERS
 
 
 @pytest.mark.parametrize("name", [n for n in SOLVERS if n not in ("ode", "torchsde")])
