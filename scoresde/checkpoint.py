@@ -8,10 +8,16 @@ A checkpoint is a pair of files under ``<run>/checkpoints/``::
                                 ``world_size``, the optimizer's scalars and hyper-parameters, the RNG
                                 states of every rank (base64) and the weights' SHA-256
 
-Both are written atomically, weights first, so a JSON file marks a complete checkpoint; the
-SHA-256 catches a weights file changed or cut short afterwards. :func:`save_checkpoint` writes one
-and prunes the folder to the newest ``keep``; :func:`read_checkpoint` reads and checks one;
-:func:`load_latest` is what every reader (the trainer's resume, ``load_run``, the CLI) calls.
+Both are written atomically (temp file, fsync, rename, fsync of the folder), weights first, so a
+JSON file marks a complete checkpoint; the SHA-256 catches a weights file changed or cut short
+afterwards. :func:`save_checkpoint` writes one and then prunes the folder to the newest ``keep``;
+:func:`read_checkpoint` reads and checks one; :func:`load_latest` is what every reader (the
+trainer's resume, ``load_run``, the CLI) calls: it walks back from the newest checkpoint to the
+newest valid one, warning about each one it skips.
+
+Testing hook: the environment variable ``SCORESDE_FAULT_DELAY_BETWEEN_WEIGHTS_AND_JSON=SECONDS``
+makes :func:`save_checkpoint` sleep that long between writing the weights and the JSON file, so a
+test can kill a trainer there (tests/test_faults.py). Never set it otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import datetime
 import hashlib
 import json
 import os
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +54,7 @@ __all__ = [
     "load_weights",
     "optimizer_state",
     "pack_optimizer",
+    "prune",
     "read_checkpoint",
     "rng_states",
     "save_checkpoint",
@@ -125,20 +135,41 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return meta, tensors
 
 
-def load_latest(run_dir: str | os.PathLike) -> Checkpoint:
-    """The newest checkpoint of ``run_dir``, read and checked.
+def load_latest(
+    run_dir: str | os.PathLike,
+    *,
+    check: Callable[[Checkpoint], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Checkpoint:
+    """The newest valid checkpoint of ``run_dir``, read and checked.
 
-    Raises ValueError for a missing folder, a folder without checkpoints, and a corrupt newest
-    checkpoint (the message names the file). The one place that picks "the" checkpoint of a run.
+    Walks back from the newest checkpoint: one whose JSON does not parse, whose weights file is
+    missing or does not match its SHA-256, whose tensors do not load, or that ``check`` rejects
+    (a ValueError, e.g. weights that do not fit the network) is skipped with a warning naming it,
+    through ``warn`` (else :func:`warnings.warn`). Raises ValueError for a missing folder, a folder
+    without checkpoints, and one without a valid checkpoint (the message lists what was tried).
+    The one place that picks "the" checkpoint of a run.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"run folder {run_dir} does not exist")
-    path = latest_checkpoint(run_dir)
-    if path is None:
+    files = checkpoint_files(run_dir)
+    if not files:
         raise ValueError(f"run folder {run_dir} has no checkpoint (expected {run_dir}/checkpoints/step_*.json)")
-    meta, tensors = read_checkpoint(path)
-    return Checkpoint(path, meta, tensors)
+    tried = []
+    for path in reversed(files):
+        try:
+            checkpoint = Checkpoint(path, *read_checkpoint(path))
+            if check is not None:
+                check(checkpoint)
+        except ValueError as err:
+            tried.append(str(err))
+            continue
+        for reason in tried:
+            message = f"{reason}; skipped it, using the older {path}"
+            warn(message) if warn is not None else warnings.warn(message, stacklevel=2)
+        return checkpoint
+    raise ValueError(f"run folder {run_dir} has no valid checkpoint; tried: {'; '.join(tried)}")
 
 
 def section(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -177,12 +208,37 @@ def save_checkpoint(
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     atomic_write_bytes(path.with_suffix(".safetensors"), blob)  # weights first: the JSON marks completion
+    delay = os.environ.get("SCORESDE_FAULT_DELAY_BETWEEN_WEIGHTS_AND_JSON")
+    if delay:  # testing hook (see the module docstring): a window to kill the process in
+        time.sleep(float(delay))
     atomic_write_bytes(path, json.dumps(meta).encode())
     if keep is not None:
-        for old in checkpoint_files(path.parent.parent)[:-keep]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".safetensors").unlink(missing_ok=True)
+        prune(path, keep)
     return path
+
+
+def prune(newest: Path, keep: int) -> None:
+    """After ``newest`` (a JSON path) is completely written: delete the checkpoints of its folder
+    other than the ``keep`` newest up to and including it, and every file of a later step.
+
+    Later steps are left over from a history that was abandoned (a run resumed from an older
+    checkpoint because the later ones were corrupt or cut short); so are weights files without a
+    JSON (a write killed between the two) and temp files of killed writes. ``newest`` itself, the
+    one checkpoint known to be valid, is never deleted.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    folder = newest.parent
+    files = checkpoint_files(folder.parent)
+    older = [p for p in files if p.name <= newest.name]
+    for old in older[:-keep] + [p for p in files if p.name > newest.name]:
+        old.unlink(missing_ok=True)  # the JSON first: a weights file without its JSON is no checkpoint
+        old.with_suffix(".safetensors").unlink(missing_ok=True)
+    for weights in folder.glob("step_*.safetensors"):
+        if not weights.with_suffix(".json").exists():
+            weights.unlink(missing_ok=True)
+    for partial in folder.glob(".step_*.tmp"):
+        partial.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- optimizer and RNG states

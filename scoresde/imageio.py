@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_write_bytes", "image_grid", "save_png", "scatter_image"]
+__all__ = ["atomic_write_bytes", "fsync_folder", "image_grid", "save_png", "scatter_image"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, flushed to disk, renamed
+    over ``path``, then the folder flushed too, so that after a crash or power cut ``path`` holds
+    either the old or the new bytes, and a completed rename is not lost."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -38,6 +40,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries (renames, new and deleted files) to disk; a no-op where folders cannot
+    be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename is then as durable as they make it
+        pass
+    finally:
+        os.close(fd)
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:

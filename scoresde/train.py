@@ -7,11 +7,15 @@ A run folder holds::
     metrics.jsonl               one JSON line per log interval: loss overall and per t-bin
     samples/step_00001000.png   sample grids (images) or scatter plots (points) from the EMA model
     checkpoints/step_00001000.safetensors + .json
+    .lock                       the lock a trainer holds while it writes here (:mod:`scoresde.runlock`)
 
 A checkpoint (:mod:`scoresde.checkpoint`) holds every tensor (weights, EMA weights, optimizer
 moments) and the rest (step, config, optimizer hyper-parameters, the RNG states of every rank).
-Resuming restores all of it; the data order is a pure function of (seed, step)
+Resuming restores all of it (from the newest *valid* checkpoint, warning about each newer one that
+is corrupt or cut short); the data order is a pure function of (seed, step)
 (:func:`scoresde.data.batch_indices`), so a resumed run is bitwise identical to an uninterrupted one.
+One trainer writes into a run folder at a time: rank 0 holds the folder's lock
+(:func:`scoresde.runlock.lock_run`) from before its first write until :meth:`Trainer.close`.
 With ``run_dir=None`` nothing is written: :func:`train` returns the EMA model and the metrics in memory.
 
 The :class:`Trainer` is the loop; its pieces live apart: :class:`~scoresde.ema.EMA`, the
@@ -55,6 +59,7 @@ from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising
 from .nets import make_network
 from .param import Model
 from .reporting import EchoReporter, JsonlReporter, ProgressReporter, Reporter, Reporters
+from .runlock import RunLock, lock_run
 from .sde import SDE, make_sde
 
 __all__ = [
@@ -211,23 +216,34 @@ class LoadedRun:
     run_dir: Path
 
 
-def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedRun:
-    """Load the newest checkpoint of a run folder with its EMA weights.
+def load_run(
+    run_dir: str | os.PathLike, *, device: str | torch.device = "cpu", warn: Callable[[str], None] | None = None
+) -> LoadedRun:
+    """Load the newest valid checkpoint of a run folder with its EMA weights.
 
-    Raises ValueError for a missing folder, a folder without checkpoints, and a corrupt or
-    mismatched checkpoint (the message names the file).
+    A newer checkpoint that is corrupt, cut short or does not fit the network its config describes
+    is skipped with a warning naming it (through ``warn``, else :func:`warnings.warn`). Raises
+    ValueError for a missing folder, a folder without checkpoints, and one without a usable
+    checkpoint (the message names the files tried). Never takes the run folder's lock.
     """
     run_dir = Path(run_dir)
-    checkpoint = ckpt.load_latest(run_dir)
-    meta, path = checkpoint.meta, checkpoint.path
-    try:
-        config = from_dict(meta["config"])
-        data_shape, kind = tuple(int(n) for n in meta["data_shape"]), str(meta["kind"])
-        sde = build_sde(config)
-        model = build_model(config, data_shape, kind, sde)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {path} has an unusable config: {err}") from None
-    ckpt.load_weights(model, ckpt.section(checkpoint.tensors, "ema."), path)
+    built: dict[str, Any] = {}
+
+    def usable(checkpoint: ckpt.Checkpoint) -> None:  # build the network and load the weights, or ValueError
+        meta, path = checkpoint.meta, checkpoint.path
+        try:
+            config = from_dict(meta["config"])
+            data_shape, kind = tuple(int(n) for n in meta["data_shape"]), str(meta["kind"])
+            sde = build_sde(config)
+            model = build_model(config, data_shape, kind, sde)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {path} has an unusable config: {err}") from None
+        ckpt.load_weights(model, ckpt.section(checkpoint.tensors, "ema."), path)
+        built.update(config=config, data_shape=data_shape, kind=kind, sde=sde, model=model)
+
+    checkpoint = ckpt.load_latest(run_dir, check=usable, warn=warn)
+    path = checkpoint.path
+    config, data_shape, kind, sde, model = (built[k] for k in ("config", "data_shape", "kind", "sde", "model"))
     model.requires_grad_(False).eval().to(device)
     reference = None
     ref_path = run_dir / "reference.safetensors"
@@ -416,11 +432,17 @@ class Trainer:
         self.train_x = self.dataset.train.to(self.device)
         self.step, self.metrics = 0, []
         self.last_checkpoint: Path | None = None
-        if resume is not False:
-            self._restore(self._checkpoint_to_resume(resume))
-        self.net = self.dist.wrap(self.model)
-        if c.compile:
-            self.net = torch.compile(self.net)
+        # before anything is written: one writer per run folder (rank 0 writes for every rank)
+        self._lock: RunLock | None = lock_run(self.run_dir) if self.run_dir is not None and self.rank == 0 else None
+        try:
+            if resume is not False:
+                self._restore(self._checkpoint_to_resume(resume))
+            self.net = self.dist.wrap(self.model)
+            if c.compile:
+                self.net = torch.compile(self.net)
+        except BaseException:
+            self._release()
+            raise
         self._stop = False
 
     @property
@@ -447,9 +469,15 @@ class Trainer:
         return Reporters([*folder, *([EchoReporter(log)] if log else []), *extra])
 
     def close(self) -> None:
-        """Close the reporters and leave the process group if this trainer created it."""
+        """Close the reporters, release the run folder and leave the process group if this trainer created it."""
         self.reporter.close()
+        self._release()
         self.dist.close()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ---- resume --------------------------------------------------------------------------
     def _checkpoint_to_resume(self, resume: bool | ckpt.Checkpoint) -> ckpt.Checkpoint:
@@ -457,7 +485,7 @@ class Trainer:
             return resume
         if self.run_dir is None or ckpt.latest_checkpoint(self.run_dir) is None:
             raise ValueError(f"nothing to resume: {self.run_dir} has no checkpoint")
-        return ckpt.load_latest(self.run_dir)
+        return ckpt.load_latest(self.run_dir, warn=lambda m: self.reporter.log_message(f"warning: {m}"))
 
     def _restore(self, checkpoint: ckpt.Checkpoint) -> None:
         meta, path = checkpoint.meta, checkpoint.path

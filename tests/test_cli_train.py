@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from scoresde import checkpoint as ckpt
 from scoresde.cli import app
 
 TINY = ["--channels", "8", "--channel-mult", "1,2", "--batch-size", "8", "--sample-every", "0", "--quiet"]
@@ -26,8 +27,11 @@ def run(*args: str):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
+    """Every file's SHA-256 but the lock file's (a refused command may take the lock of an existing folder)."""
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != ".lock"
     }
 
 
@@ -98,15 +102,28 @@ def test_bad_inputs_fail_with_one_line_and_leave_no_run_folder(tmp_path):
     assert not out.exists()
 
 
-def test_resume_refuses_corrupt_or_mismatched_checkpoints_without_touching_them(trained, tmp_path):
+def test_resume_falls_back_past_a_corrupt_newest_checkpoint_and_refuses_when_none_is_valid(trained, tmp_path):
+    def flip_a_byte(weights: Path) -> None:
+        blob = bytearray(weights.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        weights.write_bytes(bytes(blob))
+
     corrupt = tmp_path / "corrupt"
     shutil.copytree(trained, corrupt)
-    weights = sorted((corrupt / "checkpoints").glob("*.safetensors"))[-1]
-    blob = bytearray(weights.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    weights.write_bytes(bytes(blob))
+    newest, older = sorted((corrupt / "checkpoints").glob("*.json"))[::-1]
+    flip_a_byte(newest.with_suffix(".safetensors"))
+    result = run("--out", str(corrupt), "--resume", "--steps", "5", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    warning = result.stderr.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: ") and "Traceback" not in result.stderr
+    assert newest.with_suffix(".safetensors").name in warning[0] and str(older) in warning[0]
+    # resumed from step 2: the step-4 checkpoint is the resumed run's own again, and step 5 follows
+    assert [ckpt.read_checkpoint(p)[0]["step"] for p in ckpt.checkpoint_files(corrupt)] == [2, 4, 5]
+
+    for meta in ckpt.checkpoint_files(corrupt):
+        flip_a_byte(meta.with_suffix(".safetensors"))
     before = snapshot(corrupt)
-    assert_one_line_error(run("--out", str(corrupt), "--resume", "--steps", "8"), "corrupt")
+    assert_one_line_error(run("--out", str(corrupt), "--resume", "--steps", "8"), "has no valid checkpoint; tried:")
     assert snapshot(corrupt) == before
 
     mismatched = tmp_path / "mismatched"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,8 +19,16 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(ctx: typer.Context) -> None:
     """Score-based diffusion: one SDE, many samplers, from the command line."""
+    # a Python warning (e.g. a skipped corrupt checkpoint) is one line on stderr, not a source-line dump
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
 def set_threads(threads: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -76,9 +77,18 @@ _QUIET = _keyword("quiet", False, bool, "--quiet", help="No progress bar.")
 def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool, **flags: Any) -> None:
     """Train a score model: `scoresde train` alone trains a small UNet on 8x8 digits in a few minutes."""
     from .. import checkpoint as ckpt
+    from ..runlock import lock_run
     from ..train import Trainer, TrainingDiverged
 
+    def warn(message: str) -> None:
+        typer.echo(f"warning: {message}", err=True)
+
+    lock = None
     try:
+        if out is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 writes
+            # held from before the folder is looked at (re-entrant: the trainer takes it again before it writes);
+            # a folder that does not exist yet is locked by the trainer when it creates it
+            lock = lock_run(out, create=False)
         overrides = cfg.load_toml(config_file) if config_file is not None else {}
         for info in cfg.fields():
             value = flags.get(_param_name(info))
@@ -90,7 +100,7 @@ def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool,
                 fail("--resume needs --out, the run folder to continue")
             if not out.is_dir() or ckpt.latest_checkpoint(out) is None:
                 fail(f"nothing to resume: {out} has no checkpoint")
-            checkpoint = ckpt.load_latest(out)  # read once; the trainer resumes from it
+            checkpoint = ckpt.load_latest(out, warn=warn)  # read once; the trainer resumes from it
             refuse_changes(checkpoint.config, overrides)
             config = cfg.from_dict(cfg.merge(checkpoint.config, overrides))
         else:
@@ -117,6 +127,9 @@ def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool,
         fail(str(err))
     except (ValueError, TypeError, OSError) as err:
         fail(str(err))
+    finally:
+        if lock is not None:
+            lock.release()
     if result.interrupted:
         typer.echo(
             f"interrupted at step {result.step}; checkpoint saved: {result.checkpoint}\n"
