@@ -124,3 +124,67 @@ def test_ema_update_is_the_warmed_up_exponential_average():
         torch.testing.assert_close(e, 0.1 * s + 0.9 * p)
     assert ema.decay_at(1000) == 0.9 and EMA(net, 0.9, warmup=False).decay_at(0) == 0.9
     assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
+
+
+def test_load_latest_walks_back_to_the_newest_valid_checkpoint_warning_once_per_skipped_file(tmp_path):
+    paths = [ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, s), _tensors(), {"step": s}) for s in (1, 2, 3, 4)]
+    weights = paths[3].with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short
+    paths[2].write_text('{"format": 1, "st')  # cut short
+
+    def refuse_step_2(checkpoint):
+        if checkpoint.step == 2:
+            raise ValueError(f"checkpoint {checkpoint.path} does not fit")
+
+    warned: list[str] = []
+    loaded = ckpt.load_latest(tmp_path, check=refuse_step_2, warn=warned.append)
+    assert loaded.path == paths[0] and loaded.step == 1
+    assert len(warned) == 3 and all(f"skipped it, using the older {paths[0]}" in w for w in warned)
+    assert weights.name in warned[0] and paths[2].name in warned[1] and paths[1].name in warned[2]
+    with pytest.warns(UserWarning) as record:
+        assert ckpt.load_latest(tmp_path).step == 2  # without `check`, step 2 is valid
+    assert [str(w.message).split("; skipped")[0] for w in record] == [w.split("; skipped")[0] for w in warned[:2]]
+    assert torch.equal(loaded.tensors["model.w"], _tensors()["model.w"])
+
+    paths[0].with_suffix(".safetensors").unlink()
+    with pytest.raises(ValueError, match="no valid checkpoint; tried: ") as err:
+        ckpt.load_latest(tmp_path, check=refuse_step_2)
+    assert all(p.name in str(err.value) or p.with_suffix(".safetensors").name in str(err.value) for p in paths)
+    assert "\n" not in str(err.value)
+
+
+def test_pruning_keeps_the_checkpoint_just_written_and_removes_later_steps_and_partial_files(tmp_path):
+    """A run resumed from step 4 (6 and 8 cut short) writes step 6 again with keep=1: pruning by
+    position alone would delete the new step 6 and keep the broken step 8."""
+    paths = {s: ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, s), _tensors(), {"step": s}) for s in (2, 4, 6, 8)}
+    for s in (6, 8):
+        weights = paths[s].with_suffix(".safetensors")
+        weights.write_bytes(weights.read_bytes()[:50])
+    folder = tmp_path / "checkpoints"
+    (folder / "step_00000010.safetensors").write_bytes(b"weights whose JSON was never written")
+    (folder / ".step_00000012.safetensors.abc.tmp").write_bytes(b"a write killed before its rename")
+    with pytest.warns(UserWarning):
+        assert ckpt.load_latest(tmp_path).step == 4
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 6), _tensors(), {"step": 6}, keep=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000006.json", "step_00000006.safetensors"]
+    assert ckpt.load_latest(tmp_path).step == 6
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        ckpt.prune(paths[2], 0)
+
+
+def test_atomic_writes_flush_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from scoresde.imageio import atomic_write_bytes
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_bytes(tmp_path / "a" / "x.bin", b"123")
+    assert synced == ["file", "folder"] and (tmp_path / "a" / "x.bin").read_bytes() == b"123"

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import scoresde as sd
+from scoresde import checkpoint as ckpt
 from scoresde.config import from_dict
 from scoresde.metrics import sliced_wasserstein
 from scoresde.train import Trainer, TrainingDiverged, latest_run, load_run, train
@@ -175,6 +176,24 @@ def test_load_run_refuses_missing_corrupt_and_mismatched_checkpoints(tmp_path):
         load_run(mismatched)
 
 
+def test_load_run_falls_back_past_newer_checkpoints_that_are_corrupt_or_do_not_fit(tmp_path):
+    train(from_dict(tiny_images(steps=6, checkpoint_every=2, keep=3)), tmp_path, progress=False)
+    files = sorted((tmp_path / "checkpoints").glob("*.json"))  # steps 2, 4, 6
+    meta = json.loads(files[2].read_text())
+    meta["config"]["model"]["channels"] = 16  # step 6's weights no longer fit the network it describes
+    files[2].write_text(json.dumps(meta))
+    weights = files[1].with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-7])  # step 4 cut short
+    warned: list[str] = []
+    run = load_run(tmp_path, warn=warned.append)
+    assert run.step == 2 and run.checkpoint == files[0] and len(warned) == 2
+    assert files[2].name in warned[0] and "does not match" in warned[0] and weights.name in warned[1]
+    saved = ckpt.read_checkpoint(files[0])[1]
+    assert all(torch.equal(v, saved[f"ema.{k}"]) for k, v in run.model.state_dict().items())
+    with pytest.warns(UserWarning, match="skipped it, using the older"):
+        assert load_run(tmp_path).step == 2
+
+
 DDP_DRIVER = textwrap.dedent(
     """
     import hashlib, json, os, sys
@@ -237,6 +256,7 @@ def test_train_in_memory_gives_the_model_load_run_gives(tmp_path, monkeypatch):
     in_memory = train(config, None, progress=False)
     assert in_memory.run_dir is None and in_memory.checkpoint is None and in_memory.step == 4
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        ".lock",
         "checkpoints",
         "config.json",
         "metrics.jsonl",
