@@ -287,7 +287,7 @@ def compare_losses(
     """
     from .config import DataConfig, LossConfig, TrainConfig
     from .samplers import SOLVERS
-    from .train import train
+    from .train import train, validate
 
     log = log or (lambda msg: None)
     settings, skipped = _settings(weightings, times)
@@ -295,6 +295,15 @@ def compare_losses(
         SOLVERS.get(s)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive number of training steps, got {budget!r}")
+    for name, value, least in (
+        ("sample_steps", sample_steps, 1),
+        ("num_samples", num_samples, 2),
+        ("nll_num", nll_num, 1),
+    ):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
+    if vlb_steps is not None and vlb_steps < 2:
+        raise ValueError(f"vlb_steps must be >= 2 (the VLB chain length) or None for the training N, got {vlb_steps}")
     out = Path(out)
     base = config or TrainConfig()
     base = dataclasses.replace(
@@ -307,11 +316,14 @@ def compare_losses(
         checkpoint_every=0,
         keep=1,
     )
+    configs = {}
+    for w, t in settings:  # every setting checked before the first one trains
+        loss = dataclasses.replace(base.loss or LossConfig(), weighting=w, time=t, importance=importance)
+        configs[w, t] = dataclasses.replace(base, loss=loss)
+        validate(configs[w, t])
     rows, classifier_dir = [], out / "classifier"
     for w, t in settings:
-        name = f"{w}-{t}"
-        loss = dataclasses.replace(base.loss or LossConfig(), weighting=w, time=t, importance=importance)
-        cfg = dataclasses.replace(base, loss=loss)
+        name, cfg = f"{w}-{t}", configs[w, t]
         log(f"[{name}] training {budget} steps")
         run = train(cfg, None, progress=progress)
         log(f"[{name}] evaluating")

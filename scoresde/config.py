@@ -112,7 +112,7 @@ class DataConfig:
     )
     path: str | None = _f(None, "Path for --data folder / array.", flag="--data-path")
     n: int = _f(10_000, "Size of a toy 2-D set.", flag="--n-points")
-    resize: int | None = _f(None, "Resize images to this square side.")
+    resize: int | None = _f(None, "Resize images to this square side.", ge=1)
     heldout: float = _f(0.1, "Held-out fraction of the data.")
 
 
@@ -128,15 +128,15 @@ class ModelConfig:
     prediction: str = _f("eps", "What the network predicts, {choices}.", choices="param.PREDICTIONS")
     time_label: str = _f("scaled", "How t is shown to the network, {choices}.", choices="param.TIME_LABELS")
     size: str = _f("tiny", "UNet size, {choices}.", flag="--unet-size", choices="nets.UNET_SIZES")
-    channels: int | None = _f(None, "UNet base channels (overrides the size).")
-    channel_mult: tuple[int, ...] | None = _f(None, "UNet channel multipliers, e.g. 1,2,2,2.")
-    num_res_blocks: int | None = _f(None, "UNet residual blocks per level.", flag="--res-blocks")
+    channels: int | None = _f(None, "UNet base channels (overrides the size).", ge=1)
+    channel_mult: tuple[int, ...] | None = _f(None, "UNet channel multipliers, e.g. 1,2,2,2.", ge=1)
+    num_res_blocks: int | None = _f(None, "UNet residual blocks per level.", flag="--res-blocks", ge=1)
     attention_resolutions: tuple[int, ...] | None = _f(
-        None, "UNet attention resolutions, e.g. 16 or 8,16.", flag="--attention"
+        None, "UNet attention resolutions, e.g. 16 or 8,16.", flag="--attention", ge=1
     )
-    dropout: float | None = _f(None, "Dropout probability.")
-    width: int = _f(128, "MLP hidden width.")
-    depth: int = _f(3, "MLP residual blocks.")
+    dropout: float | None = _f(None, "Dropout probability.", ge=0, lt=1)
+    width: int = _f(128, "MLP hidden width.", ge=1)
+    depth: int = _f(3, "MLP residual blocks.", ge=0)
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,10 @@ class LossConfig:
     weighting: str = _f("simple", "Loss weighting λ(t), {choices}.", choices="losses.WEIGHTINGS")
     time: str = _f("discrete", "Training times, {choices}.", choices="losses.TIME_SAMPLERS")
     N: int = _f(1000, "N, the number of steps of the discrete chain.", flag="--discrete-steps")
-    eps: float = _f(1e-5, "Smallest continuous training time.")
+    eps: float = _f(1e-5, "Smallest continuous training time.", gt=0, lt=1)
     importance: bool = _f(False, "Importance-sample t ∝ w(t).")
     elbo_variance: str = _f("large", "Reverse variance of the elbo weighting: large (β) or small (β̃).")
-    min_snr_gamma: float = _f(5.0, "γ of the min-snr weighting.")
+    min_snr_gamma: float = _f(5.0, "γ of the min-snr weighting.", gt=0)
     reduce: str = _f("mean", "Loss over dimensions: mean or sum.", choices=("mean", "sum"))
 
 
@@ -296,7 +296,7 @@ def check(config: TrainConfig) -> None:
                 choices.get(value)  # a registry's own message: "unknown weighting 'x'; choose one of: ..."
             raise ValueError(f"unknown {info.name} {value!r}; choose one of: {', '.join(choices)}")
         bounds = info.meta["bounds"]
-        if bounds and not _within(value, bounds):
+        if bounds and not all(_within(v, bounds) for v in (value if isinstance(value, tuple) else (value,))):
             raise ValueError(f"{info.path} must be {_bounds_text(info.type, bounds)}, got {value!r}")
 
 

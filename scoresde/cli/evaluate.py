@@ -69,6 +69,8 @@ def likelihood(
         fail(f"unknown time grid {grid!r}; choose one of: {', '.join(TIME_GRIDS)}")
     if num < 1:
         fail(f"--num must be a positive integer, got {num}")
+    if rtol <= 0 or atol <= 0:
+        fail(f"--rtol and --atol must be positive, got {rtol} and {atol}")
     if json_out is not None:
         output_file(json_out, "--json", "a JSON file path")
     r = load_source(run=run, diffusers=diffusers, data=data)
@@ -150,6 +152,8 @@ def evaluate(
             fail(f"unknown likelihood method {m!r}; choose one of: {', '.join(METHODS)}")
     if steps < 1 or num < 2:
         fail("--steps must be >= 1 and --num >= 2")
+    if nll_num < 0:
+        fail(f"--nll-num must be >= 0 (0 skips the likelihoods), got {nll_num}")
     set_threads(threads)
     if json_out is not None:
         output_file(json_out, "--json", "a JSON file path")

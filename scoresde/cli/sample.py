@@ -150,6 +150,10 @@ def sample(
         fail(f"--out must end in .png or .npz, got {out}")
     output_file(out, "--out", "a file ending in .png or .npz")
     set_threads(threads)
+    try:
+        torch.device(device)
+    except RuntimeError:
+        fail(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
     options = _parse_options(option or [])
