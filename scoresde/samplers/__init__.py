@@ -145,9 +145,7 @@ def sample(
     """
     spec = SOLVERS.get(solver)
     if y is None and guidance is not None:
-        raise ValueError(
-            f"guidance={guidance!r} needs class labels y (the class to guide towards); pass y= as well"
-        )
+        raise ValueError(f"guidance={guidance!r} needs class labels y (the class to guide towards); pass y= as well")
     if isinstance(grid, str) and grid == "auto":
         grid = spec.grid  # the solver's measured best grid (benchmarks/results/samplers_defaults.md)
     times = _times(spec, sde, steps, grid, t_min)
