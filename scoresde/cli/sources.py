@@ -38,6 +38,9 @@ class Source:
         run_dir: the run folder (evaluate writes its JSON there), ``None`` for other sources.
         step: the training step of a run's checkpoint.
         analytic: the analytic data distribution for ``--model``.
+        num_classes: K of a class-conditional model (a ``--conditional`` run; an analytic mixture,
+            whose components are its classes), else None.
+        class_names: the name of each class id, or None.
     """
 
     model: Any
@@ -53,6 +56,37 @@ class Source:
     run_dir: Path | None = None
     step: int | None = None
     analytic: Any = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def labels_of(self, text: str | None, option: str = "--class") -> int | str | None:
+        """``--class K|NAME|all`` checked against the model: a class id, ``"all"``, or None when not given.
+
+        Fails with one line for a class out of range, an unknown name, or any class on an
+        unconditional model.
+        """
+        if text is None:
+            return None
+        if self.num_classes is None:
+            fail(
+                f"{option} needs a class-conditional model, but {self.description} is unconditional "
+                "(train one with `scoresde train --conditional`)"
+            )
+        text = text.strip()
+        if text == "all":
+            return "all"
+        names = self.class_names or tuple(str(i) for i in range(self.num_classes))
+        if text in names:
+            return names.index(text)
+        try:
+            k = int(text)
+        except ValueError:
+            fail(f"{option} {text!r} is not a class of {self.description}; give an id 0 … {self.num_classes - 1}, "
+                 f"a class name ({', '.join(names)}) or all")  # fmt: skip
+        if not 0 <= k < self.num_classes:
+            fail(f"{option} {k} is out of range: {self.description} has {self.num_classes} classes, ids 0 … "
+                 f"{self.num_classes - 1}")  # fmt: skip
+        return k
 
     def as_run(self) -> Any:
         """The attributes of a loaded run that :func:`scoresde.compare.evaluate_run` reads."""
@@ -101,11 +135,17 @@ def _analytic(name: str) -> Source:
 
     if name not in MODELS:
         fail(f"unknown analytic model {name!r}; choose one of: {', '.join(MODELS)}")
+    from ..guidance import num_classes_of
+
     data, sde = MODELS[name](), VPSDE()
+    model = data.model(sde, "eps")
     reference = data.sample(4000, torch.Generator().manual_seed(12345))
+    k = num_classes_of(model)  # a mixture's components are its classes
+    names = None if k is None else tuple(str(i) for i in range(k))
     return Source(
-        data.model(sde, "eps"), sde, "eps", data.data_shape, "points", f"analytic {name}", reference, analytic=data
-    )
+        model, sde, "eps", data.data_shape, "points", f"analytic {name}", reference, analytic=data,
+        num_classes=k, class_names=names,
+    )  # fmt: skip
 
 
 def _run(run: Path | None, device: str) -> Source:
@@ -136,6 +176,8 @@ def _run(run: Path | None, device: str) -> Source:
         (lambda solver: {"clip_x0": 1.0}) if images else (lambda solver: {}),
         r.run_dir,
         r.step,
+        num_classes=r.num_classes,
+        class_names=r.class_names,
     )
 
 
