@@ -228,6 +228,8 @@ class LoadedRun:
         run_dir: the run folder.
         num_classes: K for a class-conditional run (``--conditional``), else None.
         class_names: the name of each class id (a conditional run), else None.
+        reference_labels: the class labels of ``reference`` when the data are labelled (runs
+            written before labels were saved: None).
     """
 
     model: Model
@@ -242,6 +244,7 @@ class LoadedRun:
     run_dir: Path
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
+    reference_labels: Tensor | None = None
 
 
 def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedRun:
@@ -266,11 +269,12 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
         raise ValueError(f"checkpoint {path} has an unusable config: {err}") from None
     ckpt.load_weights(model, ckpt.section(checkpoint.tensors, "ema."), path)
     model.requires_grad_(False).eval().to(device)
-    reference = None
+    reference = reference_labels = None
     ref_path = run_dir / "reference.safetensors"
     if ref_path.is_file():
         with contextlib.suppress(Exception):
-            reference = load_safetensors(ref_path.read_bytes())["x"]
+            tensors = load_safetensors(ref_path.read_bytes())
+            reference, reference_labels = tensors["x"], tensors.get("y")
     return LoadedRun(
         model,
         sde,
@@ -284,6 +288,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
         run_dir,
         num_classes,
         class_names,
+        reference_labels,
     )
 
 
@@ -304,13 +309,16 @@ def latest_run(root: str | os.PathLike = "runs") -> Path | None:
 
 
 def write_run_files(run_dir: Path, config: TrainConfig, dataset: Dataset) -> None:
-    """``config.json`` and, once, ``reference.safetensors`` (the first 2,048 held-out samples)."""
+    """``config.json`` and, once, ``reference.safetensors`` (the first 2,048 held-out samples ``x``
+    and, for labelled data, their labels ``y``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.json", json.dumps(to_dict(config), indent=2).encode())
     ref = run_dir / "reference.safetensors"
     if not ref.exists():
-        x = dataset.heldout[:REFERENCE_MAX].contiguous().cpu()
-        atomic_write_bytes(ref, save_safetensors({"x": x}, metadata={"kind": dataset.kind}))
+        tensors = {"x": dataset.heldout[:REFERENCE_MAX].contiguous().cpu()}
+        if dataset.heldout_labels is not None:
+            tensors["y"] = dataset.heldout_labels[:REFERENCE_MAX].contiguous().cpu()
+        atomic_write_bytes(ref, save_safetensors(tensors, metadata={"kind": dataset.kind}))
 
 
 @torch.no_grad()

@@ -41,6 +41,7 @@ class Source:
         num_classes: K of a class-conditional model (a ``--conditional`` run; an analytic mixture,
             whose components are its classes), else None.
         class_names: the name of each class id, or None.
+        reference_labels: the class labels of ``reference`` (labelled data), or None.
     """
 
     model: Any
@@ -58,6 +59,7 @@ class Source:
     analytic: Any = None
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
+    reference_labels: Any = None
 
     def labels_of(self, text: str | None, option: str = "--class") -> int | str | None:
         """``--class K|NAME|all`` checked against the model: a class id, ``"all"``, or None when not given.
@@ -101,6 +103,7 @@ class Source:
             run_dir=self.run_dir,
             step=self.step,
             config=config,
+            num_classes=self.num_classes,
         )
 
 
@@ -123,7 +126,7 @@ def load_source(
     else:
         source = _run(run, device)
     if data is not None:
-        source.reference, source.dataset = _reference(data, source)
+        source.reference, source.dataset, source.reference_labels = _reference(data, source)
     return source
 
 
@@ -178,7 +181,25 @@ def _run(run: Path | None, device: str) -> Source:
         r.step,
         num_classes=r.num_classes,
         class_names=r.class_names,
+        reference_labels=r.reference_labels if r.reference_labels is not None else _heldout_labels(r),
     )
+
+
+def _heldout_labels(r) -> Any:
+    """The held-out labels of a conditional run whose reference file predates saved labels: the
+    run's data split again (the split is a pure function of the config)."""
+    if r.num_classes is None or r.reference is None:
+        return None
+    from ..data import load_dataset
+    from ..train import REFERENCE_MAX
+
+    c = r.config.data
+    try:
+        ds = load_dataset(c.name, path=c.path, n=c.n, resize=c.resize, heldout=c.heldout, seed=r.config.seed)
+    except (ValueError, ImportError):
+        return None
+    y = ds.heldout_labels
+    return y[:REFERENCE_MAX] if y is not None and len(y[:REFERENCE_MAX]) == len(r.reference) else None
 
 
 def _diffusers(path: Path, device: str) -> Source:
@@ -209,7 +230,7 @@ def _diffusers(path: Path, device: str) -> Source:
     )
 
 
-def _reference(data: str, source: Source) -> tuple[Any, str]:
+def _reference(data: str, source: Source) -> tuple[Any, str, Any]:
     from ..data import load_dataset
 
     try:
@@ -219,4 +240,4 @@ def _reference(data: str, source: Source) -> tuple[Any, str]:
     x = ds.train
     if tuple(x.shape[1:]) != tuple(source.data_shape):
         fail(f"--data {data} has samples of shape {tuple(x.shape[1:])}, but the model takes {tuple(source.data_shape)}")
-    return x, ds.name
+    return x, ds.name, ds.train_labels
