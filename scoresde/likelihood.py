@@ -190,8 +190,8 @@ def ode_nll(
             not the score of p(x | y), so it has no likelihood of the labels and is refused.
     """
     prediction = resolve_prediction(model, prediction)
-    model = _conditional(model, y, guidance, x.shape[0])
     _check_data(x, levels, data_range)
+    model = _conditional(model, y, guidance, x.shape[0])
     nll, info = _ode_nll(
         model, sde, x, prediction, levels, data_range, t_min, rtol, atol, ode_method, divergence, probes,
         probe_noise, generator,
@@ -230,8 +230,8 @@ def vlb_nll(
         y, guidance: class labels for −log p(x | y) of a conditional model, as in :func:`ode_nll`.
     """
     prediction = resolve_prediction(model, prediction)
-    model = _conditional(model, y, guidance, x.shape[0])
     _check_data(x, levels, data_range)
+    model = _conditional(model, y, guidance, x.shape[0])
     nll, info = _vlb(model, sde, x, prediction, levels, data_range, steps, variance, grid, t_min, generator)
     return (nll, info) if return_info else nll
 
