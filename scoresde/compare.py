@@ -142,6 +142,9 @@ def evaluate_run(
     from .samplers import sample
 
     log = log or (lambda msg: None)
+    num_classes = getattr(run, "num_classes", None)
+    if guidance and num_classes is None:
+        raise ValueError("guidance scales need a class-conditional run (trained with --conditional); this one is not")
     if run.reference is None or len(run.reference) < 2:
         raise ValueError(f"run {run.run_dir} has no held-out reference data (reference.safetensors)")
     ref = run.reference.float()
@@ -193,9 +196,6 @@ def evaluate_run(
         classifier, cinfo = load_or_train_classifier(dataset, classifier_dir or run.run_dir)
         result["classifier"] = {k: cinfo[k] for k in ("dataset", "test_accuracy", "steps")}
         log(f"classifier test accuracy: {cinfo['test_accuracy']:.3f}")
-    num_classes = getattr(run, "num_classes", None)
-    if guidance and num_classes is None:
-        raise ValueError("guidance scales need a class-conditional run (trained with --conditional); this one is not")
     if classifier is not None and num_classes is not None and classifier.num_classes != num_classes:
         raise ValueError(
             f"the dataset classifier knows {classifier.num_classes} classes but the run has {num_classes}; "
@@ -293,8 +293,8 @@ def guidance_table(result: dict[str, Any]) -> str:
 
 
 def guidance_plot(result: dict[str, Any], path: str | Path) -> Path | None:
-    """FD (or SW₂ for points) against class accuracy, one point per guidance scale and a line per
-    solver, as a PNG at ``path``; ``None`` when matplotlib is missing or there is no accuracy to plot."""
+    """FD against class accuracy (images), one point per guidance scale and a line per solver, as a
+    PNG at ``path``; ``None`` when matplotlib is missing or there is no accuracy to plot (points)."""
     sweeps = result.get("guidance", {})
     if not sweeps or not all("accuracy" in r for sweep in sweeps.values() for r in sweep.values()):
         return None

@@ -158,7 +158,7 @@ def sample(
         model = guided(model, y, w)
         if model.rows is not None and model.rows != n:
             raise ValueError(f"y holds {model.rows} labels but {n} samples are asked (shape[0]); give one per sample")
-        conditioning = {"y": y if isinstance(y, int) else model.y.tolist(), "guidance": float(w)}
+        conditioning = {"y": model.y if isinstance(model.y, int) else model.y.tolist(), "guidance": float(w)}
     else:
         conditioning = {}
     batch_size = n if batch_size is None else check_int(batch_size, "batch_size")
