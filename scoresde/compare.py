@@ -40,7 +40,17 @@ from ._checks import append_dims
 from .imageio import atomic_write_bytes
 from .param import eps_and_x0, resolve_prediction
 
-__all__ = ["CompareResult", "compare_losses", "data_levels", "denoising_error_by_t", "evaluate_run", "weighting_curves"]
+__all__ = [
+    "CompareResult",
+    "class_accuracy",
+    "compare_losses",
+    "data_levels",
+    "denoising_error_by_t",
+    "evaluate_run",
+    "guidance_plot",
+    "guidance_table",
+    "weighting_curves",
+]
 
 # Quantization of the built-in datasets as scoresde.data loads them (levels over [−1, 1]).
 DATA_LEVELS = {"digits": 17, "mnist": 256, "folder": 256}
@@ -109,6 +119,7 @@ def evaluate_run(
     inception: str | Path | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    guidance: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Likelihood and sample quality of a loaded run (:func:`scoresde.train.load_run`) or of a
     :class:`~scoresde.train.TrainResult` (a model trained in memory).
@@ -117,6 +128,12 @@ def evaluate_run(
     each with its standard error, NFE and the term breakdown), ``quality`` (per solver: the
     metrics, NFE, seconds) and ``loss_by_t``. Images use the dataset classifier, trained once and
     cached in ``classifier_dir`` (default: the run folder); ``inception`` adds Inception FID.
+
+    ``guidance`` (a class-conditional run, ``run.num_classes`` K): for each solver and each
+    classifier-free guidance scale w, ``num_samples`` samples with balanced labels (sample i of
+    class i mod K) are scored like the unconditional ones and, for images, by their **class
+    accuracy**: the fraction the dataset classifier assigns to the class they were drawn for,
+    overall and per class (``result["guidance"][solver][w]``; :func:`guidance_table`).
     """
     import time
 
@@ -125,6 +142,9 @@ def evaluate_run(
     from .samplers import sample
 
     log = log or (lambda msg: None)
+    num_classes = getattr(run, "num_classes", None)
+    if guidance and num_classes is None:
+        raise ValueError("guidance scales need a class-conditional run (trained with --conditional); this one is not")
     if run.reference is None or len(run.reference) < 2:
         raise ValueError(f"run {run.run_dir} has no held-out reference data (reference.safetensors)")
     ref = run.reference.float()
@@ -176,6 +196,11 @@ def evaluate_run(
         classifier, cinfo = load_or_train_classifier(dataset, classifier_dir or run.run_dir)
         result["classifier"] = {k: cinfo[k] for k in ("dataset", "test_accuracy", "steps")}
         log(f"classifier test accuracy: {cinfo['test_accuracy']:.3f}")
+    if classifier is not None and num_classes is not None and classifier.num_classes != num_classes:
+        raise ValueError(
+            f"the dataset classifier knows {classifier.num_classes} classes but the run has {num_classes}; "
+            "class accuracy needs the classes the run was trained on"
+        )
     ref_inception = inception_features(ref, inception) if inception is not None else None
     for solver in solvers:
         t0 = time.perf_counter()
@@ -202,11 +227,100 @@ def evaluate_run(
             entry.update(vector_metrics(samples, ref, generator=torch.Generator().manual_seed(seed)))
         result["quality"][solver] = entry
         log(f"{solver} ({info.nfe} NFE): " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k in _QUALITY))
+        if guidance:
+            result.setdefault("guidance", {})[solver] = {}
+        for w in guidance:
+            t0 = time.perf_counter()
+            labels = torch.arange(num_samples) % num_classes  # balanced: every class equally often
+            samples, info = sample(
+                run.model,
+                run.sde,
+                (num_samples, *run.data_shape),
+                solver=solver,
+                steps=sample_steps,
+                generator=torch.Generator().manual_seed(seed + 1),
+                clip_x0=1.0 if run.kind == "images" else None,
+                return_info=True,
+                y=labels,
+                guidance=float(w),
+            )
+            entry = {"guidance": float(w), "nfe": info.nfe, "n": num_samples, "seconds": time.perf_counter() - t0}
+            if run.kind == "images":
+                samples = samples.clamp(-1, 1)
+                entry.update(image_metrics(samples, ref, classifier, generator=torch.Generator().manual_seed(seed)))
+                entry.update(class_accuracy(classifier, samples, labels, num_classes))
+            else:
+                entry.update(vector_metrics(samples, ref, generator=torch.Generator().manual_seed(seed)))
+            result["guidance"][solver][f"{float(w):g}"] = entry
+            log(
+                f"{solver}, guidance {w:g}: "
+                + ", ".join(
+                    f"{k} {entry[k]:.4g}" for k in (*_QUALITY, "accuracy", "worst_class_accuracy") if k in entry
+                )
+            )
     result["loss_by_t"] = denoising_error_by_t(run.model, run.sde, None, ref[:nll_num], seed=seed)
     return result
 
 
 _QUALITY = ("fd", "kid", "sw2", "mmd", "inception_fid")
+
+
+@torch.no_grad()
+def class_accuracy(classifier, samples: Tensor, labels: Tensor, num_classes: int) -> dict[str, Any]:
+    """How often ``classifier`` assigns samples to the class they were drawn for: ``accuracy``
+    overall, ``per_class`` (a list, ``None`` for a class without samples) and ``worst_class_accuracy``."""
+    predicted = classifier(samples.float()).argmax(1).cpu()
+    hit = (predicted == labels).double()
+    per_class = [hit[labels == k].mean().item() if (labels == k).any() else None for k in range(num_classes)]
+    present = [a for a in per_class if a is not None]
+    return {"accuracy": hit.mean().item(), "per_class": per_class, "worst_class_accuracy": min(present)}
+
+
+def guidance_table(result: dict[str, Any]) -> str:
+    """The guidance sweep of :func:`evaluate_run` as a markdown table, one row per (solver, w)."""
+    lines = []
+    for solver, sweep in result.get("guidance", {}).items():
+        rows = list(sweep.values())
+        keys = [k for k in ("fd", "kid", "sw2", "mmd", "accuracy", "worst_class_accuracy") if k in rows[0]]
+        names = {"fd": "FD", "kid": "KID", "sw2": "SW₂", "mmd": "MMD", "accuracy": "accuracy",
+                 "worst_class_accuracy": "worst class"}  # fmt: skip
+        if not lines:
+            lines += ["| solver | w | " + " | ".join(names[k] for k in keys) + " |", "|---" * (len(keys) + 2) + "|"]
+        for r in rows:
+            cells = [f"{r[k]:.1%}" if "accuracy" in k else f"{r[k]:.4g}" for k in keys]
+            lines.append(f"| {solver} ({r['nfe']} NFE) | {r['guidance']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def guidance_plot(result: dict[str, Any], path: str | Path) -> Path | None:
+    """FD against class accuracy (images), one point per guidance scale and a line per solver, as a
+    PNG at ``path``; ``None`` when matplotlib is missing or there is no accuracy to plot (points)."""
+    sweeps = result.get("guidance", {})
+    if not sweeps or not all("accuracy" in r for sweep in sweeps.values() for r in sweep.values()):
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for solver, sweep in sweeps.items():
+        rows = list(sweep.values())
+        acc, fd = [r["accuracy"] for r in rows], [r["fd"] for r in rows]
+        ax.plot(acc, fd, marker="o", label=solver)
+        for r, a, f in zip(rows, acc, fd, strict=True):
+            ax.annotate(f"w={r['guidance']:g}", (a, f), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("class accuracy of the samples (dataset classifier)")
+    ax.set_ylabel("FD (classifier features)")
+    ax.set_title("Classifier-free guidance: fidelity vs. class accuracy")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def _nll_text(entry: dict[str, Any]) -> str:

@@ -135,6 +135,9 @@ class ModelConfig:
         None, "UNet attention resolutions, e.g. 16 or 8,16.", flag="--attention", ge=1
     )
     dropout: float | None = _f(None, "Dropout probability.", ge=0, lt=1)
+    conditional: bool = _f(
+        False, "Class-conditional model on the data's labels, for classifier-free guidance (scoresde.guidance)."
+    )
     width: int = _f(128, "MLP hidden width.", ge=1)
     depth: int = _f(3, "MLP residual blocks.", ge=0)
 
@@ -156,6 +159,9 @@ class LossConfig:
     elbo_variance: str = _f("large", "Reverse variance of the elbo weighting: large (β) or small (β̃).")
     min_snr_gamma: float = _f(5.0, "γ of the min-snr weighting.", gt=0)
     reduce: str = _f("mean", "Loss over dimensions: mean or sum.", choices=("mean", "sum"))
+    cond_drop: float = _f(
+        0.1, "Label dropout of a --conditional run (p_uncond of classifier-free guidance).", ge=0, lt=1
+    )
 
 
 @dataclass(frozen=True)

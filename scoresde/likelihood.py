@@ -63,6 +63,7 @@ from torch import Tensor
 
 from ._checks import append_dims, check_int, check_name, positive_finite
 from .grids import TIME_GRIDS, time_grid
+from .guidance import guided
 from .param import eps_and_x0, resolve_prediction
 from .param import score as score_of
 from .sde import SDE
@@ -116,7 +117,7 @@ class LikelihoodInfo:
 _ODE_NAMES = {"eps": "t_min", "solver": "ode_method", "noise": "probe_noise"}  # log_likelihood's names
 _ODE_OPTIONS = {"eps", "rtol", "atol", "solver", "divergence", "probes", "noise"}
 _VLB_OPTIONS = {"steps", "variance", "grid", "t_min"}
-_COMMON = {"levels", "data_range", "generator", "return_info"}
+_COMMON = {"levels", "data_range", "generator", "return_info", "y", "guidance"}
 
 
 def log_likelihood(
@@ -125,10 +126,11 @@ def log_likelihood(
     """Negative log-likelihood of ``x`` under ``model`` in nats per sample: :func:`ode_nll` or :func:`vlb_nll`.
 
     ``method`` picks the estimator (``ode`` or ``vlb``) and ``options`` go to it. Common:
-    ``levels``, ``data_range``, ``generator``, ``return_info``. ODE: ``eps`` (its ``t_min``,
-    default 1e-5), ``rtol``, ``atol``, ``solver`` (its ``ode_method``), ``divergence``, ``probes``,
-    ``noise`` (its ``probe_noise``). VLB: ``steps``, ``variance``, ``grid``, ``t_min``. Options of
-    the other method are ignored, as they always were; any other name is an error.
+    ``levels``, ``data_range``, ``generator``, ``return_info``, ``y`` and ``guidance`` (class labels:
+    −log p(x | y)). ODE: ``eps`` (its ``t_min``, default 1e-5), ``rtol``, ``atol``, ``solver`` (its
+    ``ode_method``), ``divergence``, ``probes``, ``noise`` (its ``probe_noise``). VLB: ``steps``,
+    ``variance``, ``grid``, ``t_min``. Options of the other method are ignored,
+    as they always were; any other name is an error.
     """
     check_name(method, "likelihood method", METHODS)
     own, other = (_ODE_OPTIONS, _VLB_OPTIONS) if method == "ode" else (_VLB_OPTIONS, _ODE_OPTIONS)
@@ -159,6 +161,8 @@ def ode_nll(
     probe_noise: str = "rademacher",
     generator: torch.Generator | None = None,
     return_info: bool = False,
+    y: int | Tensor | None = None,
+    guidance: float | None = None,
 ) -> Tensor | tuple[Tensor, LikelihoodInfo]:
     """−log p_ε(x) by the probability-flow ODE (exact change of variables), nats per sample, float64.
 
@@ -179,9 +183,15 @@ def ode_nll(
             (``rademacher`` or ``gaussian``); drawn once per solve from ``generator``.
         generator: random source for the probes and the dequantization.
         return_info: also return a :class:`LikelihoodInfo` (NFE and the per-term breakdown).
+        y: for a class-conditional model, the class of every sample (an int) or one per sample
+            (shape (batch,)): the result is −log p(x | y), the model at guidance w = 1
+            (:mod:`scoresde.guidance`). None: the model as it is (−log p(x) for a conditional net).
+        guidance: only 1 (the default, log p(x | y)) or 0 (log p(x)); a guided model at other w is
+            not the score of p(x | y), so it has no likelihood of the labels and is refused.
     """
     prediction = resolve_prediction(model, prediction)
     _check_data(x, levels, data_range)
+    model = _conditional(model, y, guidance, x.shape[0])
     nll, info = _ode_nll(
         model, sde, x, prediction, levels, data_range, t_min, rtol, atol, ode_method, divergence, probes,
         probe_noise, generator,
@@ -203,6 +213,8 @@ def vlb_nll(
     data_range: tuple[float, float] = (-1.0, 1.0),
     generator: torch.Generator | None = None,
     return_info: bool = False,
+    y: int | Tensor | None = None,
+    guidance: float | None = None,
 ) -> Tensor | tuple[Tensor, LikelihoodInfo]:
     """The variational bound of the N-step chain (Ho et al. 2020, eq. 5), nats per sample, float64.
 
@@ -215,11 +227,31 @@ def vlb_nll(
         grid, t_min: the chain's time grid: ``uniform`` on [0, T] (DDPM), any name in
             ``TIME_GRIDS`` (grids that need t > 0, e.g. ``log-snr``, run from ``t_min`` after a
             first step from 0), or an explicit tensor 0 = t_0 < … < t_N = T.
+        y, guidance: class labels for −log p(x | y) of a conditional model, as in :func:`ode_nll`.
     """
     prediction = resolve_prediction(model, prediction)
     _check_data(x, levels, data_range)
+    model = _conditional(model, y, guidance, x.shape[0])
     nll, info = _vlb(model, sde, x, prediction, levels, data_range, steps, variance, grid, t_min, generator)
     return (nll, info) if return_info else nll
+
+
+def _conditional(model, y, guidance, batch: int):
+    """The model at labels y and w = 1 (or 0), checked; the model itself without labels."""
+    if y is None:
+        if guidance is not None:
+            raise ValueError(f"guidance={guidance!r} needs class labels y; pass y= for log p(x | y)")
+        return model
+    w = 1.0 if guidance is None else guidance
+    if w not in (0, 1):
+        raise ValueError(
+            f"guidance must be 1 (log p(x | y)) or 0 (log p(x)) for a likelihood, got {w!r}: a guided model "
+            "at another scale is not the score of p(x | y), so it gives no likelihood of the data"
+        )
+    model = guided(model, y, float(w))
+    if model.rows is not None and model.rows != batch:
+        raise ValueError(f"y holds {model.rows} labels for {batch} samples x; give one label per sample")
+    return model
 
 
 def _check_data(x: Tensor, levels: int | None, data_range: tuple[float, float]) -> None:
@@ -492,7 +524,8 @@ def _eps_errors(model, sde, x, i, times, a, s, prediction, gen):
     si = append_dims(s[i].to(x.dtype), xr.ndim)
     xi = (ai * xr + si * e).reshape(k * batch, *x.shape[1:])
     ti = times[i].to(device=x.device, dtype=x.dtype).repeat_interleave(batch)
-    eps_hat = _model_eps(model, sde, xi, ti, prediction).reshape(e.shape)
+    tile = getattr(model, "tile", None)  # per-sample labels follow the k stacked copies of the rows
+    eps_hat = _model_eps(tile(k) if callable(tile) else model, sde, xi, ti, prediction).reshape(e.shape)
     return (e - eps_hat).to(torch.float64).flatten(2).pow(2).sum(2)
 
 

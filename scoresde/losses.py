@@ -31,7 +31,7 @@ import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -342,11 +342,12 @@ def denoising_loss(
     noise: Tensor | None = None,
     reduce: str = "sum",
     return_draw: bool = False,
+    cond: dict[str, Any] | None = None,
 ) -> Tensor | tuple[Tensor, TimeDraw]:
     """Per-sample weighted denoising loss w(t)·‖ε − ε̂_θ(x_t, t)‖² × importance weight, shape (batch,).
 
     Args:
-        model: ``model(x_t, t) -> prediction`` with t of shape (batch,) in continuous time.
+        model: ``model(x_t, t, **cond) -> prediction`` with t of shape (batch,) in continuous time.
         sde: the forward SDE giving α(t), σ(t) (and the chain, for discrete time).
         x0: clean data of shape (batch, ...).
         weighting: a name from :data:`WEIGHTINGS` (default options) or a callable ``w(sde, draw)``;
@@ -359,6 +360,8 @@ def denoising_loss(
         noise: ε to use instead of drawing it (same shape as ``x0``).
         reduce: ``sum`` (the norm ‖·‖², the ELBO's scale) or ``mean`` over the non-batch dimensions.
         return_draw: also return the :class:`TimeDraw` (for per-time diagnostics).
+        cond: conditioning passed to the model, ``model(x_t, t, **cond)``, e.g. ``{"y": labels}``
+            for a class-conditional model (labels (batch,) in 0 … K, K the null label).
 
     With importance sampling the returned values already include the weights p/q: their mean is
     an unbiased estimate of E_{t uniform}[w(t) ℓ(t)].
@@ -383,7 +386,7 @@ def denoising_loss(
 
     alpha, sigma = (append_dims(v.to(x0.dtype), x0.ndim) for v in (draw.alpha, draw.sigma))
     x_t = alpha * x0 + sigma * noise  # the marginal q(x_t | x_0) (Ho et al. eq. 4)
-    pred = model(x_t, draw.t.to(x0.dtype))
+    pred = model(x_t, draw.t.to(x0.dtype), **cond) if cond else model(x_t, draw.t.to(x0.dtype))
     target, scale = _target_and_scale(prediction, x0, noise, alpha, sigma)
     dtype = torch.promote_types(pred.dtype, torch.float32)  # bf16 outputs: the loss in float32
     err = (pred.to(dtype) - target.to(dtype)).pow(2).flatten(1)

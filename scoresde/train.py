@@ -55,6 +55,7 @@ from .distributed import Distributed
 from .distributed import setup as setup_distributed
 from .ema import EMA
 from .imageio import atomic_write_bytes, image_grid, scatter_image
+from .labels import class_rows, drop_labels
 from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising_loss
 from .nets import make_network
 from .param import Model
@@ -101,7 +102,7 @@ class TrainResult:
         interrupted: stopped by Ctrl-C (a checkpoint was saved first).
         checkpoint: the newest checkpoint's JSON path (``None`` without a run folder).
         model: the EMA model, eval mode, on the CPU; samples as :func:`load_run`'s model does.
-        sde, config, data_shape, kind: as in :class:`LoadedRun`.
+        sde, config, data_shape, kind, num_classes, class_names: as in :class:`LoadedRun`.
         reference: held-out data (up to 2,048 samples), as the run folder's ``reference.safetensors``.
         metrics: every metrics record logged by this run, oldest first (``metrics.jsonl``'s lines).
     """
@@ -118,6 +119,8 @@ class TrainResult:
     kind: str = ""
     reference: Tensor | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
 
     @property
     def prediction(self) -> str:
@@ -132,8 +135,14 @@ def build_sde(config: TrainConfig) -> SDE:
     return make_sde(config.sde.name, config.sde.schedule)
 
 
-def build_model(config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde: SDE) -> Model:
-    """The network from the config wrapped as ``model(x, t)`` (scoresde.param.Model)."""
+def build_model(
+    config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde: SDE, num_classes: int | None = None
+) -> Model:
+    """The network from the config wrapped as ``model(x, t, y=None)`` (scoresde.param.Model).
+
+    ``num_classes`` K makes the network class-conditional (labels 0 … K − 1, K the null label);
+    ``None`` builds an unconditional one.
+    """
     m = config.model
     net_name = m.net if m.net != "auto" else ("unet" if kind == "images" else "mlp")
     if net_name == "unet":
@@ -145,6 +154,8 @@ def build_model(config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde
         options = {"width": m.width, "depth": m.depth, "dropout": m.dropout or 0.0}
     else:
         options = {}
+    if num_classes is not None:
+        options["num_classes"] = int(num_classes)
     net = make_network(net_name, data_shape, **options)
     return Model(net, m.prediction, m.time_label, T=sde.T, N=config.loss.N)
 
@@ -184,6 +195,23 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
 
 
+def check_conditional(config: TrainConfig, dataset: Dataset) -> int | None:
+    """The number of classes to condition on: the data's K for a ``--conditional`` run, else None.
+
+    ValueError when a conditional run is asked on data without labels.
+    """
+    if not config.model.conditional:
+        return None
+    if not dataset.labelled:
+        from .data import labelled_datasets
+
+        raise ValueError(
+            f"--conditional needs class labels, but the data {dataset.name!r} has none; labelled data: "
+            f"{', '.join(labelled_datasets())}, a folder with one sub-folder per class, or an .npz with labels 'y'"
+        )
+    return dataset.num_classes
+
+
 # --------------------------------------------------------------------------- loading a run
 
 
@@ -192,7 +220,8 @@ class LoadedRun:
     """A trained run ready to sample: the EMA model in eval mode and what describes it.
 
     Attributes:
-        model: ``model(x, t) -> prediction`` (EMA weights, eval mode, on the CPU unless moved).
+        model: ``model(x, t, y=None) -> prediction`` (EMA weights, eval mode, on the CPU unless moved);
+            a class-conditional model takes labels y (0 … K − 1; None or K: unconditional).
         sde: the forward SDE it was trained with.
         prediction: what ``model`` returns (``eps``, ``x0``, ``v`` or ``score``).
         data_shape: the shape of one sample, without the batch dimension.
@@ -202,6 +231,10 @@ class LoadedRun:
         step: the training step of the checkpoint.
         checkpoint: the checkpoint's JSON path.
         run_dir: the run folder.
+        num_classes: K for a class-conditional run (``--conditional``), else None.
+        class_names: the name of each class id (a conditional run), else None.
+        reference_labels: the class labels of ``reference`` when the data are labelled (runs
+            written before labels were saved: None).
     """
 
     model: Model
@@ -214,6 +247,9 @@ class LoadedRun:
     step: int
     checkpoint: Path
     run_dir: Path
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    reference_labels: Tensor | None = None
 
 
 def load_run(
@@ -235,23 +271,49 @@ def load_run(
             config = from_dict(meta["config"])
             data_shape, kind = tuple(int(n) for n in meta["data_shape"]), str(meta["kind"])
             sde = build_sde(config)
-            model = build_model(config, data_shape, kind, sde)
+            num_classes = meta.get("num_classes")  # absent in checkpoints older than conditioning: unconditional
+            num_classes = None if num_classes is None else int(num_classes)
+            names = meta.get("class_names")
+            class_names = None if names is None else tuple(str(n) for n in names)
+            model = build_model(config, data_shape, kind, sde, num_classes)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"checkpoint {path} has an unusable config: {err}") from None
         ckpt.load_weights(model, ckpt.section(checkpoint.tensors, "ema."), path)
-        built.update(config=config, data_shape=data_shape, kind=kind, sde=sde, model=model)
+        built.update(
+            config=config,
+            data_shape=data_shape,
+            kind=kind,
+            sde=sde,
+            model=model,
+            num_classes=num_classes,
+            class_names=class_names,
+        )
 
     checkpoint = ckpt.load_latest(run_dir, check=usable, warn=warn)
     path = checkpoint.path
     config, data_shape, kind, sde, model = (built[k] for k in ("config", "data_shape", "kind", "sde", "model"))
+    num_classes, class_names = built["num_classes"], built["class_names"]
     model.requires_grad_(False).eval().to(device)
-    reference = None
+    reference = reference_labels = None
     ref_path = run_dir / "reference.safetensors"
     if ref_path.is_file():
         with contextlib.suppress(Exception):
-            reference = load_safetensors(ref_path.read_bytes())["x"]
+            tensors = load_safetensors(ref_path.read_bytes())
+            reference, reference_labels = tensors["x"], tensors.get("y")
     return LoadedRun(
-        model, sde, config.model.prediction, data_shape, kind, config, reference, checkpoint.step, path, run_dir
+        model,
+        sde,
+        config.model.prediction,
+        data_shape,
+        kind,
+        config,
+        reference,
+        checkpoint.step,
+        path,
+        run_dir,
+        num_classes,
+        class_names,
+        reference_labels,
     )
 
 
@@ -272,26 +334,35 @@ def latest_run(root: str | os.PathLike = "runs") -> Path | None:
 
 
 def write_run_files(run_dir: Path, config: TrainConfig, dataset: Dataset) -> None:
-    """``config.json`` and, once, ``reference.safetensors`` (the first 2,048 held-out samples)."""
+    """``config.json`` and, once, ``reference.safetensors`` (the first 2,048 held-out samples ``x``
+    and, for labelled data, their labels ``y``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.json", json.dumps(to_dict(config), indent=2).encode())
     ref = run_dir / "reference.safetensors"
     if not ref.exists():
-        x = dataset.heldout[:REFERENCE_MAX].contiguous().cpu()
-        atomic_write_bytes(ref, save_safetensors({"x": x}, metadata={"kind": dataset.kind}))
+        tensors = {"x": dataset.heldout[:REFERENCE_MAX].contiguous().cpu()}
+        if dataset.heldout_labels is not None:
+            tensors["y"] = dataset.heldout_labels[:REFERENCE_MAX].contiguous().cpu()
+        atomic_write_bytes(ref, save_safetensors(tensors, metadata={"kind": dataset.kind}))
 
 
 @torch.no_grad()
-def preview(model: Model, sde: SDE, config: TrainConfig, kind: str, heldout: Tensor) -> np.ndarray:
+def preview(
+    model: Model, sde: SDE, config: TrainConfig, kind: str, heldout: Tensor, num_classes: int | None = None
+) -> np.ndarray:
     """A picture of samples of ``model``: a grid (images) or a scatter plot over ``heldout`` (points).
 
     Always the same noise (seeded by ``config.seed``), so pictures of successive steps compare.
+    A class-conditional model (``num_classes`` K) is sampled at w = 1 with one row per class
+    (``sample_num // K`` per class, at least one).
     """
     from .samplers import sample
 
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(config.seed + 12345)
-    shape = (config.sample_num, *heldout.shape[1:])
+    per_class = max(1, config.sample_num // num_classes) if num_classes else None
+    y = {"y": class_rows(num_classes, per_class).to(device)} if num_classes else {}
+    shape = (per_class * num_classes if num_classes else config.sample_num, *heldout.shape[1:])
     clip = {"clip_x0": 1.0} if kind == "images" else {}
     x = sample(
         model,
@@ -301,11 +372,12 @@ def preview(model: Model, sde: SDE, config: TrainConfig, kind: str, heldout: Ten
         steps=config.sample_steps,
         prediction=config.model.prediction,
         generator=g,
+        **y,
         **clip,
     )
     if kind == "images":
         zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged to be seen
-        return image_grid(x.clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
+        return image_grid(x.clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2), nrow=per_class)
     return scatter_image(x, heldout)
 
 
@@ -420,9 +492,11 @@ class Trainer:
         )
         if c.batch_size % self.world:
             raise ValueError(f"batch_size {c.batch_size} must be divisible by the number of ranks {self.world}")
+        self.num_classes = check_conditional(c, self.dataset)
         self.sde = build_sde(c)
         torch.manual_seed(c.seed)  # the initial weights: the same on every rank
-        self.model = build_model(c, self.dataset.data_shape, self.dataset.kind, self.sde).to(self.device)
+        self.model = build_model(c, self.dataset.data_shape, self.dataset.kind, self.sde, self.num_classes)
+        self.model.to(self.device)
         torch.manual_seed(c.seed + 1 + self.rank)  # dropout: each rank its own stream
         self.averager = EMA(self.model, c.optim.ema_decay, c.optim.ema_warmup)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -430,6 +504,7 @@ class Trainer:
         self.weighting, self.time_sampler = loss_parts(c)
         self.generator = torch.Generator(self.device).manual_seed(c.seed * 7919 + 101 + self.rank)
         self.train_x = self.dataset.train.to(self.device)
+        self.train_y = self.dataset.train_labels.to(self.device) if self.num_classes else None
         self.step, self.metrics = 0, []
         self.last_checkpoint: Path | None = None
         # before anything is written: one writer per run folder (rank 0 writes for every rank)
@@ -495,6 +570,11 @@ class Trainer:
                     f"checkpoint {path} was trained on data of shape {tuple(meta['data_shape'])}, "
                     f"the data now has shape {self.dataset.data_shape}"
                 )
+            if meta.get("num_classes") != self.num_classes:
+                raise ValueError(
+                    f"checkpoint {path} was trained with num_classes={meta.get('num_classes')}, "
+                    f"the run now has num_classes={self.num_classes}"
+                )
             ckpt.load_training_state(checkpoint, self.model, self.ema, self.optimizer, self.device)
             rng = meta["rng"]
             if len(rng) != self.world:
@@ -514,18 +594,36 @@ class Trainer:
         warmup = self.config.optim.warmup
         return self.config.optim.lr * min(1.0, (step + 1) / warmup) if warmup else self.config.optim.lr
 
-    def batch(self, step: int) -> Tensor:
-        """This rank's slice of global batch ``step`` (a pure function of seed and step)."""
+    def rows(self, step: int) -> Tensor:
+        """The indices into the training set of this rank's slice of global batch ``step``
+        (a pure function of seed and step)."""
         c = self.config
         idx = batch_indices(step, len(self.train_x), c.batch_size, c.seed)
         per_rank = c.batch_size // self.world
-        return self.train_x[idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.device)]
+        return idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.device)
 
-    def train_step(self, x0: Tensor) -> tuple[Tensor, Tensor]:
-        """One optimizer step on batch ``x0``; returns (per-sample loss, times) detached."""
+    def batch(self, step: int) -> Tensor:
+        """This rank's slice of global batch ``step`` (a pure function of seed and step)."""
+        return self.train_x[self.rows(step)]
+
+    def labels(self, step: int) -> Tensor | None:
+        """The class labels of :meth:`batch` ``step`` (a conditional run), else None."""
+        return None if self.train_y is None else self.train_y[self.rows(step)]
+
+    def train_step(self, x0: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One optimizer step on batch ``x0`` (with labels ``y`` for a conditional run); returns
+        (per-sample loss, times) detached.
+
+        The labels are dropped to the null label with probability ``loss.cond_drop`` (classifier-free
+        guidance; Ho & Salimans 2022, Alg. 1), drawn from the trainer's generator before the loss's
+        times and noise, so that a resumed run draws the same.
+        """
         c = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(self.step)
+        cond = None
+        if y is not None:
+            cond = {"y": drop_labels(y, c.loss.cond_drop, self.num_classes, self.generator)}
         with torch.autocast("cuda", torch.bfloat16, enabled=c.bf16 and self.device.type == "cuda"):
             loss, draw = denoising_loss(
                 self.net,
@@ -537,6 +635,7 @@ class Trainer:
                 generator=self.generator,
                 reduce=c.loss.reduce,
                 return_draw=True,
+                cond=cond,
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
@@ -561,7 +660,7 @@ class Trainer:
         try:
             with stop_on_sigint(self.request_stop):
                 while self.step < c.steps:
-                    loss, t = self.train_step(self.batch(self.step))
+                    loss, t = self.train_step(self.batch(self.step), self.labels(self.step))
                     tally.add(loss, t)
                     if bar is not None:
                         bar.advance()
@@ -605,6 +704,8 @@ class Trainer:
             kind=self.dataset.kind,
             reference=self.dataset.heldout[:REFERENCE_MAX].cpu(),
             metrics=list(self.metrics),
+            num_classes=self.num_classes,
+            class_names=self.dataset.class_names if self.num_classes else None,
         )
 
     def _diverged(self) -> NoReturn:
@@ -650,6 +751,8 @@ class Trainer:
                 "config": to_dict(self.config),
                 "data_shape": list(self.dataset.data_shape),
                 "kind": self.dataset.kind,
+                "num_classes": self.num_classes,
+                "class_names": list(self.dataset.class_names) if self.num_classes else None,
                 "world_size": self.world,
                 "optimizer": optim_meta,
                 "rng": rng,
@@ -664,7 +767,7 @@ class Trainer:
         Skipped without a run folder or reporters."""
         if self.rank != 0 or not self.pictures:
             return None
-        pixels = preview(self.ema, self.sde, self.config, self.dataset.kind, self.dataset.heldout)
+        pixels = preview(self.ema, self.sde, self.config, self.dataset.kind, self.dataset.heldout, self.num_classes)
         self.reporter.log_image(self.step, pixels)
         return pixels
 

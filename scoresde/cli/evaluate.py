@@ -52,6 +52,14 @@ def likelihood(
     rtol: Annotated[float, typer.Option(help="ODE relative tolerance")] = 1e-5,
     atol: Annotated[float, typer.Option(help="ODE absolute tolerance")] = 1e-5,
     seed: Annotated[int, typer.Option(help="seed of the dequantization, probe and VLB noise")] = 0,
+    class_: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="class-conditional runs: log p(x | y) at class K (an id or name) or at each sample's own label "
+            "(data); default: log p(x)",
+        ),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
 ) -> None:
@@ -78,6 +86,21 @@ def likelihood(
         if diffusers is not None:
             fail("a diffusers model has no held-out data: give the images to score with --data NAME|PATH")
         fail(f"{r.description} has no held-out reference data (reference.safetensors); pass --data")
+    conditioning = {}
+    if class_ is not None and class_.strip() == "data":
+        if r.num_classes is None:
+            r.labels_of(class_)  # the one line for an unconditional model
+        if r.reference_labels is None:
+            fail(f"--class data needs the labels of the reference data, but {r.dataset} has none")
+        y = r.reference_labels[:num]
+        if int(y.max()) >= r.num_classes:
+            fail(f"the labels of {r.dataset} go up to {int(y.max())}, but the model has {r.num_classes} classes")
+        conditioning = {"y": y}
+    elif class_ is not None:
+        target = r.labels_of(class_)
+        if target == "all":
+            fail("--class all draws a grid in `scoresde sample`; for a likelihood give a class K or data")
+        conditioning = {"y": target}
     levels = data_levels(r.dataset, r.kind)
     dim = math.prod(r.data_shape)
     options = {"steps": steps or r.N, "grid": grid} if method == "vlb" else {}
@@ -92,15 +115,19 @@ def likelihood(
             levels=levels,
             generator=torch.Generator().manual_seed(seed),
             return_info=True,
+            **conditioning,
             **options,
         )
     except ValueError as err:
         fail(str(err))
     per_dim = nll / dim
     mean, se = per_dim.mean().item(), per_dim.std().item() / math.sqrt(len(per_dim)) if len(per_dim) > 1 else 0.0
-    typer.echo(f"{r.description}, {len(nll)} samples of {r.dataset}, method {method}, {info.nfe} NFE")
+    given = "" if not conditioning else " given their labels" if class_.strip() == "data" else f" given class {class_}"
+    typer.echo(f"{r.description}, {len(nll)} samples of {r.dataset}{given}, method {method}, {info.nfe} NFE")
     typer.echo(f"NLL: {mean:.4f} ± {se:.4f} nats/dim ({nll.mean().item():.3f} nats per sample)")
     record = {"method": method, "nats_per_dim": mean, "nats_per_dim_se": se, "nfe": info.nfe, "n": len(nll)}
+    if conditioning:
+        record["class"] = class_.strip()
     if levels is not None:
         typer.echo(f"      {mean / math.log(2):.4f} ± {se / math.log(2):.4f} bits/dim ({levels} levels)")
         record.update(bits_per_dim=mean / math.log(2), bits_per_dim_se=se / math.log(2), levels=levels)
@@ -127,6 +154,13 @@ def evaluate(
     method: Annotated[str, typer.Option(help="likelihood method(s): ode, vlb")] = "ode,vlb",
     inception: Annotated[Path | None, typer.Option(help="FID Inception TorchScript file (adds Inception FID)")] = None,
     seed: Annotated[int, typer.Option(help="seed of sampling and likelihood noise")] = 0,
+    guidance: Annotated[
+        str | None,
+        typer.Option(
+            help="class-conditional runs: guidance scales, comma-separated (e.g. 0,1,2,4): FD/KID and the class "
+            "accuracy of the samples per scale, and an FD-vs-accuracy plot"
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="JSON output (default: RUN/eval_SOLVER_STEPS.json; diffusers: only if given)"),
@@ -154,12 +188,22 @@ def evaluate(
         fail("--steps must be >= 1 and --num >= 2")
     if nll_num < 0:
         fail(f"--nll-num must be >= 0 (0 skips the likelihoods), got {nll_num}")
+    scales = []
+    for text in _split(guidance, "guidance") if guidance is not None else []:
+        try:
+            scales.append(float(text))
+        except ValueError:
+            fail(f"--guidance takes comma-separated numbers like 0,1,2,4, got {guidance!r}")
+        if not math.isfinite(scales[-1]):
+            fail(f"--guidance scales must be finite numbers, got {text}")
     set_threads(threads)
     if json_out is not None:
         output_file(json_out, "--json", "a JSON file path")
     r = load_source(run=run, diffusers=diffusers, data=data)
     if r.reference is None and diffusers is not None:
         fail("a diffusers model has no held-out data: give reference images with --data NAME|PATH")
+    if scales and r.num_classes is None:
+        fail(f"--guidance needs a class-conditional model, but {r.description} is unconditional")
     if json_out is None and r.run_dir is not None:
         json_out = output_file(r.run_dir / f"eval_{'+'.join(solvers)}_{steps}.json", "--json", "a JSON file")
     typer.echo(f"evaluating {r.description} against {r.dataset}")
@@ -174,12 +218,20 @@ def evaluate(
             inception=inception,
             seed=seed,
             log=typer.echo,
+            guidance=scales,
         )
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     if r.run_dir is None:
         result["run"] = r.description
     _write_json(json_out, result)
+    if scales:
+        from ..compare import guidance_plot, guidance_table
+
+        typer.echo(guidance_table(result))
+        if json_out is not None:
+            plot = guidance_plot(result, json_out.with_suffix(".guidance.png"))
+            typer.echo(f"wrote {plot}" if plot else "FD-vs-accuracy plot skipped (needs images and matplotlib)")
 
 
 @app.command("compare-losses")

@@ -5,6 +5,12 @@ image grid for images; for vectors a scatter plot over reference points (d = 2),
 (d = 1) or a pair grid (d ≥ 3)) or an ``.npz`` holding the raw samples. The output path is
 checked before any sampling: missing parent folders are created; an existing folder, a file in
 the way or an unwritable folder ends in one error line.
+
+A class-conditional model (a ``--conditional`` run; an analytic mixture, whose components are
+its classes) samples one class with ``--class K`` (an id or a class name) at classifier-free
+guidance ``--guidance W`` (default 1, :mod:`scoresde.guidance`), or every class with
+``--class all``: ``--num`` samples per class, the picture one row per class. Without ``--class``
+it samples unconditionally (the null label).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import typer
 from .. import samplers
 from ..analytic import MODELS
 from ..grids import TIME_GRIDS
+from ..labels import class_rows
 from ..samplers import SOLVERS
 from .app import app, fail, output_file, set_threads, write_failed
 from .sources import load_source
@@ -94,13 +101,19 @@ class _NpzWriter:
         Path(self.tmp).unlink(missing_ok=True)
 
 
-def _write_png(out: Path, x, kind: str, reference) -> None:
-    """An image grid of the first 64 images, or a plot of the vectors over the reference."""
+GRID_PER_CLASS = 16
+"""At most this many samples of each class in the picture of ``--class all``."""
+
+
+def _write_png(out: Path, x, kind: str, reference, per_row: int | None = None) -> None:
+    """An image grid of the first 64 images (``per_row``: all of them, that many per row), or a
+    plot of the vectors over the reference."""
     from ..imageio import image_grid, save_png, scatter_image
 
     if kind == "images":
         zoom = max(1, math.ceil(32 / x.shape[-1]))  # small images (8×8 digits) enlarged, as the trainer's previews
-        pixels = image_grid(x[:64].clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2))
+        x = x if per_row else x[:64]
+        pixels = image_grid(x.clamp(-1, 1).repeat_interleave(zoom, -1).repeat_interleave(zoom, -2), nrow=per_row)
     else:  # vectors of any dimension: a scatter plot (d = 2), a histogram (d = 1) or a pair grid (d >= 3)
         pixels = scatter_image(x.flatten(1), None if reference is None else reference.flatten(1).cpu())
     save_png(out, pixels)
@@ -117,7 +130,21 @@ def sample(
     ] = None,
     solver: Annotated[str, typer.Option(help=f"one of: {', '.join(SOLVERS)}")] = "unipc",
     steps: Annotated[int, typer.Option(help="number of steps of the time grid (+1 NFE for the denoising step)")] = 20,
-    num: Annotated[int | None, typer.Option(help="number of samples (default: 64 images, a grid; 2000 points)")] = None,
+    num: Annotated[
+        int | None,
+        typer.Option(help="number of samples (default: 64 images, a grid; 2000 points); per class with --class all"),
+    ] = None,
+    class_: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="class-conditional models: a class id or name, or all (one row per class); default: unconditional",
+        ),
+    ] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(help="classifier-free guidance scale w with --class (0 unconditional, 1 conditional; default 1)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the generator (all randomness)")] = 0,
     grid: Annotated[
         str, typer.Option(help=f"time grid: auto (the solver's measured best) or one of: {', '.join(TIME_GRIDS)}")
@@ -156,12 +183,27 @@ def sample(
         fail(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda was asked for but torch sees no CUDA device")
+    if guidance is not None and not math.isfinite(guidance):
+        fail(f"--guidance must be a finite number, got {guidance}")
     options = _parse_options(option or [])
     src = load_source(model=model, run=run, diffusers=diffusers, device=device)
     net, sde, data_shape, kind = src.model, src.sde, src.data_shape, src.kind
     reference, desc, data = src.reference, src.description, src.analytic
+    if guidance is not None and class_ is None:
+        if src.num_classes is None:
+            fail(f"--guidance needs a class-conditional model and --class, but {desc} is unconditional")
+        fail("--guidance needs --class (the class to guide towards): give --class K, a class name or all")
+    target = src.labels_of(class_)
+    per_class = None
+    if target == "all":
+        per_class = num if num is not None else (8 if kind == "images" else 500)
+        labels = class_rows(src.num_classes, per_class)
+        num = len(labels)
+    elif target is not None:
+        labels = torch.full((num if num is not None else 64 if kind == "images" else 2000,), target, dtype=torch.long)
     if num is None:
         num = 64 if kind == "images" else 2000
+    conditioning = {} if target is None else {"guidance": 1.0 if guidance is None else guidance}
     generator = torch.Generator(device).manual_seed(seed)
     defaults = {k: v for k, v in src.sample_options(solver).items() if k not in options}  # -o overrides them
 
@@ -183,7 +225,7 @@ def sample(
     # PNG shows (64 images, or the vectors) and the analytic model's running statistics are kept,
     # so memory does not grow with --num.
     sink = _NpzWriter(out, (num, *data_shape)) if out.suffix.lower() == ".npz" else None
-    kept, nfe, logp_sum, counts = [], 0, 0.0, None
+    kept, nfe, logp_sum, counts, hits = [], 0, 0.0, None, 0
     try:
         with progress:
             task = progress.add_task("sample", total=1.0)
@@ -201,6 +243,8 @@ def sample(
                         callback=lambda s, c=c: progress.update(task, completed=(c + s["progress"]) / len(starts)),
                         return_info=True,
                         device=device,
+                        **({"y": labels[first : first + chunk].to(device)} if conditioning else {}),
+                        **conditioning,
                         **defaults,
                         **options,
                     )
@@ -209,25 +253,43 @@ def sample(
                 x, nfe = x.detach().cpu().float(), nfe + info.nfe
                 if sink is not None:
                     sink.write(x)
+                elif per_class is not None and kind == "images":  # the first few of every class
+                    rows = torch.arange(first, first + len(x))
+                    kept.append(x[rows % per_class < GRID_PER_CLASS])
                 elif kind != "images" or sum(len(k) for k in kept) < 64:
                     kept.append(x if kind != "images" else x[: 64 - sum(len(k) for k in kept)])
                 if data is not None:  # ground truth known: running statistics of the samples
                     finite = x[torch.isfinite(x.flatten(1)).all(1)]
                     logp_sum += data.log_prob(finite).double().sum().item()
-                    found = data.responsibilities(finite).argmax(1).bincount(minlength=data.K).double()
+                    found = data.responsibilities(finite).argmax(1)
+                    if conditioning:  # how many samples land in their class's component
+                        chunk_labels = labels[first : first + len(x)][torch.isfinite(x.flatten(1)).all(1)]
+                        hits += (found == chunk_labels).sum().item()
+                    found = found.bincount(minlength=data.K).double()
                     counts = found if counts is None else counts + found
         seconds = time.perf_counter() - start
         if sink is not None:
-            sink.close(solver=solver, steps=steps, nfe=nfe, seed=seed)
+            sink.close(
+                solver=solver, steps=steps, nfe=nfe, seed=seed, **({"y": labels.numpy()} if conditioning else {})
+            )
         else:
-            _write_png(out, torch.cat(kept), kind, reference)
+            _write_png(out, torch.cat(kept), kind, reference, min(per_class, GRID_PER_CLASS) if per_class else None)
     except OSError as err:
         write_failed(out, err)
     finally:
         if sink is not None:
             sink.discard()
-    typer.echo(f"wrote {out}: {num} samples from {desc}, solver {solver}, {steps} steps, NFE {nfe}, {seconds:.2f} s")
-    if data is not None:
+    what = ""
+    if conditioning:
+        names = src.class_names or tuple(str(i) for i in range(src.num_classes))
+        which = f"{per_class} per class" if per_class else f"class {names[target]}"
+        what = f" ({which}, guidance {conditioning['guidance']:g})"
+    typer.echo(
+        f"wrote {out}: {num} samples{what} from {desc}, solver {solver}, {steps} steps, NFE {nfe}, {seconds:.2f} s"
+    )
+    if data is not None and conditioning:
+        typer.echo(f"samples in their class's component: {hits / max(counts.sum().item(), 1):.1%}")
+    elif data is not None:
         logp = logp_sum / max(counts.sum().item(), 1)
         logp_data = data.log_prob(reference).mean().item()
         mode_error = 0.5 * (counts / counts.sum() - data.weights).abs().sum().item()

@@ -38,6 +38,10 @@ class Source:
         run_dir: the run folder (evaluate writes its JSON there), ``None`` for other sources.
         step: the training step of a run's checkpoint.
         analytic: the analytic data distribution for ``--model``.
+        num_classes: K of a class-conditional model (a ``--conditional`` run; an analytic mixture,
+            whose components are its classes), else None.
+        class_names: the name of each class id, or None.
+        reference_labels: the class labels of ``reference`` (labelled data), or None.
     """
 
     model: Any
@@ -53,6 +57,38 @@ class Source:
     run_dir: Path | None = None
     step: int | None = None
     analytic: Any = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    reference_labels: Any = None
+
+    def labels_of(self, text: str | None, option: str = "--class") -> int | str | None:
+        """``--class K|NAME|all`` checked against the model: a class id, ``"all"``, or None when not given.
+
+        Fails with one line for a class out of range, an unknown name, or any class on an
+        unconditional model.
+        """
+        if text is None:
+            return None
+        if self.num_classes is None:
+            fail(
+                f"{option} needs a class-conditional model, but {self.description} is unconditional "
+                "(train one with `scoresde train --conditional`)"
+            )
+        text = text.strip()
+        if text == "all":
+            return "all"
+        names = self.class_names or tuple(str(i) for i in range(self.num_classes))
+        if text in names:
+            return names.index(text)
+        try:
+            k = int(text)
+        except ValueError:
+            fail(f"{option} {text!r} is not a class of {self.description}; give an id 0 … {self.num_classes - 1}, "
+                 f"a class name ({', '.join(names)}) or all")  # fmt: skip
+        if not 0 <= k < self.num_classes:
+            fail(f"{option} {k} is out of range: {self.description} has {self.num_classes} classes, ids 0 … "
+                 f"{self.num_classes - 1}")  # fmt: skip
+        return k
 
     def as_run(self) -> Any:
         """The attributes of a loaded run that :func:`scoresde.compare.evaluate_run` reads."""
@@ -67,6 +103,7 @@ class Source:
             run_dir=self.run_dir,
             step=self.step,
             config=config,
+            num_classes=self.num_classes,
         )
 
 
@@ -89,7 +126,7 @@ def load_source(
     else:
         source = _run(run, device)
     if data is not None:
-        source.reference, source.dataset = _reference(data, source)
+        source.reference, source.dataset, source.reference_labels = _reference(data, source)
     return source
 
 
@@ -101,11 +138,17 @@ def _analytic(name: str) -> Source:
 
     if name not in MODELS:
         fail(f"unknown analytic model {name!r}; choose one of: {', '.join(MODELS)}")
+    from ..guidance import num_classes_of
+
     data, sde = MODELS[name](), VPSDE()
+    model = data.model(sde, "eps")
     reference = data.sample(4000, torch.Generator().manual_seed(12345))
+    k = num_classes_of(model)  # a mixture's components are its classes
+    names = None if k is None else tuple(str(i) for i in range(k))
     return Source(
-        data.model(sde, "eps"), sde, "eps", data.data_shape, "points", f"analytic {name}", reference, analytic=data
-    )
+        model, sde, "eps", data.data_shape, "points", f"analytic {name}", reference, analytic=data,
+        num_classes=k, class_names=names,
+    )  # fmt: skip
 
 
 def _run(run: Path | None, device: str) -> Source:
@@ -136,7 +179,27 @@ def _run(run: Path | None, device: str) -> Source:
         (lambda solver: {"clip_x0": 1.0}) if images else (lambda solver: {}),
         r.run_dir,
         r.step,
+        num_classes=r.num_classes,
+        class_names=r.class_names,
+        reference_labels=r.reference_labels if r.reference_labels is not None else _heldout_labels(r),
     )
+
+
+def _heldout_labels(r) -> Any:
+    """The held-out labels of a conditional run whose reference file predates saved labels: the
+    run's data split again (the split is a pure function of the config)."""
+    if r.num_classes is None or r.reference is None:
+        return None
+    from ..data import load_dataset
+    from ..train import REFERENCE_MAX
+
+    c = r.config.data
+    try:
+        ds = load_dataset(c.name, path=c.path, n=c.n, resize=c.resize, heldout=c.heldout, seed=r.config.seed)
+    except (ValueError, ImportError):
+        return None
+    y = ds.heldout_labels
+    return y[:REFERENCE_MAX] if y is not None and len(y[:REFERENCE_MAX]) == len(r.reference) else None
 
 
 def _diffusers(path: Path, device: str) -> Source:
@@ -167,7 +230,7 @@ def _diffusers(path: Path, device: str) -> Source:
     )
 
 
-def _reference(data: str, source: Source) -> tuple[Any, str]:
+def _reference(data: str, source: Source) -> tuple[Any, str, Any]:
     from ..data import load_dataset
 
     try:
@@ -177,4 +240,4 @@ def _reference(data: str, source: Source) -> tuple[Any, str]:
     x = ds.train
     if tuple(x.shape[1:]) != tuple(source.data_shape):
         fail(f"--data {data} has samples of shape {tuple(x.shape[1:])}, but the model takes {tuple(source.data_shape)}")
-    return x, ds.name
+    return x, ds.name, ds.train_labels

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .._checks import check_int
 from ..grids import time_grid
+from ..guidance import for_rows, guided
 from ..param import resolve_prediction
 from ..sde import SDE
 from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver, unipc  # noqa: F401  (register solvers)
@@ -59,6 +60,8 @@ class SampleInfo:
         trajectory: when asked (``trajectory=True``), the states at t_N, …, t_0 stacked as
             (N+1, batch, ...) — for ``ode``/``torchsde`` the states at the grid times.
         denoised: whether a final noise-free denoising step x̂_0(x, t_0) was applied.
+        options: the solver's options as used, and for a conditional solve ``y`` (the class, or the
+            list of per-sample labels) and ``guidance`` (the scale w).
     """
 
     solver: str
@@ -88,6 +91,8 @@ def sample(
     trajectory: bool = False,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    y: int | Tensor | None = None,
+    guidance: float | None = None,
     **options: Any,
 ) -> Tensor | tuple[Tensor, SampleInfo]:
     """Draw samples by integrating ``sde``'s reverse process from its prior with ``solver``.
@@ -118,6 +123,13 @@ def sample(
         trajectory: record the states along the grid in ``SampleInfo.trajectory``.
         dtype, device: of the samples (and of x, t given to the model). Default device: the
             generator's, else CPU.
+        y: for a class-conditional model (:mod:`scoresde.guidance`), the class of every sample (an
+            int) or one class per sample (an integer tensor of shape (n,); the value K, the null
+            label, samples that row unconditionally). None: the model is called as it is (a
+            conditional network then samples its unconditional branch).
+        guidance: the classifier-free guidance scale w with ``y`` (default 1, the conditional
+            model; 0 unconditional, > 1 sharper classes); both branches run in one batched forward,
+            so the NFE is that of the unguided solve.
         **options: solver options, e.g. ``variance="large"`` (ancestral), ``eta=1`` (ddim),
             ``order=3, lower_order_final=True`` (dpm-solver++), ``snr=0.16, corrector_steps=1`` (pc),
             ``method="srk"`` (torchsde), ``method="RK45", rtol=1e-5, atol=1e-5`` (ode).
@@ -127,9 +139,13 @@ def sample(
 
     Raises:
         ValueError: unknown solver, steps < 1, an option the solver does not take, a model output
-            of the wrong shape or not finite (the message names the time), bad grid or t_min.
+            of the wrong shape or not finite (the message names the time), bad grid or t_min,
+            ``guidance`` without ``y``, labels y that are not one per sample.
+        TypeError: ``y`` for an unconditional model.
     """
     spec = SOLVERS.get(solver)
+    if y is None and guidance is not None:
+        raise ValueError(f"guidance={guidance!r} needs class labels y (the class to guide towards); pass y= as well")
     if isinstance(grid, str) and grid == "auto":
         grid = spec.grid  # the solver's measured best grid (benchmarks/results/samplers_defaults.md)
     times = _times(spec, sde, steps, grid, t_min)
@@ -137,6 +153,14 @@ def sample(
     opts = spec.check_options(options)
     shape = _check_shape(shape)
     n = shape[0]
+    if y is not None:
+        w = 1.0 if guidance is None else guidance
+        model = guided(model, y, w)
+        if model.rows is not None and model.rows != n:
+            raise ValueError(f"y holds {model.rows} labels but {n} samples are asked (shape[0]); give one per sample")
+        conditioning = {"y": model.y if isinstance(model.y, int) else model.y.tolist(), "guidance": float(w)}
+    else:
+        conditioning = {}
     batch_size = n if batch_size is None else check_int(batch_size, "batch_size")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
@@ -158,6 +182,7 @@ def sample(
         for c, start in enumerate(chunks):
             size = min(int(batch_size), n - start)
             x = sde.prior_sample((size, *shape[1:]), generator, dtype=dtype, device=device)
+            den.model = for_rows(model, start, start + size)  # per-sample labels: this chunk's rows
             ctx = Context(den, sde, times, generator, callback, record=trajectory, chunk=(c, len(chunks)))
             if trajectory:
                 ctx.trajectory.append(x)
@@ -172,7 +197,7 @@ def sample(
     if not return_info:
         return x
     path = None if not trajectory else paths[0] if len(paths) == 1 else torch.cat(paths, dim=1)
-    return x, SampleInfo(spec.name, den.nfe, times, path, denoise, opts)
+    return x, SampleInfo(spec.name, den.nfe, times, path, denoise, {**opts, **conditioning})
 
 
 def _times(spec: Solver, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None) -> Tensor:
