@@ -54,7 +54,7 @@ from .imageio import atomic_write_bytes, image_grid, scatter_image
 from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising_loss
 from .nets import make_network
 from .param import Model
-from .reporting import EchoReporter, JsonlReporter, ProgressReporter, Reporter, Reporters
+from .reporting import EchoReporter, ProgressReporter, Reporter, Reporters, make_loggers
 from .sde import SDE, make_sde
 
 __all__ = [
@@ -377,7 +377,8 @@ class Trainer:
         progress: show a rich progress bar (rank 0 only).
         dataset: a preloaded :class:`~scoresde.data.Dataset` instead of ``config.data``.
         log: where messages go (warnings, "interrupt: ..."), e.g. ``print``.
-        reporters: further :class:`~scoresde.reporting.Reporter` s (metrics, messages, pictures).
+        reporters: further :class:`~scoresde.reporting.Reporter` s (metrics, messages, pictures); a run
+            folder also gets those ``config.loggers`` names (:data:`~scoresde.reporting.LOGGERS`, jsonl always).
     """
 
     def __init__(
@@ -443,7 +444,7 @@ class Trainer:
     def _reporters(self, log, extra: Sequence[Reporter]) -> Reporters:
         if self.rank != 0:
             return Reporters()
-        folder = [JsonlReporter(self.run_dir)] if self.run_dir is not None else []
+        folder = make_loggers(self.config.loggers, self.run_dir, to_dict(self.config)) if self.run_dir else []
         return Reporters([*folder, *([EchoReporter(log)] if log else []), *extra])
 
     def close(self) -> None:
