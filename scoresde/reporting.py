@@ -309,14 +309,17 @@ def make_loggers(names: Iterable[str], run_dir: str | os.PathLike, config: dict[
 
 
 @contextlib.contextmanager
-def progress_bar(label: str = "sample", enabled: bool = True) -> Iterator[Callable[[dict[str, Any]], None] | None]:
-    """A rich progress bar driven by a sampler's ``callback`` (its ``progress`` value in [0, 1]).
+def progress_bar(
+    enabled: bool = True, callback: Callable[[dict[str, Any]], None] | None = None, label: str = "sample"
+) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    """A rich progress bar driven by a sampler's ``callback`` states (their ``progress`` in [0, 1]).
 
-    ``with progress_bar() as callback: sample(..., callback=callback)``; yields ``None`` when not
-    ``enabled`` (nothing is drawn). The bar is removed when the block ends.
+    ``with progress_bar() as cb: sample(..., callback=cb)``. The callback it yields also calls
+    ``callback`` (the caller's own); when not ``enabled`` it yields ``callback`` itself and draws
+    nothing. The bar disappears when the block ends.
     """
     if not enabled:
-        yield None
+        yield callback
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -329,5 +332,11 @@ def progress_bar(label: str = "sample", enabled: bool = True) -> Iterator[Callab
         transient=True,
     )
     task = bar.add_task(label, total=1.0)
+
+    def update(state: dict[str, Any]) -> None:
+        if callback is not None:
+            callback(state)
+        bar.update(task, completed=state["progress"])
+
     with bar:
-        yield lambda state: bar.update(task, completed=state["progress"])
+        yield update

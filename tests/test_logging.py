@@ -133,3 +133,28 @@ def test_scalars_name_every_non_empty_t_bin_by_its_edges():
     record = {"step": 3, "loss": 1.0, "loss_by_t": [0.5, None, 2.0], "t_bins": [0, 0.25, 0.5, 1.0], "lr": 0.1}
     record["steps_per_s"] = None
     assert reporting._scalars(record) == {"loss": 1.0, "loss_by_t/0-0.25": 0.5, "loss_by_t/0.5-1": 2.0, "lr": 0.1}
+
+
+def test_sample_progress_bar_keeps_the_samples_and_the_callers_callback():
+    import torch
+
+    import scoresde as sd
+    from scoresde.sde import make_sde
+
+    sde = make_sde("vp")
+
+    def model(x, t):  # the exact ε-prediction for N(0, I) data: x_t ~ N(0, I) under VP, so ε̂ = σ(t) x
+        return sde.marginal(t)[1][:, None] * x
+
+    states: dict[bool, list[float]] = {True: [], False: []}
+    out = {}
+    for progress in (False, True):
+        g = torch.Generator().manual_seed(0)
+        out[progress] = sd.sample(
+            model, sde, (16, 2), "euler-maruyama", steps=7, generator=g, progress=progress,
+            callback=lambda s, p=progress: states[p].append(s["progress"]),
+        )  # fmt: skip
+    assert torch.equal(out[False], out[True])
+    assert states[True] == states[False] and len(states[True]) == 7 and states[True][-1] == pytest.approx(1.0)
+    with reporting.progress_bar(False, print) as callback:
+        assert callback is print
