@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .config import OptimConfig, TrainConfig, check, from_dict, registry_options, to_dict
-from .data import Dataset, batch_indices, load_dataset
+from .data import Dataset, batch_indices, hflip, hflip_mask
 from .distributed import Distributed
 from .distributed import setup as setup_distributed
 from .ema import EMA
@@ -56,6 +56,7 @@ from .nets import make_network
 from .param import Model
 from .reporting import EchoReporter, ProgressReporter, Reporter, Reporters, make_loggers
 from .sde import SDE, make_sde
+from .streaming import StreamingBatches, load_training_data
 
 __all__ = [
     "LoadedRun",
@@ -400,9 +401,18 @@ class Trainer:
         self.dist = setup_distributed(c.device)
         self.reporter = self._reporters(log, reporters)
         self.pictures = run_dir is not None or bool(reporters)  # someone to show sample pictures to
-        self.dataset = dataset or load_dataset(
-            c.data.name, path=c.data.path, n=c.data.n, resize=c.data.resize, heldout=c.data.heldout, seed=c.seed
+        self.dataset = dataset or load_training_data(
+            c.data.name,
+            path=c.data.path,
+            n=c.data.n,
+            resize=c.data.resize,
+            heldout=c.data.heldout,
+            seed=c.seed,
+            stream=c.data.stream,
+            log=self.reporter.log_message if log else None,
         )
+        if c.data.hflip and self.dataset.kind != "images":
+            raise ValueError(f"--hflip flips images; the data {self.dataset.name!r} are points")
         if c.batch_size % self.world:
             raise ValueError(f"batch_size {c.batch_size} must be divisible by the number of ranks {self.world}")
         self.sde = build_sde(c)
@@ -414,7 +424,20 @@ class Trainer:
         self.optimizer = build_optimizer(self.params, c.optim, self.device)
         self.weighting, self.time_sampler = loss_parts(c)
         self.generator = torch.Generator(self.device).manual_seed(c.seed * 7919 + 101 + self.rank)
-        self.train_x = self.dataset.train.to(self.device)
+        if isinstance(self.dataset.train, Tensor):  # in memory, on the device
+            self.train_x, self.stream = self.dataset.train.to(self.device), None
+        else:  # read batch by batch by DataLoader workers (scoresde.streaming)
+            self.train_x = None
+            self.stream = StreamingBatches(
+                self.dataset.train,
+                c.batch_size,
+                c.seed,
+                rank=self.rank,
+                world=self.world,
+                workers=c.data.workers,
+                flip=c.data.hflip,
+                device=self.device,
+            )
         self.step, self.metrics = 0, []
         self.last_checkpoint: Path | None = None
         if resume is not False:
@@ -448,7 +471,9 @@ class Trainer:
         return Reporters([*folder, *([EchoReporter(log)] if log else []), *extra])
 
     def close(self) -> None:
-        """Close the reporters and leave the process group if this trainer created it."""
+        """Close the reporters, stop the data workers and leave the process group if this trainer created it."""
+        if getattr(self, "stream", None) is not None:
+            self.stream.close()
         self.reporter.close()
         self.dist.close()
 
@@ -488,11 +513,15 @@ class Trainer:
         return self.config.optim.lr * min(1.0, (step + 1) / warmup) if warmup else self.config.optim.lr
 
     def batch(self, step: int) -> Tensor:
-        """This rank's slice of global batch ``step`` (a pure function of seed and step)."""
+        """This rank's slice of global batch ``step`` (a pure function of seed and step), flipped by
+        ``--hflip`` (:func:`~scoresde.data.hflip_mask`); streamed data are read ahead by workers."""
+        if self.stream is not None:
+            return self.stream(step)
         c = self.config
         idx = batch_indices(step, len(self.train_x), c.batch_size, c.seed)
-        per_rank = c.batch_size // self.world
-        return self.train_x[idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.device)]
+        mine = slice(self.rank * (c.batch_size // self.world), (self.rank + 1) * (c.batch_size // self.world))
+        x = self.train_x[idx[mine].to(self.device)]
+        return hflip(x, hflip_mask(step, c.batch_size, c.seed)[mine]) if c.data.hflip else x
 
     def train_step(self, x0: Tensor) -> tuple[Tensor, Tensor]:
         """One optimizer step on batch ``x0``; returns (per-sample loss, times) detached."""
