@@ -127,7 +127,7 @@ class ImageFiles:
         x = np.stack(arrays)
         if self.mode == "L":
             x = x[..., None]
-        return torch.as_tensor(x).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+        return (torch.as_tensor(x).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1).contiguous()
 
 
 class ArrayRows:
@@ -166,13 +166,13 @@ class ArrayRows:
     def read(self, indices: Sequence[int] | Tensor) -> Tensor:
         rows = np.asarray(self._open()[self.rows[torch.as_tensor(indices).numpy()]])
         if self.kind == "points":
-            return torch.as_tensor(rows, dtype=torch.float32)
+            return torch.as_tensor(rows, dtype=torch.float32).contiguous()
         if rows.ndim == 3:
             rows = rows[:, None]
         elif self.channels_last:
             rows = rows.transpose(0, 3, 1, 2)
         if self.scale == "uint8":
-            return torch.as_tensor(rows.astype(np.float32)) / 127.5 - 1
+            return (torch.as_tensor(rows.astype(np.float32)) / 127.5 - 1).contiguous()
         x = torch.as_tensor(rows, dtype=torch.float32)
         return (2 * x - 1 if self.scale == "unit" else x).contiguous()
 
@@ -402,6 +402,7 @@ class StreamingBatches:
             num_workers=self.workers,
             prefetch_factor=4 if self.workers else None,
             pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # its own: the base seed must not come from the global RNG (dropout)
         )
         self.iterator, self.next_step = iter(loader), step
 
