@@ -32,9 +32,9 @@ from torch import Tensor
 from .data import (
     DATASETS,
     IMAGE_SUFFIXES,
+    INSTALL_DATA,
     Dataset,
     Labels,
-    _need,
     batch_indices,
     folder_labels,
     hflip,
@@ -57,6 +57,14 @@ STREAM_ABOVE = 1 << 30
 """``data.stream = "auto"`` streams when the decoded float32 data would exceed this many bytes (1 GiB)."""
 HELDOUT_IN_MEMORY = 2048
 """Held-out samples read into memory when streaming (the run folder's reference set keeps as many)."""
+
+
+def _pillow() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(f"image folders need the optional package pillow; install it with: {INSTALL_DATA}") from None
+    return Image
 
 
 class Samples(Protocol):
@@ -108,7 +116,7 @@ class ImageFiles:
         return ImageFiles(files, self.mode, self.side, self.resize, labels, self.name)
 
     def read(self, indices: Sequence[int] | Tensor) -> Tensor:
-        image = _need("PIL.Image", "folder")
+        image = _pillow()
         arrays = []
         for i in torch.as_tensor(indices).tolist():
             try:
@@ -223,7 +231,7 @@ def _image_files(folder: Path, resize: int | None, log: Callable[[str], None] | 
         raise ValueError(f"no PNG or JPEG images found under {folder}")
     if resize is not None and resize < 1:
         raise ValueError(f"resize must be a positive image side, got {resize}")
-    image = _need("PIL.Image", "folder")
+    image = _pillow()
     files, modes, sizes, bad = [], [], [], []
     for f in found:
         try:
@@ -317,7 +325,7 @@ def load_training_data(
             "(an .npz is compressed and cannot be memory-mapped: save the array with np.save)"
         )
     if source is None or (stream == "auto" and 4 * math.prod(source.shape) <= STREAM_ABOVE):
-        return load_dataset(name, path=path, n=n, resize=resize, heldout=heldout, seed=seed)
+        return load_dataset(name, path=path, n=n, resize=resize, heldout=heldout, seed=seed, log=log)
     if not 0 <= heldout < 1:
         raise ValueError(f"the held-out fraction must lie in [0, 1), got {heldout}")
     if len(source) < 2:
