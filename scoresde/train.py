@@ -7,11 +7,14 @@ A run folder holds::
     metrics.jsonl               one JSON line per log interval: loss overall and per t-bin
     samples/step_00001000.png   sample grids (images) or scatter plots (points) from the EMA model
     checkpoints/step_00001000.safetensors + .json
+    tensorboard/, wandb/        with --logger tensorboard / wandb (:data:`scoresde.reporting.LOGGERS`)
 
 A checkpoint (:mod:`scoresde.checkpoint`) holds every tensor (weights, EMA weights, optimizer
 moments) and the rest (step, config, optimizer hyper-parameters, the RNG states of every rank).
 Resuming restores all of it; the data order is a pure function of (seed, step)
-(:func:`scoresde.data.batch_indices`), so a resumed run is bitwise identical to an uninterrupted one.
+(:func:`scoresde.data.batch_indices`), so a resumed run is bitwise identical to an uninterrupted one;
+large image folders and ``.npy`` arrays are read batch by batch by DataLoader workers in that same
+order (:mod:`scoresde.streaming`).
 With ``run_dir=None`` nothing is written: :func:`train` returns the EMA model and the metrics in memory.
 
 The :class:`Trainer` is the loop; its pieces live apart: :class:`~scoresde.ema.EMA`, the
