@@ -114,6 +114,16 @@ class DataConfig:
     n: int = _f(10_000, "Size of a toy 2-D set.", flag="--n-points")
     resize: int | None = _f(None, "Resize images to this square side.", ge=1)
     heldout: float = _f(0.1, "Held-out fraction of the data.")
+    stream: str = _f(
+        "auto",
+        "Read a folder / .npy lazily with DataLoader workers: on, off, or auto (when the decoded set exceeds 1 GiB).",
+        choices=("auto", "on", "off"),
+        resumable=True,  # the batches are the same either way
+    )
+    workers: int = _f(
+        2, "DataLoader worker processes when streaming (0 = read in the training process).", resumable=True, ge=0
+    )
+    hflip: bool = _f(False, "Random horizontal flips of training images (deterministic in seed and step).")
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,13 @@ class TrainConfig:
     batch_size: int = _f(64, "Global batch size (split across ranks).", ge=1)
     seed: int = _f(0, "Random seed.")
     log_every: int = _f(50, "Write metrics every this many steps.", resumable=True, ge=1)
+    loggers: tuple[str, ...] = _f(
+        ("jsonl",),
+        "Where metrics and pictures go, {choices} (repeat or comma-separate; jsonl is always on).",
+        flag="--logger",
+        choices="reporting.LOGGERS",
+        resumable=True,
+    )
     checkpoint_every: int = _f(500, "Checkpoint every this many steps (and at the end).", resumable=True, ge=0)
     keep: int = _f(3, "Keep this many newest checkpoints.", resumable=True, ge=1)
     sample_every: int = _f(400, "Save a sample picture every this many steps (0 = never).", resumable=True, ge=0)
@@ -297,10 +314,11 @@ def check(config: TrainConfig) -> None:
         if value is None:
             continue
         choices = info.choices() if info.meta["check"] else None
-        if choices is not None and value not in choices and value not in info.meta["also"]:
-            if hasattr(choices, "get"):
-                choices.get(value)  # a registry's own message: "unknown weighting 'x'; choose one of: ..."
-            raise ValueError(f"unknown {info.name} {value!r}; choose one of: {', '.join(choices)}")
+        for item in value if isinstance(value, tuple) and choices is not None else (value,):
+            if choices is not None and item not in choices and item not in info.meta["also"]:
+                if hasattr(choices, "get"):
+                    choices.get(item)  # a registry's own message: "unknown weighting 'x'; choose one of: ..."
+                raise ValueError(f"unknown {info.name} {item!r}; choose one of: {', '.join(choices)}")
         bounds = info.meta["bounds"]
         if bounds and not all(_within(v, bounds) for v in (value if isinstance(value, tuple) else (value,))):
             raise ValueError(f"{info.path} must be {_bounds_text(info.type, bounds)}, got {value!r}")
@@ -375,8 +393,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if option is type(None):
             continue
         origin = typing.get_origin(option)
-        if origin is tuple and isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
-            return tuple(int(v) for v in value)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            item = typing.get_args(option)[0]
+            if item is int and all(_is_int(v) for v in value):
+                return tuple(int(v) for v in value)
+            if item is str and all(isinstance(v, str) for v in value):
+                return tuple(value)
         if option is bool and isinstance(value, bool):
             return value
         if option is int and _is_int(value):

@@ -32,8 +32,12 @@ __all__ = [
     "batch_indices",
     "check_array",
     "epoch_permutation",
+    "folder_labels",
+    "hflip",
+    "hflip_mask",
     "labelled_datasets",
     "load_dataset",
+    "split_indices",
 ]
 
 INSTALL_DATA = 'pip install -c constraints.txt -e ".[data]"'
@@ -46,7 +50,9 @@ class Dataset:
 
     Attributes:
         name: the dataset's name or path.
-        train, heldout: float32 tensors of shape (n, *data_shape).
+        train, heldout: float32 tensors of shape (n, *data_shape); ``train`` may instead be a lazy
+            source read batch by batch (:class:`scoresde.streaming.Samples`: ``shape``, ``len``,
+            ``read(indices)``) for data larger than memory.
         kind: ``points`` (vectors) or ``images`` ((C, H, W), values in [−1, 1]).
         train_labels, heldout_labels: int64 class ids (n,) aligned with ``train`` and ``heldout``,
             or None for unlabelled data.
@@ -276,12 +282,18 @@ def image_folder(
     if grey:
         arrays = arrays[..., None]
     x = torch.as_tensor(arrays).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+    labels = folder_labels(files, folder)
+    return (x, "images") if labels is None else (x, "images", labels)
+
+
+def folder_labels(files: list[Path], folder: Path) -> Labels | None:
+    """One class per sub-folder when every file lies in one (ids in sorted name order), else ``None``."""
+    if not all(len(f.relative_to(folder).parts) > 1 for f in files):
+        return None
     class_of = [f.relative_to(folder).parts[0] for f in files]
-    if all(len(f.relative_to(folder).parts) > 1 for f in files):
-        names = tuple(sorted(set(class_of)))
-        ids = {c: i for i, c in enumerate(names)}
-        return x, "images", Labels(torch.tensor([ids[c] for c in class_of], dtype=torch.long), names)
-    return x, "images"
+    names = tuple(sorted(set(class_of)))
+    ids = {c: i for i, c in enumerate(names)}
+    return Labels(torch.tensor([ids[c] for c in class_of], dtype=torch.long), names)
 
 
 @DATASETS.register("array")
@@ -423,14 +435,20 @@ def load_dataset(
         )
     if len(x) < 2:
         raise ValueError(f"the {name!r} data has {len(x)} sample(s); need at least 2 to train and hold one out")
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
-    n_held = min(max(1, round(heldout * len(x))), len(x) - 1) if heldout > 0 else 0
+    train, held = split_indices(len(x), heldout, seed)
     label = str(path) if name in ("folder", "array") else name
-    train, held = order[n_held:], order[:n_held]
     if not labelled:
         return Dataset(label, x[train].contiguous(), x[held].contiguous(), kind)
     y, names = labelled[0]
     return Dataset(label, x[train].contiguous(), x[held].contiguous(), kind, y[train], y[held], len(names), names)
+
+
+def split_indices(n: int, heldout: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(training, held-out) indices of ``n`` samples: a permutation seeded by ``seed + 1``, the first
+    ``round(heldout·n)`` (at least 1 when ``heldout > 0``, at most n − 1) held out."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    n_held = min(max(1, round(heldout * n)), n - 1) if heldout > 0 else 0
+    return order[n_held:], order[:n_held]
 
 
 # --------------------------------------------------------------------------- batches
@@ -463,3 +481,15 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
         mask = epochs == e
         out[mask] = epoch_permutation(n, seed, e)[pos[mask]]
     return out
+
+
+def hflip_mask(step: int, batch_size: int, seed: int) -> Tensor:
+    """Which rows of global batch ``step`` are flipped left-right (``--hflip``): bool (batch_size,), a pure
+    function of (seed, step) drawn from a generator seeded by both, so that resume and every rank agree."""
+    bits = np.random.default_rng([seed, step, 0x68666C6970]).integers(0, 2, batch_size)  # tag: "hflip"
+    return torch.as_tensor(bits, dtype=torch.bool)
+
+
+def hflip(x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` (B, C, H, W) with the rows where ``mask`` holds mirrored along the width."""
+    return torch.where(mask.to(x.device).view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)

@@ -6,19 +6,47 @@ several. A new destination (TensorBoard, wandb, ...) is one class with the four 
 * :class:`JsonlReporter`: ``<run>/metrics.jsonl`` (one JSON line per record) and ``<run>/samples/*.png``.
 * :class:`ProgressReporter`: a rich progress bar showing the loss and speed.
 * :class:`EchoReporter`: messages (warnings, "interrupt: ...") to a function such as ``print``.
+* :class:`TensorBoardReporter`: ``<run>/tensorboard/`` event files (tensorboardX, the ``log`` extra).
+* :class:`WandbReporter`: a Weights & Biases run (the ``wandb`` extra; ``WANDB_MODE=offline`` is respected).
+
+:data:`LOGGERS` maps the names of ``scoresde train --logger`` to the reporters of a run folder
+(``jsonl`` is always on). :func:`progress_bar` is a rich bar for a sampler's ``callback``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["EchoReporter", "JsonlReporter", "ProgressReporter", "Reporter", "Reporters"]
+from .registry import Registry
+
+__all__ = [
+    "INSTALL_LOG",
+    "LOGGERS",
+    "EchoReporter",
+    "JsonlReporter",
+    "Logger",
+    "ProgressReporter",
+    "Reporter",
+    "Reporters",
+    "TensorBoardReporter",
+    "WandbReporter",
+    "check_loggers",
+    "make_loggers",
+    "progress_bar",
+]
+
+INSTALL_LOG = 'pip install -c constraints.txt -e ".[log]"'
+INSTALL_WANDB = 'pip install -c constraints.txt -e ".[wandb]"'
 
 
 class Reporter(Protocol):
@@ -131,3 +159,184 @@ class ProgressReporter:
 
     def close(self) -> None:
         self.bar.stop()
+
+
+# --------------------------------------------------------------------------- loggers people plot
+
+
+def _need(module: str, logger: str, package: str, install: str) -> Any:
+    """Import ``module`` or raise one ValueError line naming the logger, the package and the extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(
+            f"the {logger} logger needs the optional package {package}; install it with: {install}"
+        ) from None
+
+
+def _scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics record by tag: ``loss``, ``loss_by_t/0.0-0.1`` (one per non-empty t-bin),
+    ``lr``, ``steps_per_s``."""
+    out = {"loss": record["loss"]}
+    edges = record.get("t_bins") or []
+    for k, value in enumerate(record.get("loss_by_t") or []):
+        if value is not None and k + 1 < len(edges):
+            out[f"loss_by_t/{edges[k]:.2g}-{edges[k + 1]:.2g}"] = value
+    for key in ("lr", "steps_per_s"):
+        if record.get(key) is not None:
+            out[key] = record[key]
+    return out
+
+
+class TensorBoardReporter:
+    """TensorBoard event files in ``log_dir`` (``<run>/tensorboard``) written with tensorboardX.
+
+    Scalars: ``loss``, ``loss_by_t/<t0>-<t1>`` per t-bin, ``lr``, ``steps_per_s``; images: ``samples``
+    (the preview grids); messages as text. View with ``tensorboard --logdir runs``.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        tbx = _need("tensorboardX", "tensorboard", "tensorboardX", INSTALL_LOG)
+        self.writer = tbx.SummaryWriter(str(log_dir))
+        self.step = 0
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self.step = record["step"]
+        for tag, value in _scalars(record).items():
+            self.writer.add_scalar(tag, value, record["step"])
+        self.writer.flush()
+
+    def log_message(self, text: str) -> None:
+        self.writer.add_text("messages", text, self.step)
+
+    def log_image(self, step: int, pixels: np.ndarray) -> None:
+        self.writer.add_image("samples", pixels, step, dataformats="HWC" if pixels.ndim == 3 else "HW")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbReporter:
+    """A Weights & Biases run: the same scalars as :class:`TensorBoardReporter` and the preview grids.
+
+    Its files go to ``<run>/wandb``; the run id is kept in ``<run>/wandb-id.txt`` so that a resumed
+    training run continues the same wandb run. ``WANDB_MODE=offline`` (or ``wandb offline``) keeps
+    everything local, as wandb itself decides.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any] | None = None) -> None:
+        self.wandb = _need("wandb", "wandb", "wandb", INSTALL_WANDB)
+        run_dir = Path(run_dir)
+        id_file = run_dir / "wandb-id.txt"
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id + "\n")
+        self.run = self.wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "scoresde"),
+            name=run_dir.name,
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+            config=config,
+        )
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self.run.log(_scalars(record), step=record["step"])
+
+    def log_message(self, text: str) -> None:
+        pass
+
+    def log_image(self, step: int, pixels: np.ndarray) -> None:
+        self.run.log({"samples": self.wandb.Image(pixels)}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+@dataclass(frozen=True)
+class Logger:
+    """A ``--logger`` choice: ``make(run_dir, config_dict) -> Reporter`` and the optional package it
+    needs (``module``, its pip name ``package`` and the ``install`` command), checked by :meth:`check`."""
+
+    make: Callable[[Path, dict[str, Any]], Reporter]
+    module: str | None = None
+    package: str | None = None
+    install: str = INSTALL_LOG
+
+    def check(self, name: str) -> None:
+        """Raise one ValueError line naming the extra to install if the optional package is missing."""
+        if self.module is not None:
+            _need(self.module, name, self.package or self.module, self.install)
+
+
+LOGGERS: Registry[Logger] = Registry("logger")
+LOGGERS.register("jsonl")(Logger(lambda run_dir, config: JsonlReporter(run_dir)))
+LOGGERS.register("tensorboard")(
+    Logger(lambda run_dir, config: TensorBoardReporter(run_dir / "tensorboard"), "tensorboardX", "tensorboardX")
+)
+LOGGERS.register("wandb")(
+    Logger(lambda run_dir, config: WandbReporter(run_dir, config), "wandb", "wandb", INSTALL_WANDB)
+)
+
+
+def check_loggers(names: Iterable[str]) -> None:
+    """ValueError (one line) for an unknown logger name or a missing optional package; nothing is created."""
+    for name in names:
+        LOGGERS.get(name).check(name)
+
+
+def make_loggers(names: Iterable[str], run_dir: str | os.PathLike, config: dict[str, Any]) -> list[Reporter]:
+    """The reporters of a run folder: ``jsonl`` first (always), then each other name of :data:`LOGGERS` once.
+
+    Unknown names and missing optional packages raise a ValueError (one line naming the extra to
+    install) before any reporter is made.
+    """
+    wanted = list(dict.fromkeys(["jsonl", *names]))
+    check_loggers(wanted)
+    made: list[Reporter] = []
+    try:
+        for name in wanted:
+            made.append(LOGGERS.get(name).make(Path(run_dir), config))
+    except BaseException:
+        for r in made:
+            r.close()
+        raise
+    return made
+
+
+# --------------------------------------------------------------------------- a bar for samplers
+
+
+@contextlib.contextmanager
+def progress_bar(
+    enabled: bool = True, callback: Callable[[dict[str, Any]], None] | None = None, label: str = "sample"
+) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    """A rich progress bar driven by a sampler's ``callback`` states (their ``progress`` in [0, 1]).
+
+    ``with progress_bar() as cb: sample(..., callback=cb)``. The callback it yields also calls
+    ``callback`` (the caller's own); when not ``enabled`` it yields ``callback`` itself and draws
+    nothing. The bar disappears when the block ends.
+    """
+    if not enabled:
+        yield callback
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+    task = bar.add_task(label, total=1.0)
+
+    def update(state: dict[str, Any]) -> None:
+        if callback is not None:
+            callback(state)
+        bar.update(task, completed=state["progress"])
+
+    with bar:
+        yield update

@@ -7,6 +7,7 @@ A run folder holds::
     metrics.jsonl               one JSON line per log interval: loss overall and per t-bin
     samples/step_00001000.png   sample grids (images) or scatter plots (points) from the EMA model
     checkpoints/step_00001000.safetensors + .json
+    tensorboard/, wandb/        with --logger tensorboard / wandb (:data:`scoresde.reporting.LOGGERS`)
     .lock                       the lock a trainer holds while it writes here (:mod:`scoresde.runlock`)
 
 A checkpoint (:mod:`scoresde.checkpoint`) holds every tensor (weights, EMA weights, optimizer
@@ -50,7 +51,7 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .config import OptimConfig, TrainConfig, check, from_dict, registry_options, to_dict
-from .data import Dataset, batch_indices, load_dataset
+from .data import Dataset, batch_indices, hflip, hflip_mask
 from .distributed import Distributed
 from .distributed import setup as setup_distributed
 from .ema import EMA
@@ -59,9 +60,10 @@ from .labels import class_rows, drop_labels
 from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising_loss
 from .nets import make_network
 from .param import Model
-from .reporting import EchoReporter, JsonlReporter, ProgressReporter, Reporter, Reporters
+from .reporting import EchoReporter, ProgressReporter, Reporter, Reporters, make_loggers
 from .runlock import RunLock, lock_run
 from .sde import SDE, make_sde
+from .streaming import StreamingBatches, load_training_data
 
 __all__ = [
     "LoadedRun",
@@ -465,7 +467,8 @@ class Trainer:
         progress: show a rich progress bar (rank 0 only).
         dataset: a preloaded :class:`~scoresde.data.Dataset` instead of ``config.data``.
         log: where messages go (warnings, "interrupt: ..."), e.g. ``print``.
-        reporters: further :class:`~scoresde.reporting.Reporter` s (metrics, messages, pictures).
+        reporters: further :class:`~scoresde.reporting.Reporter` s (metrics, messages, pictures); a run
+            folder also gets those ``config.loggers`` names (:data:`~scoresde.reporting.LOGGERS`, jsonl always).
     """
 
     def __init__(
@@ -487,9 +490,18 @@ class Trainer:
         self.dist = setup_distributed(c.device)
         self.reporter = self._reporters(log, reporters)
         self.pictures = run_dir is not None or bool(reporters)  # someone to show sample pictures to
-        self.dataset = dataset or load_dataset(
-            c.data.name, path=c.data.path, n=c.data.n, resize=c.data.resize, heldout=c.data.heldout, seed=c.seed
+        self.dataset = dataset or load_training_data(
+            c.data.name,
+            path=c.data.path,
+            n=c.data.n,
+            resize=c.data.resize,
+            heldout=c.data.heldout,
+            seed=c.seed,
+            stream=c.data.stream,
+            log=self.reporter.log_message if log else None,
         )
+        if c.data.hflip and self.dataset.kind != "images":
+            raise ValueError(f"--hflip flips images; the data {self.dataset.name!r} are points")
         if c.batch_size % self.world:
             raise ValueError(f"batch_size {c.batch_size} must be divisible by the number of ranks {self.world}")
         self.num_classes = check_conditional(c, self.dataset)
@@ -503,7 +515,22 @@ class Trainer:
         self.optimizer = build_optimizer(self.params, c.optim, self.device)
         self.weighting, self.time_sampler = loss_parts(c)
         self.generator = torch.Generator(self.device).manual_seed(c.seed * 7919 + 101 + self.rank)
-        self.train_x = self.dataset.train.to(self.device)
+        if isinstance(self.dataset.train, Tensor):  # in memory, on the device
+            self.train_x, self.stream = self.dataset.train.to(self.device), None
+        else:  # read batch by batch by DataLoader workers (scoresde.streaming)
+            self.train_x = None
+            self.stream = StreamingBatches(
+                self.dataset.train,
+                c.batch_size,
+                c.seed,
+                rank=self.rank,
+                world=self.world,
+                workers=c.data.workers,
+                flip=c.data.hflip,
+                device=self.device,
+            )
+        if self.num_classes and self.stream is not None:
+            raise ValueError("conditional training on streamed data is not supported yet; use --stream off")
         self.train_y = self.dataset.train_labels.to(self.device) if self.num_classes else None
         self.step, self.metrics = 0, []
         self.last_checkpoint: Path | None = None
@@ -540,11 +567,14 @@ class Trainer:
     def _reporters(self, log, extra: Sequence[Reporter]) -> Reporters:
         if self.rank != 0:
             return Reporters()
-        folder = [JsonlReporter(self.run_dir)] if self.run_dir is not None else []
+        folder = make_loggers(self.config.loggers, self.run_dir, to_dict(self.config)) if self.run_dir else []
         return Reporters([*folder, *([EchoReporter(log)] if log else []), *extra])
 
     def close(self) -> None:
-        """Close the reporters, release the run folder and leave the process group if this trainer created it."""
+        """Close the reporters, stop the data workers, release the run folder and leave the process group
+        if this trainer created it."""
+        if getattr(self, "stream", None) is not None:
+            self.stream.close()
         self.reporter.close()
         self._release()
         self.dist.close()
@@ -603,8 +633,17 @@ class Trainer:
         return idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.device)
 
     def batch(self, step: int) -> Tensor:
-        """This rank's slice of global batch ``step`` (a pure function of seed and step)."""
-        return self.train_x[self.rows(step)]
+        """This rank's slice of global batch ``step`` (a pure function of seed and step), flipped by
+        ``--hflip`` (:func:`~scoresde.data.hflip_mask`); streamed data are read ahead by workers."""
+        if self.stream is not None:
+            return self.stream(step)
+        c = self.config
+        x = self.train_x[self.rows(step)]
+        if not c.data.hflip:
+            return x
+        per_rank = c.batch_size // self.world
+        mask = hflip_mask(step, c.batch_size, c.seed)[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return hflip(x, mask)
 
     def labels(self, step: int) -> Tensor | None:
         """The class labels of :meth:`batch` ``step`` (a conditional run), else None."""

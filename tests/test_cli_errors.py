@@ -108,6 +108,7 @@ BAD = {
         ["--out", "a-file"],
     ],
     "info": [["--bogus"]],
+    "plot": [["no-such-run"], ["a-file"], ["--bogus"]],
 }
 
 

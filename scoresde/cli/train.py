@@ -40,13 +40,26 @@ def _param_name(info: cfg.FieldInfo) -> str:
     return info.path.replace(".", "__")
 
 
-def _is_tuple(hint: Any) -> bool:
+def _tuple_item(hint: Any) -> type | None:
+    """``int`` for ``tuple[int, ...]`` (maybe ``| None``), ``str`` for ``tuple[str, ...]``, else ``None``."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    return any(typing.get_origin(o) is tuple for o in options)
+    return next((typing.get_args(o)[0] for o in options if typing.get_origin(o) is tuple), None)
+
+
+def _is_tuple(hint: Any) -> bool:
+    return _tuple_item(hint) is not None
+
+
+def _names(values: list[str]) -> list[str]:
+    """A repeatable flag's values, each possibly a comma list: ["a,b", "c"] -> ["a", "b", "c"]."""
+    return [v for text in values for v in text.replace(" ", "").split(",") if v]
 
 
 def _cli_type(hint: Any) -> type:
-    """The type typer parses a field's flag as: tuples come as "1,2,2" text, the rest as themselves."""
+    """The type typer parses a field's flag as: integer tuples come as "1,2,2" text, name tuples as a
+    repeatable flag (each may be a comma list), the rest as themselves."""
+    if _tuple_item(hint) is str:
+        return list[str]
     if _is_tuple(hint):
         return str
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
@@ -93,7 +106,9 @@ def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool,
         for info in cfg.fields():
             value = flags.get(_param_name(info))
             if value is not None:
-                cfg.replace_path(overrides, info.path, _ints(value, info.flag) if _is_tuple(info.type) else value)
+                item = _tuple_item(info.type)
+                value = _ints(value, info.flag) if item is int else _names(value) if item is str else value
+                cfg.replace_path(overrides, info.path, value)
         checkpoint = None
         if resume:
             if out is None:

@@ -40,6 +40,7 @@ from .._checks import check_int
 from ..grids import time_grid
 from ..guidance import for_rows, guided
 from ..param import resolve_prediction
+from ..reporting import progress_bar
 from ..sde import SDE
 from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver, unipc  # noqa: F401  (register solvers)
 from .common import SOLVERS, Context, Denoiser, Solver
@@ -87,6 +88,7 @@ def sample(
     clip_x0: float | None = None,
     batch_size: int | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
     return_info: bool = False,
     trajectory: bool = False,
     dtype: torch.dtype = torch.float32,
@@ -119,6 +121,7 @@ def sample(
         batch_size: solve in chunks of at most this many samples (each chunk draws from
             ``generator`` in turn, so results depend on the chunking but stay reproducible).
         callback: called after every step with a dict (t, x, nfe, progress in [0, 1], chunk, chunks).
+        progress: show a progress bar (rich) while sampling (:func:`scoresde.reporting.progress_bar`).
         return_info: also return a :class:`SampleInfo`.
         trajectory: record the states along the grid in ``SampleInfo.trajectory``.
         dtype, device: of the samples (and of x, t given to the model). Default device: the
@@ -178,7 +181,7 @@ def sample(
     den = Denoiser(model, sde, prediction, times, dtype=dtype, device=device, clip_x0=clip_x0)
     chunks = list(range(0, n, int(batch_size)))
     outputs, paths = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), progress_bar(progress, callback) as callback:
         for c, start in enumerate(chunks):
             size = min(int(batch_size), n - start)
             x = sde.prior_sample((size, *shape[1:]), generator, dtype=dtype, device=device)
