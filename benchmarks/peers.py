@@ -412,9 +412,9 @@ def fair_cells_theirs(net, num, classifier, ref):
     return cells
 
 
-def fair(args, log):
+def fair(args, log, on_seed=None):
     """Our default recipe against the diffusers loop with EMAModel: equal CPU time and equal examples, per seed."""
-    from fair import DIFFUSERS_EMA, diffusers_train_ema, ours_train
+    from fair import diffusers_train_ema, ours_train
 
     from scoresde.data import load_dataset
     from scoresde.metrics import labelled_images, load_or_train_classifier
@@ -471,13 +471,22 @@ def fair(args, log):
         cells = fair_cells_theirs(snaps[examples], args.num, classifier, ref)
         for kind in ("wall-clock", "examples"):
             runs.append((seed, "theirs", kind, examples, secs[examples], cells))
+        if on_seed is not None:  # a partial report after every seed (long runs on a shared machine)
+            on_seed(_fair_result(sps, rates, wall, examples, runs, floor, cinfo, seed + 1))
         log(
             "fair: "
             + "; ".join(
                 f"{r[1]} {r[2]} " + ", ".join(f"{k[0]}@{k[1]} {v:.2f}" for k, v in r[5].items()) for r in runs[-4:]
             )
         )
+    return _fair_result(sps, rates, wall, examples, runs, floor, cinfo, args.seeds)
+
+
+def _fair_result(sps, rates, wall, examples, runs, floor, cinfo, seeds_done):
+    from fair import DIFFUSERS_EMA
+
     return {
+        "seeds_done": seeds_done,
         "sps": sps,
         "rates": rates,
         "wall": wall,
@@ -517,7 +526,8 @@ def render_fair(args, res, dver) -> str:
         f"{examples} steps × batch {args.batch}. Snapshots of one run per seed serve both (constant lr after warm-up);",
         f"- judge: Fréchet distance of {args.num} samples to all 1,797 digits in the features of the small digits "
         f"classifier (test accuracy {res['cinfo']['test_accuracy']:.3f}); {args.num} training digits score "
-        f"{res['floor']:.2f} (the floor). {args.seeds} training seeds, one sampling seed; mean ± sd over seeds. "
+        f"{res['floor']:.2f} (the floor). {res['seeds_done']} of {args.seeds} training seeds, one sampling seed; "
+        "mean ± sd over seeds. "
         "Each side's best solver/scheduler is the one with the lowest mean.",
         "",
     ]
@@ -595,7 +605,11 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     if args.fair:
-        section = render_fair(args, fair(args, log), diffusers.__version__)
+
+        def on_seed(res):
+            write_fair(args.out, render_fair(args, res, diffusers.__version__))
+
+        section = render_fair(args, fair(args, log, on_seed), diffusers.__version__)
         write_fair(args.out, section)
         print(section)
         return
