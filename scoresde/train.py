@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import inspect
 import json
 import math
 import os
@@ -53,7 +54,7 @@ from .ema import EMA
 from .imageio import atomic_write_bytes, image_grid, scatter_image
 from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising_loss
 from .nets import make_network
-from .param import Model
+from .param import EDMPrecond, Model
 from .reporting import EchoReporter, JsonlReporter, ProgressReporter, Reporter, Reporters
 from .sde import SDE, make_sde
 
@@ -116,8 +117,8 @@ class TrainResult:
 
     @property
     def prediction(self) -> str:
-        """What ``model`` returns (``config.model.prediction``)."""
-        return self.config.model.prediction
+        """What ``model`` returns (``config.model.prediction``; ``x0`` with the edm preconditioning)."""
+        return model_prediction(self.config)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -127,7 +128,7 @@ def build_sde(config: TrainConfig) -> SDE:
     return make_sde(config.sde.name, config.sde.schedule)
 
 
-def build_model(config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde: SDE) -> Model:
+def build_model(config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde: SDE) -> Model | EDMPrecond:
     """The network from the config wrapped as ``model(x, t)`` (scoresde.param.Model)."""
     m = config.model
     net_name = m.net if m.net != "auto" else ("unet" if kind == "images" else "mlp")
@@ -141,7 +142,14 @@ def build_model(config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde
     else:
         options = {}
     net = make_network(net_name, data_shape, **options)
+    if m.precondition == "edm":
+        return EDMPrecond(net, sde, m.sigma_data)
     return Model(net, m.prediction, m.time_label, T=sde.T, N=config.loss.N)
+
+
+def model_prediction(config: TrainConfig) -> str:
+    """What the built model returns: ``x0`` under the ``edm`` preconditioning, else ``model.prediction``."""
+    return "x0" if config.model.precondition == "edm" else config.model.prediction
 
 
 def build_optimizer(params: list[nn.Parameter], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
@@ -162,7 +170,10 @@ def loss_parts(config: TrainConfig) -> tuple[Weighting, TimeSampler]:
     (each factory's parameters read from the loss config, :func:`scoresde.config.registry_options`)."""
     c = config.loss
     make_w, make_t = WEIGHTINGS.get(c.weighting), TIME_SAMPLERS.get(c.time)
-    return make_w(**registry_options(make_w, c, c.weighting)), make_t(**registry_options(make_t, c, c.time))
+    w_options = registry_options(make_w, c, c.weighting)
+    if "sigma_data" in inspect.signature(make_w).parameters:  # one σ_data for the model and the weighting
+        w_options["sigma_data"] = config.model.sigma_data
+    return make_w(**w_options), make_t(**registry_options(make_t, c, c.time))
 
 
 def validate(config: TrainConfig) -> None:
@@ -173,6 +184,11 @@ def validate(config: TrainConfig) -> None:
     """
     check(config)
     loss_parts(config)
+    if config.model.precondition == "edm" and config.model.prediction not in ("eps", "x0"):
+        raise ValueError(
+            f"--precondition edm makes the model predict x0; --prediction {config.model.prediction} contradicts it "
+            "(leave --prediction at its default)"
+        )
     if config.loss.weighting == "elbo" and config.loss.time != "discrete":
         raise ValueError("the 'elbo' weighting needs --time discrete; use 'likelihood' for continuous time")
     if config.device not in ("auto", "cpu") and not config.device.startswith(("cuda", "mps")):
@@ -235,7 +251,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
         with contextlib.suppress(Exception):
             reference = load_safetensors(ref_path.read_bytes())["x"]
     return LoadedRun(
-        model, sde, config.model.prediction, data_shape, kind, config, reference, checkpoint.step, path, run_dir
+        model, sde, model_prediction(config), data_shape, kind, config, reference, checkpoint.step, path, run_dir
     )
 
 
@@ -283,7 +299,7 @@ def preview(model: Model, sde: SDE, config: TrainConfig, kind: str, heldout: Ten
         shape,
         solver=config.sample_solver,
         steps=config.sample_steps,
-        prediction=config.model.prediction,
+        prediction=model_prediction(config),
         generator=g,
         **clip,
     )
@@ -505,7 +521,7 @@ class Trainer:
                 x0,
                 weighting=self.weighting,
                 time=self.time_sampler,
-                prediction=c.model.prediction,
+                prediction=model_prediction(c),
                 generator=self.generator,
                 reduce=c.loss.reduce,
                 return_draw=True,
