@@ -787,8 +787,8 @@ def render(args, counts, sps, runs, per_sample, ovh_image, ovh_points, qual, clo
         for nfe in (20, 100):
             o, t = best[(ours_label, nfe)], min(best[(lab, nfe)] for lab in theirs_labels)
             L.append(
-                f"- **target (quality at least as good, vs a loop without EMA), NFE {nfe}: best FD ours {o:.2f} vs best diffusers "
-                f"{t:.2f} — {'met' if o <= t else 'NOT met'}.**"
+                f"- **target (quality at least as good, vs a loop without EMA), NFE {nfe}: best FD ours {o:.2f} "
+                f"vs best diffusers {t:.2f} — {'met' if o <= t else 'NOT met'}.**"
             )
         L += [
             "",
