@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num", type=int, default=500, help="samples per Fréchet distance")
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--side-emas", default=",".join(map(str, SIDE_EMAS)), help="EMA decays averaged on the side")
     parser.add_argument("--work", default="runs/recipe", help="classifier cache")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipe.md")
     args = parser.parse_args()
@@ -93,7 +94,7 @@ def main() -> None:
     rows: dict[str, list] = {}
     for seed in range(args.seeds):
         for recipe in args.recipes.split(","):
-            extra = SIDE_EMAS if recipe == "default" else ()
+            extra = tuple(float(d) for d in args.side_emas.split(",") if d) if recipe == "default" else ()
             snaps, secs = ours_train(config(recipe, args.steps, args.batch, seed), dataset, [args.steps],
                                      extra_emas=extra)  # fmt: skip
             for name, model in snaps[args.steps].items():
