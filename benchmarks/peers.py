@@ -508,8 +508,8 @@ def render_fair(args, res, dver) -> str:
         "## Fair baseline: the diffusers loop *with* EMAModel (`--fair`)",
         "",
         f"Regenerate: `{command.strip()}`. Measured {datetime.date.today().isoformat()} on {cpu} "
-        f"({os.cpu_count()} logical CPUs shared by several jobs: load 3–6, so the clock is process CPU time of "
-        f"one torch thread); torch {torch.__version__}, diffusers {dver}.",
+        f"({os.cpu_count()} logical CPUs shared by several jobs, load average {os.getloadavg()[0]:.1f} at the end, so "
+        f"the clock is process CPU time of one torch thread); torch {torch.__version__}, diffusers {dver}.",
         "",
         "- **ours**: `scoresde train`'s default recipe (tiny UNet, batch 64, AdamW lr 1e-3, warm-up 100, clip 1, "
         "EMA 0.995 with warm-up, discrete t, `simple` weighting), sampled with our default-grid solvers "
