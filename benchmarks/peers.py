@@ -366,6 +366,207 @@ def quality(args, sps, device, clock, log):
     return results, floor, cinfo
 
 
+# ------------------------------------------------------------------------------ fair: diffusers loop with EMAModel
+
+FAIR_OURS = ("unipc", "dpm-solver++")  # grid="auto" (the defaults)
+FAIR_THEIRS = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DDIMScheduler")
+FAIR_NFES = (10, 20)
+
+
+def fair_cells_ours(model, sde, num, classifier, ref):
+    from samplers import steps_for
+
+    cells = {}
+    for nfe in FAIR_NFES:
+        for solver in FAIR_OURS:
+            gen = torch.Generator().manual_seed(1)
+            x, info = sd.sample(
+                model,
+                sde,
+                (num, 1, 8, 8),
+                solver,
+                steps_for(solver, nfe, {}),
+                generator=gen,
+                clip_x0=1.0,
+                return_info=True,
+            )
+            assert info.nfe == nfe, (solver, info.nfe, nfe)
+            cells[(solver, nfe)] = frechet(x, classifier, ref)
+    return cells
+
+
+def fair_cells_theirs(net, num, classifier, ref):
+    import diffusers
+
+    def model(x, t):
+        return net(x, (t * N_TRAIN - 1).round())  # t = (j + 1)/1000 -> timestep j
+
+    cells = {}
+    for nfe in FAIR_NFES:
+        for name in FAIR_THEIRS:
+            sched = getattr(diffusers, name)(num_train_timesteps=N_TRAIN, beta_schedule="linear")  # their defaults
+            gen = torch.Generator().manual_seed(1)
+            cells[(name.removesuffix("Scheduler"), nfe)] = frechet(
+                diffusers_sample(sched, model, (num, 1, 8, 8), nfe, gen, torch.device("cpu")), classifier, ref
+            )
+    return cells
+
+
+def fair(args, log, on_seed=None):
+    """Our default recipe against the diffusers loop with EMAModel: equal CPU time and equal examples, per seed."""
+    from fair import diffusers_train_ema, ours_train
+
+    from scoresde.data import load_dataset
+    from scoresde.metrics import labelled_images, load_or_train_classifier
+
+    classifier, cinfo = load_or_train_classifier("digits", Path(args.work) / "classifier")
+    all_digits, _ = labelled_images("digits")
+    ref = classifier.embed(all_digits)
+    dataset = load_dataset("digits", seed=0)
+    data = dataset.train
+    g = torch.Generator().manual_seed(123)
+    floor = frechet(data[torch.randperm(len(data), generator=g)[: min(args.num, len(data))]], classifier, ref)
+    cpu = torch.device("cpu")
+
+    def theirs_net(seed):
+        torch.manual_seed(seed)
+        return DiffusersNet(diffusers_unet("tiny", (1, 8, 8)))
+
+    # throughput of the two complete loops (ours: Trainer.train_step with clipping + EMA; theirs: + EMAModel)
+    rates = {"ours": [], "theirs": []}
+    log(f"fair: throughput, {args.repeats} x {args.train_steps} steps per loop")
+    ours_train(trainer_config("tiny", 2, args.batch, cpu, "digits", False), dataset, [2])
+    diffusers_train_ema(theirs_net(0), data, [2], args.batch)
+    for r in range(args.repeats):
+        _, s = ours_train(
+            trainer_config("tiny", args.train_steps, args.batch, cpu, "digits", False, r), dataset, [args.train_steps]
+        )
+        rates["ours"].append(args.train_steps / s[args.train_steps])
+        _, s = diffusers_train_ema(theirs_net(r), data, [args.train_steps], args.batch, seed=r)
+        rates["theirs"].append(args.train_steps / s[args.train_steps])
+    sps = {k: statistics.median(v) for k, v in rates.items()}
+    wall = {k: max(1, round(args.budget * v)) for k, v in sps.items()}
+    examples = wall["theirs"]  # equal examples seen: both sides run the diffusers loop's step count
+    log(f"fair: steps/s ours {sps['ours']:.2f}, theirs {sps['theirs']:.2f}; steps wall {wall}, examples {examples}")
+
+    runs = []  # (seed, side, budget kind, steps, train seconds, cells)
+    sde = sd.VPSDE()
+    for seed in range(args.seeds):
+        config = trainer_config("tiny", max(wall["ours"], examples), args.batch, cpu, "digits", False, seed)
+        log(f"fair: seed {seed}, ours to {max(wall['ours'], examples)} steps")
+        snaps, secs = ours_train(config, dataset, [wall["ours"], examples])
+        for kind, steps in (("wall-clock", wall["ours"]), ("examples", examples)):
+            runs.append(
+                (
+                    seed,
+                    "ours",
+                    kind,
+                    steps,
+                    secs[steps],
+                    fair_cells_ours(snaps[steps]["ema"], sde, args.num, classifier, ref),
+                )
+            )
+        log(f"fair: seed {seed}, diffusers + EMAModel to {examples} steps")
+        snaps, secs = diffusers_train_ema(theirs_net(seed), data, [examples], args.batch, seed=seed)
+        cells = fair_cells_theirs(snaps[examples], args.num, classifier, ref)
+        for kind in ("wall-clock", "examples"):
+            runs.append((seed, "theirs", kind, examples, secs[examples], cells))
+        if on_seed is not None:  # a partial report after every seed (long runs on a shared machine)
+            on_seed(_fair_result(sps, rates, wall, examples, runs, floor, cinfo, seed + 1))
+        log(
+            "fair: "
+            + "; ".join(
+                f"{r[1]} {r[2]} " + ", ".join(f"{k[0]}@{k[1]} {v:.2f}" for k, v in r[5].items()) for r in runs[-4:]
+            )
+        )
+    return _fair_result(sps, rates, wall, examples, runs, floor, cinfo, args.seeds)
+
+
+def _fair_result(sps, rates, wall, examples, runs, floor, cinfo, seeds_done):
+    from fair import DIFFUSERS_EMA
+
+    return {
+        "seeds_done": seeds_done,
+        "sps": sps,
+        "rates": rates,
+        "wall": wall,
+        "examples": examples,
+        "runs": runs,
+        "floor": floor,
+        "cinfo": cinfo,
+        "ema": DIFFUSERS_EMA,
+    }
+
+
+def render_fair(args, res, dver) -> str:
+    from fair import mean_sd
+
+    cpu = platform.processor() or platform.machine()
+    command = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
+    sps, wall, examples = res["sps"], res["wall"], res["examples"]
+    L = [
+        "## Fair baseline: the diffusers loop *with* EMAModel (`--fair`)",
+        "",
+        f"Regenerate: `{command.strip()}`. Measured {datetime.date.today().isoformat()} on {cpu} "
+        f"({os.cpu_count()} logical CPUs shared by several jobs, load average {os.getloadavg()[0]:.1f} at the end, so "
+        f"the clock is process CPU time of one torch thread); torch {torch.__version__}, diffusers {dver}.",
+        "",
+        "- **ours**: `scoresde train`'s default recipe (tiny UNet, batch 64, AdamW lr 1e-3, warm-up 100, clip 1, "
+        "EMA 0.995 with warm-up, discrete t, `simple` weighting), sampled with our default-grid solvers "
+        f'({", ".join(FAIR_OURS)}, `grid="auto"`, clip_x0 = 1);',
+        "- **theirs**: the loop of diffusers' `train_unconditional.py` (UNet2DModel with our parameter count, "
+        "DDPMScheduler.add_noise, MSE to ε, clip_grad_norm 1.0) with its default `EMAModel` "
+        f"(decay {res['ema']['decay']}, use_ema_warmup, inv_gamma {res['ema']['inv_gamma']}, power "
+        f"{res['ema']['power']:.2f}) and AdamW at *our* lr 1e-3, constant (the example's lr 1e-4 + cosine + 500 "
+        "warm-up steps is 3× worse at this budget: table below), sampled with the EMA weights by diffusers' "
+        f"{', '.join(FAIR_THEIRS)} with their default settings;",
+        f"- budget {args.budget:.0f} CPU-seconds: throughput measured in this run ({args.repeats} × "
+        f"{args.train_steps} steps, medians: ours {sps['ours']:.2f}, theirs {sps['theirs']:.2f} steps/s) → "
+        f"equal wall-clock: ours {wall['ours']} steps, theirs {wall['theirs']}; equal examples seen: both "
+        f"{examples} steps × batch {args.batch}. Snapshots of one run per seed serve both (constant lr after warm-up);",
+        f"- judge: Fréchet distance of {args.num} samples to all 1,797 digits in the features of the small digits "
+        f"classifier (test accuracy {res['cinfo']['test_accuracy']:.3f}); {args.num} training digits score "
+        f"{res['floor']:.2f} (the floor). {res['seeds_done']} of {args.seeds} training seeds, one sampling seed; "
+        "mean ± sd over seeds. "
+        "Each side's best solver/scheduler is the one with the lowest mean.",
+        "",
+    ]
+    runs = res["runs"]
+    for kind in ("wall-clock", "examples"):
+        L += [f"### Equal {kind if kind == 'wall-clock' else 'examples seen'}", ""]
+        L += [
+            "| side | solver / scheduler | steps | train CPU s | FD @ NFE 10 | FD @ NFE 20 | per seed (NFE 10; 20) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        best = {}
+        for side in ("ours", "theirs"):
+            rows = [r for r in runs if r[1] == side and r[2] == kind]
+            names = list(dict.fromkeys(k[0] for k in rows[0][5]))
+            for name in names:
+                stats = {nfe: mean_sd(r[5][(name, nfe)] for r in rows) for nfe in FAIR_NFES}
+                per = "; ".join(", ".join(f"{r[5][(name, nfe)]:.2f}" for r in rows) for nfe in FAIR_NFES)
+                secs = mean_sd(r[4] for r in rows)[0]
+                L.append(
+                    f"| {side} | {name} | {rows[0][3]} | {secs:.0f} | {stats[10][0]:.2f} ± {stats[10][1]:.2f} | "
+                    f"{stats[20][0]:.2f} ± {stats[20][1]:.2f} | {per} |"
+                )
+                for nfe in FAIR_NFES:
+                    if (side, nfe) not in best or stats[nfe][0] < best[(side, nfe)][1][0]:
+                        best[(side, nfe)] = (name, stats[nfe])
+        L.append("")
+        for nfe in FAIR_NFES:
+            (on, (om, osd)), (tn, (tm, tsd)) = best[("ours", nfe)], best[("theirs", nfe)]
+            ratio, gap = om / tm, tm - om
+            met = ratio <= 0.75 and gap > 2 * max(osd, tsd)
+            L.append(
+                f"- NFE {nfe}: best ours {on} {om:.2f} ± {osd:.2f} vs best diffusers+EMA {tn} {tm:.2f} ± {tsd:.2f}: "
+                f"ratio **{ratio:.2f}×**, gap {gap:.2f} vs 2 sd = {2 * max(osd, tsd):.2f} — target (≤ 0.75×, gap "
+                f"> 2 sd) **{'met' if met else 'NOT met'}**."
+            )
+        L.append("")
+    return "\n".join(L)
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -385,6 +586,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--work", default="runs/peers", help="scratch folder (runs, classifier cache)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers.md")
+    parser.add_argument("--fair", action="store_true", help="only the fair comparison with diffusers' EMAModel")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds of --fair")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.budget, args.num = 3, 30.0, 300
@@ -400,6 +603,16 @@ def main() -> None:
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    if args.fair:
+
+        def on_seed(res):
+            write_fair(args.out, render_fair(args, res, diffusers.__version__))
+
+        section = render_fair(args, fair(args, log, on_seed), diffusers.__version__)
+        write_fair(args.out, section)
+        print(section)
+        return
 
     # ---- training throughput ------------------------------------------------------------
     if args.size == "tiny":
@@ -549,7 +762,8 @@ def render(args, counts, sps, runs, per_sample, ovh_image, ovh_points, qual, clo
     if qual is not None:
         results, floor, cinfo = qual
         L += [
-            f"## Quality at equal training budget — digits 8×8, {args.budget:.0f} s of one CPU core per recipe",
+            f"## Quality at equal training budget — digits 8×8, {args.budget:.0f} s of one CPU core per recipe "
+            "— vs a loop *without* EMA (the fair comparison with EMAModel: `--fair`)",
             "",
             f"Steps = budget × the steps/s measured above. Fréchet distance (lower is better) of {args.num} samples "
             f"to all 1,797 digits, in the features of the digits classifier (test accuracy "
@@ -573,8 +787,8 @@ def render(args, counts, sps, runs, per_sample, ovh_image, ovh_points, qual, clo
         for nfe in (20, 100):
             o, t = best[(ours_label, nfe)], min(best[(lab, nfe)] for lab in theirs_labels)
             L.append(
-                f"- **target (quality at least as good), NFE {nfe}: best FD ours {o:.2f} vs best diffusers "
-                f"{t:.2f} — {'met' if o <= t else 'NOT met'}.**"
+                f"- **target (quality at least as good, vs a loop without EMA), NFE {nfe}: best FD ours {o:.2f} "
+                f"vs best diffusers {t:.2f} — {'met' if o <= t else 'NOT met'}.**"
             )
         L += [
             "",
@@ -585,6 +799,19 @@ def render(args, counts, sps, runs, per_sample, ovh_image, ovh_points, qual, clo
             "",
         ]
     return "\n".join(L)
+
+
+FAIR_BEGIN, FAIR_END = "<!-- fair: begin (benchmarks/peers.py --fair) -->", "<!-- fair: end -->"
+
+
+def write_fair(out: Path, section: str) -> None:
+    """Put the fair section at the top of the report (after its title), replacing an older one."""
+    text = out.read_text() if out.exists() else "# scoresde vs diffusers (benchmarks/peers.py)\n"
+    if FAIR_BEGIN in text:
+        head, rest = text.split(FAIR_BEGIN, 1)
+        text = head + rest.split(FAIR_END, 1)[1].lstrip("\n")
+    title, _, body = text.partition("\n")
+    out.write_text(f"{title}\n\n{FAIR_BEGIN}\n{section}\n{FAIR_END}\n{body}")
 
 
 def _runs(values) -> str:

@@ -52,7 +52,43 @@ def bare_loop(config, dataset, steps: int) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def trainer_loop(config, dataset, steps: int) -> tuple[float, float]:
+def torch_clip(grads, max_norm):
+    """The clipping the trainer used before: torch.nn.utils.clip_grad_norm_ (the same numbers)."""
+    return torch.nn.utils.clip_grad_norm_(grads, max_norm)
+
+
+def trainer_loop(config, dataset, steps: int, clip=None) -> tuple[float, float]:
+    import scoresde.train as train_module
+
+    own = train_module.clip_grad_norm
+    train_module.clip_grad_norm = clip or own  # "before": torch's clip_grad_norm_ on the same gradients
+    try:
+        return _trainer_loop(config, dataset, steps)
+    finally:
+        train_module.clip_grad_norm = own
+
+
+def clip_micro(model, repeats: int, calls: int = 300) -> dict[str, float]:
+    """µs per clipping call on ``model``'s parameter shapes (random gradients of norm > 1): median of ``repeats``."""
+    from scoresde.train import clip_grad_norm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = {}
+    for name, fn in (("torch clip_grad_norm_", lambda: torch_clip(params, 1.0)),
+                     ("scoresde clip_grad_norm", lambda: clip_grad_norm([p.grad for p in params], 1.0))):  # fmt: skip
+        times = []
+        for _ in range(repeats):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            start = time.process_time()
+            for _ in range(calls):
+                fn()
+            times.append((time.process_time() - start) / calls)
+        out[name] = statistics.median(times) * 1e6
+    return out
+
+
+def _trainer_loop(config, dataset, steps: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(from_dict({**_as_dict(config), "steps": steps}), folder, progress=False, dataset=dataset)
         start, cpu = time.perf_counter(), time.process_time()
@@ -81,10 +117,11 @@ def main() -> None:
 
     dataset = load_dataset(config.data.name, n=config.data.n, seed=config.seed)
     bare_loop(config, dataset, 3), trainer_loop(config, dataset, 3)  # warm-up
-    runs: dict[str, list[tuple[float, float]]] = {"bare": [], "ours": []}
+    runs: dict[str, list[tuple[float, float]]] = {"bare": [], "ours": [], "torch clip": []}
     for _ in range(args.repeats):
         runs["bare"].append(bare_loop(config, dataset, args.steps))
         runs["ours"].append(trainer_loop(config, dataset, args.steps))
+        runs["torch clip"].append(trainer_loop(config, dataset, args.steps, clip=torch_clip))
     print(
         f"case {args.case}: batch {config.batch_size}, {args.steps} steps x {args.repeats} repeats, "
         f"threads {args.threads}"
@@ -96,6 +133,12 @@ def main() -> None:
         print(f"[{clock} clock] bare PyTorch loop: {b:7.2f} steps/s  ({', '.join(f'{v:.2f}' for v in bare)})")
         print(f"[{clock} clock] scoresde Trainer : {o:7.2f} steps/s  ({', '.join(f'{v:.2f}' for v in ours)})")
         print(f"[{clock} clock] overhead         : {100 * (b / o - 1):+.1f}%  (target <= 5%)")
+        before = statistics.median(args.steps / r[k] for r in runs["torch clip"])
+        print(f"[{clock} clock] Trainer, torch's clip_grad_norm_ (before): {before:7.2f} steps/s, "
+              f"overhead {100 * (b / before - 1):+.1f}%")  # fmt: skip
+    model = build_model(config, dataset.data_shape, dataset.kind, build_sde(config))
+    micro = clip_micro(model, args.repeats)
+    print("clipping alone, µs per call: " + ", ".join(f"{k} {v:.0f}" for k, v in micro.items()))
 
 
 if __name__ == "__main__":

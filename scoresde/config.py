@@ -150,6 +150,12 @@ class ModelConfig:
     )
     width: int = _f(128, "MLP hidden width.", ge=1)
     depth: int = _f(3, "MLP residual blocks.", ge=0)
+    precondition: str = _f(
+        "none",
+        "Preconditioning, {choices} (edm: Karras et al. 2022; the model then predicts x0).",
+        choices="param.PRECONDITIONS",
+    )
+    sigma_data: float = _f(0.5, "σ_data of the edm preconditioning and weighting.", gt=0)
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,8 @@ class LossConfig:
     importance: bool = _f(False, "Importance-sample t ∝ w(t).")
     elbo_variance: str = _f("large", "Reverse variance of the elbo weighting: large (β) or small (β̃).")
     min_snr_gamma: float = _f(5.0, "γ of the min-snr weighting.", gt=0)
+    lognormal_p_mean: float = _f(-1.2, "Mean of ln(σ/α) for --time lognormal (EDM's P_mean).")
+    lognormal_p_std: float = _f(1.2, "Standard deviation of ln(σ/α) for --time lognormal (EDM's P_std).", gt=0)
     reduce: str = _f("mean", "Loss over dimensions: mean or sum.", choices=("mean", "sum"))
     cond_drop: float = _f(
         0.1, "Label dropout of a --conditional run (p_uncond of classifier-free guidance).", ge=0, lt=1

@@ -18,11 +18,15 @@ weighting's options and returning a :class:`Weighting`):
 ``likelihood`` g(t)²/(2 σ(t)²)  (= β/(2σ²) for VP)     continuous ELBO (Song et al. 2021b; Kingma et al. 2021)
 ``score``      1/σ(t)²                                 ‖s_θ − ∇ log p_{0t}‖², unweighted DSM
 ``min-snr``    min(SNR, γ)/SNR                         Hang et al. 2023, eq. 9 (ε-prediction form)
+``edm``        (σ̃² + σ_d²)/σ_d²,  σ̃ = σ/α              Karras et al. 2022, Table 1, λ(σ) on the ε-loss
 =============  ======================================  ========================================
 
 Times (:data:`TIME_SAMPLERS`, ``--time``): ``discrete`` draws i ~ U{1..N} on the chain
 ``sde.discretize(N)``; ``continuous`` draws t ~ U[ε_t, T]. Either can be importance-sampled
 with density ∝ w; the draw then carries the weights p_uniform/q, so the estimate stays unbiased.
+``lognormal`` draws ln σ̃ ~ N(P_mean, P_std²) (EDM's training distribution, −1.2 and 1.2), i.e.
+log-SNR λ = −2 ln σ̃ ~ N(−2 P_mean, 4 P_std²), mapped to t by ``sde.t_from_log_snr`` and kept in
+[ε_t, T]; it changes the objective itself (no importance weights), as EDM intends.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "WEIGHTINGS",
     "ContinuousTime",
     "DiscreteTime",
+    "LogNormalTime",
     "TimeDraw",
     "Weighting",
     "denoising_loss",
@@ -157,6 +162,26 @@ def min_snr(gamma: float = 5.0) -> Weighting:
     def w(sde: SDE, draw: TimeDraw) -> Tensor:
         snr = (draw.alpha / draw.sigma) ** 2
         return torch.clamp(snr, max=gamma) / snr
+
+    return w
+
+
+@WEIGHTINGS.register("edm")
+def edm(sigma_data: float = 0.5) -> Weighting:
+    """w = (σ̃² + σ_d²)/σ_d² with σ̃ = σ/α: EDM's loss weight (Karras et al. 2022, Table 1) on the ε-loss.
+
+    EDM weights the x_0 error of its denoiser D by λ(σ̃) = (σ̃² + σ_d²)/(σ̃ σ_d)². On our scale
+    x_t = α x_0 + σ ε, i.e. x̃ = x_t/α = x_0 + σ̃ ε, the ε implied by D is ε̂ = (x̃ − D)/σ̃, so
+    ε − ε̂ = (D − x_0)/σ̃ and ‖ε − ε̂‖² = ‖D − x_0‖²/σ̃². Hence
+    λ(σ̃)‖D − x_0‖² = λ(σ̃) σ̃² ‖ε − ε̂‖² = (σ̃² + σ_d²)/σ_d² · ‖ε − ε̂‖². With the ``edm``
+    preconditioning (:class:`scoresde.param.EDMPrecond`) this is unit weight on the network's own
+    target: λ c_out² = 1. ``sigma_data`` is σ_d (the config takes it from ``model.sigma_data``).
+    """
+    if not (isinstance(sigma_data, (int, float)) and math.isfinite(sigma_data) and sigma_data > 0):
+        raise ValueError(f"edm sigma_data must be a positive number, got {sigma_data!r}")
+
+    def w(sde: SDE, draw: TimeDraw) -> Tensor:
+        return 1 + (draw.sigma / (draw.alpha * sigma_data)) ** 2
 
     return w
 
@@ -300,20 +325,60 @@ def _as_probabilities(w: Tensor, kind: str) -> Tensor:
     return w / w.sum()
 
 
+class LogNormalTime:
+    """ln σ̃ ~ N(P_mean, P_std²) with σ̃ = σ(t)/α(t) (Karras et al. 2022, §5 and Table 1: −1.2, 1.2).
+
+    σ̃ is the noise level of x_t/α, so this is log-SNR λ = −2 ln σ̃ ~ N(−2 P_mean, 4 P_std²); t is
+    ``sde.t_from_log_snr(λ)``, clamped to [t_min, T] (the SDE's range of noise levels: draws beyond
+    either end — a fraction ~1e-4 with EDM's values on the default VP — land on it). The draw has
+    importance weights 1: it defines the training distribution of times, not an estimate under
+    uniform t.
+    """
+
+    def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, t_min: float = 1e-5, *, eps: float | None = None):
+        if eps is not None:  # the config field loss.eps
+            t_min = eps
+        for name, v in (("p_mean", p_mean), ("p_std", p_std), ("t_min", t_min)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise ValueError(f"lognormal {name} must be a finite number, got {v!r}")
+        if p_std <= 0 or t_min < 0:
+            raise ValueError(f"lognormal needs p_std > 0 and t_min >= 0, got p_std={p_std}, t_min={t_min}")
+        self.p_mean, self.p_std, self.t_min = float(p_mean), float(p_std), float(t_min)
+
+    def at(self, sde: SDE, t: Tensor) -> TimeDraw:
+        """The draw at given continuous times (importance weights 1)."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        alpha, sigma = sde.marginal(t, check=False)
+        return TimeDraw(t, alpha, sigma, torch.ones_like(t))
+
+    def __call__(
+        self, sde: SDE, batch: int, weighting: Weighting, *, generator: torch.Generator | None, device=None
+    ) -> TimeDraw:
+        if self.t_min >= sde.T:
+            raise ValueError(f"need t_min < T, got t_min={self.t_min}, T={sde.T}")
+        z = torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
+        lam = -2 * (self.p_mean + self.p_std * z)
+        return self.at(sde, sde.t_from_log_snr(lam).to(device).clamp(self.t_min, sde.T))
+
+    def __repr__(self) -> str:
+        return f"LogNormalTime(p_mean={self.p_mean}, p_std={self.p_std}, t_min={self.t_min})"
+
+
 TIME_SAMPLERS: Registry[type] = Registry("time sampler")
 TIME_SAMPLERS.register("discrete")(DiscreteTime)
 TIME_SAMPLERS.register("continuous")(ContinuousTime)
+TIME_SAMPLERS.register("lognormal")(LogNormalTime)
 
-TimeSampler = DiscreteTime | ContinuousTime
+TimeSampler = DiscreteTime | ContinuousTime | LogNormalTime
 
 
 def make_time_sampler(time: str | TimeSampler, **options) -> TimeSampler:
     """A time sampler from its name (``discrete`` with N=, ``continuous`` with t_min=; importance=) or as is."""
     if isinstance(time, str):
         return TIME_SAMPLERS.get(time)(**options)
-    if isinstance(time, (DiscreteTime, ContinuousTime)):
+    if isinstance(time, (DiscreteTime, ContinuousTime, LogNormalTime)):
         return time
-    raise TypeError(f"time must be 'discrete', 'continuous' or a time sampler, got {type(time).__name__}")
+    raise TypeError(f"time must be 'discrete', 'continuous', 'lognormal' or a time sampler, got {type(time).__name__}")
 
 
 # --------------------------------------------------------------------------- the loss

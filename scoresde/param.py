@@ -26,12 +26,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_name
+from ._checks import append_dims, check_name
 from .registry import Registry
 
 __all__ = [
+    "PRECONDITIONS",
     "PREDICTIONS",
     "TIME_LABELS",
+    "EDMPrecond",
     "FunctionModel",
     "Model",
     "as_model",
@@ -135,6 +137,56 @@ class Model(nn.Module):
             t = t.expand(x.shape[0])
         label = self.time_label(t).to(x.dtype)
         return self.net(x, label, **cond) if cond else self.net(x, label)
+
+
+PRECONDITIONS = ("none", "edm")
+
+
+class EDMPrecond(nn.Module):
+    """EDM's preconditioning (Karras et al. 2022, Table 1) written for any linear SDE: an ``x0`` model.
+
+    With σ̃ = σ(t)/α(t) and x̃ = x/α(t) — the variance-exploding view of x_t = α x_0 + σ ε, in which
+    x̃ = x_0 + σ̃ ε — the network output F gives the denoiser
+
+        D(x̃) = c_skip x̃ + c_out F(c_in x̃, c_noise),
+        c_in = 1/√(σ̃² + σ_d²),  c_skip = σ_d²/(σ̃² + σ_d²),  c_out = σ̃ σ_d/√(σ̃² + σ_d²),  c_noise = ¼ ln σ̃,
+
+    an estimate of x_0, so the model carries ``prediction = "x0"`` and the samplers, losses and
+    likelihoods use it unchanged. The network sees c_noise in place of a time label (EDM's choice:
+    the sinusoidal embedding of ¼ ln σ̃). c_in makes its input unit-variance when x_0 has standard
+    deviation σ_d; c_skip and c_out make its regression target (x_0 − c_skip x̃)/c_out unit-variance.
+    Train it with the ``edm`` weighting (unit weight on that target) and ``lognormal`` times.
+
+    Args:
+        net: called as ``net(x, c_noise, **cond)`` with c_noise of shape (batch,).
+        sde: the forward SDE giving α(t), σ(t).
+        sigma_data: σ_d, the standard deviation of the data (0.5 for images in [−1, 1], EDM's value).
+    """
+
+    prediction = "x0"
+
+    def __init__(self, net: nn.Module, sde, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        if not (isinstance(sigma_data, (int, float)) and sigma_data > 0):
+            raise ValueError(f"sigma_data must be a positive number, got {sigma_data!r}")
+        self.net, self.sde, self.sigma_data = net, sde, float(sigma_data)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(α, c_in, c_skip, c_out, c_noise) at times ``t`` (float64, shape of ``t``)."""
+        alpha, sigma = self.sde.marginal(t.to(torch.float64), check=False)
+        s, d2 = sigma / alpha, self.sigma_data**2
+        norm = s * s + d2
+        return alpha, norm.rsqrt(), d2 / norm, s * self.sigma_data * norm.rsqrt(), 0.25 * torch.log(s)
+
+    def forward(self, x: Tensor, t: Tensor, **cond) -> Tensor:
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        alpha, c_in, c_skip, c_out, c_noise = (
+            v.to(x.dtype) if i == 4 else append_dims(v, x.ndim).to(x.dtype) for i, v in enumerate(self.coefficients(t))
+        )
+        x_tilde = x / alpha
+        out = self.net(c_in * x_tilde, c_noise, **cond) if cond else self.net(c_in * x_tilde, c_noise)
+        return c_skip * x_tilde + c_out * out.to(x.dtype)
 
 
 class FunctionModel:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import inspect
 import json
 import math
 import os
@@ -59,7 +60,7 @@ from .imageio import atomic_write_bytes, image_grid, scatter_image
 from .labels import class_rows, drop_labels
 from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising_loss
 from .nets import make_network
-from .param import Model
+from .param import EDMPrecond, Model
 from .reporting import EchoReporter, ProgressReporter, Reporter, Reporters, make_loggers
 from .runlock import RunLock, lock_run
 from .sde import SDE, make_sde
@@ -126,8 +127,8 @@ class TrainResult:
 
     @property
     def prediction(self) -> str:
-        """What ``model`` returns (``config.model.prediction``)."""
-        return self.config.model.prediction
+        """What ``model`` returns (``config.model.prediction``; ``x0`` with the edm preconditioning)."""
+        return model_prediction(self.config)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -139,7 +140,7 @@ def build_sde(config: TrainConfig) -> SDE:
 
 def build_model(
     config: TrainConfig, data_shape: tuple[int, ...], kind: str, sde: SDE, num_classes: int | None = None
-) -> Model:
+) -> Model | EDMPrecond:
     """The network from the config wrapped as ``model(x, t, y=None)`` (scoresde.param.Model).
 
     ``num_classes`` K makes the network class-conditional (labels 0 … K − 1, K the null label);
@@ -159,7 +160,14 @@ def build_model(
     if num_classes is not None:
         options["num_classes"] = int(num_classes)
     net = make_network(net_name, data_shape, **options)
+    if m.precondition == "edm":
+        return EDMPrecond(net, sde, m.sigma_data)
     return Model(net, m.prediction, m.time_label, T=sde.T, N=config.loss.N)
+
+
+def model_prediction(config: TrainConfig) -> str:
+    """What the built model returns: ``x0`` under the ``edm`` preconditioning, else ``model.prediction``."""
+    return "x0" if config.model.precondition == "edm" else config.model.prediction
 
 
 def build_optimizer(params: list[nn.Parameter], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
@@ -175,12 +183,32 @@ def build_optimizer(params: list[nn.Parameter], optim: OptimConfig, device: torc
     )
 
 
+@torch.no_grad()
+def clip_grad_norm(grads: list[Tensor], max_norm: float) -> Tensor:
+    """Scale ``grads`` in place so that their joint 2-norm is at most ``max_norm``; returns the norm before.
+
+    The arithmetic of ``torch.nn.utils.clip_grad_norm_`` (the same result, bit for bit, for
+    gradients of one device and dtype: one ``_foreach_norm``, the norm of the norms, one
+    ``_foreach_mul_`` by min(1, max_norm/(norm + 1e-6))) without its per-call grouping and checks:
+    about a third of its cost on the small MLPs, where the trainer's fixed costs show
+    (benchmarks/results/training.md).
+    """
+    if not grads:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
 def loss_parts(config: TrainConfig) -> tuple[Weighting, TimeSampler]:
     """The weighting and time sampler the config names, built from their registry entries
     (each factory's parameters read from the loss config, :func:`scoresde.config.registry_options`)."""
     c = config.loss
     make_w, make_t = WEIGHTINGS.get(c.weighting), TIME_SAMPLERS.get(c.time)
-    return make_w(**registry_options(make_w, c, c.weighting)), make_t(**registry_options(make_t, c, c.time))
+    w_options = registry_options(make_w, c, c.weighting)
+    if "sigma_data" in inspect.signature(make_w).parameters:  # one σ_data for the model and the weighting
+        w_options["sigma_data"] = config.model.sigma_data
+    return make_w(**w_options), make_t(**registry_options(make_t, c, c.time))
 
 
 def validate(config: TrainConfig) -> None:
@@ -191,6 +219,11 @@ def validate(config: TrainConfig) -> None:
     """
     check(config)
     loss_parts(config)
+    if config.model.precondition == "edm" and config.model.prediction not in ("eps", "x0"):
+        raise ValueError(
+            f"--precondition edm makes the model predict x0; --prediction {config.model.prediction} contradicts it "
+            "(leave --prediction at its default)"
+        )
     if config.loss.weighting == "elbo" and config.loss.time != "discrete":
         raise ValueError("the 'elbo' weighting needs --time discrete; use 'likelihood' for continuous time")
     if config.device not in ("auto", "cpu") and not config.device.startswith(("cuda", "mps")):
@@ -305,7 +338,7 @@ def load_run(
     return LoadedRun(
         model,
         sde,
-        config.model.prediction,
+        model_prediction(config),
         data_shape,
         kind,
         config,
@@ -372,7 +405,7 @@ def preview(
         shape,
         solver=config.sample_solver,
         steps=config.sample_steps,
-        prediction=config.model.prediction,
+        prediction=model_prediction(config),
         generator=g,
         **y,
         **clip,
@@ -670,7 +703,7 @@ class Trainer:
                 x0,
                 weighting=self.weighting,
                 time=self.time_sampler,
-                prediction=c.model.prediction,
+                prediction=model_prediction(c),
                 generator=self.generator,
                 reduce=c.loss.reduce,
                 return_draw=True,
@@ -679,11 +712,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
         if c.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, c.optim.grad_clip)
+            clip_grad_norm(self.grads(), c.optim.grad_clip)
         self.optimizer.step()
         self.averager.update(self.step)
         self.step += 1
         return loss.detach(), draw.t
+
+    def grads(self) -> list[Tensor]:
+        """The parameters' gradients (those that have one)."""
+        return [p.grad for p in self.params if p.grad is not None]
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> TrainResult:
