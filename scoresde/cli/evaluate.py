@@ -12,6 +12,15 @@ import typer
 from .app import app, fail, output_file, output_folder, set_threads, write_failed
 from .sources import load_source
 
+# the model and reference-data options that likelihood and evaluate share
+RunOption = Annotated[Path | None, typer.Option("--run", help="run folder (default: the newest under ./runs)")]
+DiffusersOption = Annotated[
+    Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler); needs --data")
+]
+DataOption = Annotated[
+    str | None, typer.Option(help="reference data, a dataset name or path (default: the run's held-out split)")
+]
+
 
 def _split(text: str, what: str) -> list[str]:
     items = [s.strip() for s in text.split(",") if s.strip()]
@@ -33,14 +42,9 @@ def _write_json(path: Path | None, record: dict) -> None:
 
 @app.command()
 def likelihood(
-    run: Annotated[Path | None, typer.Option("--run", help="run folder (default: the newest under ./runs)")] = None,
-    diffusers: Annotated[
-        Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler); needs --data")
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="reference data, a dataset name or path (default: the run's held-out split)"),
-    ] = None,
+    run: RunOption = None,
+    diffusers: DiffusersOption = None,
+    data: DataOption = None,
     method: Annotated[str, typer.Option(help="ode (probability-flow ODE) or vlb (discrete variational bound)")] = "ode",
     num: Annotated[int, typer.Option(help="held-out samples to evaluate")] = 200,
     steps: Annotated[int, typer.Option(help="VLB chain length N (0: the run's N; a diffusers model's N)")] = 0,
@@ -139,14 +143,9 @@ def likelihood(
 
 @app.command()
 def evaluate(
-    run: Annotated[Path | None, typer.Option("--run", help="run folder (default: the newest under ./runs)")] = None,
-    diffusers: Annotated[
-        Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler); needs --data")
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="reference data, a dataset name or path (default: the run's held-out split)"),
-    ] = None,
+    run: RunOption = None,
+    diffusers: DiffusersOption = None,
+    data: DataOption = None,
     solver: Annotated[str, typer.Option(help="sampler name(s), comma-separated (see scoresde info)")] = "ancestral",
     steps: Annotated[int, typer.Option(help="sampling steps")] = 100,
     num: Annotated[int, typer.Option(help="samples to draw per solver")] = 500,
