@@ -202,19 +202,23 @@ def evaluate_run(
             "class accuracy needs the classes the run was trained on"
         )
     ref_inception = inception_features(ref, inception) if inception is not None else None
-    for solver in solvers:
-        t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(seed + 1)
-        samples, info = sample(
+
+    def draw(solver: str, **cond: Any):  # every solver and guidance scale starts from the same noise
+        return sample(
             run.model,
             run.sde,
             (num_samples, *run.data_shape),
             solver=solver,
             steps=sample_steps,
-            generator=g,
+            generator=torch.Generator().manual_seed(seed + 1),
             clip_x0=1.0 if run.kind == "images" else None,
             return_info=True,
+            **cond,
         )
+
+    for solver in solvers:
+        t0 = time.perf_counter()
+        samples, info = draw(solver)
         seconds = time.perf_counter() - t0
         entry = {"steps": sample_steps, "nfe": info.nfe, "n": num_samples, "seconds": seconds}
         if run.kind == "images":
@@ -232,18 +236,7 @@ def evaluate_run(
         for w in guidance:
             t0 = time.perf_counter()
             labels = torch.arange(num_samples) % num_classes  # balanced: every class equally often
-            samples, info = sample(
-                run.model,
-                run.sde,
-                (num_samples, *run.data_shape),
-                solver=solver,
-                steps=sample_steps,
-                generator=torch.Generator().manual_seed(seed + 1),
-                clip_x0=1.0 if run.kind == "images" else None,
-                return_info=True,
-                y=labels,
-                guidance=float(w),
-            )
+            samples, info = draw(solver, y=labels, guidance=float(w))
             entry = {"guidance": float(w), "nfe": info.nfe, "n": num_samples, "seconds": time.perf_counter() - t0}
             if run.kind == "images":
                 samples = samples.clamp(-1, 1)
