@@ -50,10 +50,12 @@ for line in sys.stdin:
         print("running" if pid == 0 else os.waitstatus_to_exitcode(status), flush=True)
         continue
     delay, stderr, *argv = words
+    # the stderr file is created before the fork, so it exists even for a child killed at once
+    err_fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     pid = os.fork()
     if pid == 0:
         os.environ["SCORESDE_FAULT_DELAY_BETWEEN_WEIGHTS_AND_JSON"] = delay
-        os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+        os.dup2(err_fd, 2)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         code = 1
         try:
@@ -64,6 +66,7 @@ for line in sys.stdin:
             traceback.print_exc()
         sys.stderr.flush()
         os._exit(code)
+    os.close(err_fd)
     print(pid, flush=True)
 """
 
