@@ -151,7 +151,7 @@ class ModelConfig:
     width: int = _f(128, "MLP hidden width.", ge=1)
     depth: int = _f(3, "MLP residual blocks.", ge=0)
     precondition: str = _f(
-        "none",
+        "edm",
         "Preconditioning, {choices} (edm: Karras et al. 2022; the model then predicts x0).",
         choices="param.PRECONDITIONS",
     )
@@ -167,8 +167,8 @@ class LossConfig:
     :func:`registry_options`).
     """
 
-    weighting: str = _f("simple", "Loss weighting λ(t), {choices}.", choices="losses.WEIGHTINGS")
-    time: str = _f("discrete", "Training times, {choices}.", choices="losses.TIME_SAMPLERS")
+    weighting: str = _f("edm", "Loss weighting λ(t), {choices}.", choices="losses.WEIGHTINGS")
+    time: str = _f("lognormal", "Training times, {choices}.", choices="losses.TIME_SAMPLERS")
     N: int = _f(1000, "N, the number of steps of the discrete chain.", flag="--discrete-steps")
     eps: float = _f(1e-5, "Smallest continuous training time.", gt=0, lt=1)
     importance: bool = _f(False, "Importance-sample t ∝ w(t).")

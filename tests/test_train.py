@@ -39,11 +39,19 @@ def tiny_images(**extra) -> dict:
     return {**base, **extra}
 
 
-def test_short_2d_training_lowers_loss_and_moves_samples_to_the_data(tmp_path):
+# the default (EDM preconditioning, log-normal times, edm weight) and the DDPM recipe (ε, discrete t, simple)
+RECIPES_2D = {"default": {}, "ddpm": {"precondition": "none", "weighting": "simple", "time": "discrete"}}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES_2D))
+def test_short_2d_training_lowers_loss_and_moves_samples_to_the_data(tmp_path, recipe):
+    extra = RECIPES_2D[recipe]
+    loss = {k: v for k, v in extra.items() if k != "precondition"}
     config = from_dict(
         {
             "data": {"name": "8gaussians", "n": 4000},
-            "model": {"width": 64, "depth": 2},
+            "model": {"width": 64, "depth": 2, **{k: v for k, v in extra.items() if k == "precondition"}},
+            "loss": loss,
             "optim": {"lr": 3e-3, "warmup": 20, "ema_decay": 0.99},
             "steps": 400,
             "batch_size": 256,
@@ -55,7 +63,8 @@ def test_short_2d_training_lowers_loss_and_moves_samples_to_the_data(tmp_path):
     untrained = Trainer(config, tmp_path / "untrained", progress=False)
     result = train(config, tmp_path / "run", progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert losses[-1] < 0.7 * losses[0]
+    # the edm-weighted loss has a larger floor (E Var[x0 | x_t] weighted up at small σ): 2.36 -> 1.70 here
+    assert losses[-1] < 0.8 * losses[0], losses
 
     run = load_run(tmp_path / "run")
     assert run.step == result.step == 400 and run.kind == "points" and run.data_shape == (2,)
@@ -155,7 +164,7 @@ def test_load_run_refuses_missing_corrupt_and_mismatched_checkpoints(tmp_path):
         load_run(tmp_path / "empty")
     train(from_dict(tiny_images(steps=2)), tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
-    assert not run.model.training and run.prediction == "eps" and run.reference.shape[1:] == (1, 8, 8)
+    assert not run.model.training and run.prediction == "x0" and run.reference.shape[1:] == (1, 8, 8)  # edm precondition
 
     bad = tmp_path / "corrupt"
     shutil.copytree(tmp_path / "run", bad)
@@ -295,7 +304,7 @@ def test_loss_parts_come_from_the_registry_entries_with_their_config_options():
     torch.testing.assert_close(w(sde, draw), make_weighting("min-snr", gamma=2.0)(sde, draw))
     assert not torch.allclose(w(sde, draw), make_weighting("min-snr")(sde, draw))
     assert time.eps == 0.01 and not time.importance
-    _, discrete = loss_parts(from_dict({"loss": {"N": 17, "importance": True}}))
+    _, discrete = loss_parts(from_dict({"loss": {"time": "discrete", "N": 17, "importance": True}}))
     assert discrete.N == 17 and discrete.importance
     for name in WEIGHTINGS:  # every entry builds from the default config options
         loss_parts(from_dict({"loss": {"weighting": name, "time": "discrete"}}))
