@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import pickle
 import platform
 import statistics
 import sys
@@ -92,11 +93,11 @@ class Clock:
 # ------------------------------------------------------------------------------ networks
 
 
-def diffusers_unet(size: str, data_shape: tuple[int, int, int]):
-    """diffusers' UNet2DModel configured as our DDPM UNet of ``size`` (equal parameter count)."""
+def diffusers_unet(size: str | dict, data_shape: tuple[int, int, int]):
+    """diffusers' UNet2DModel configured as our DDPM UNet of ``size`` (a name or its options; equal parameter count)."""
     from diffusers import UNet2DModel
 
-    cfg = UNET_SIZES.get(size)
+    cfg = UNET_SIZES.get(size) if isinstance(size, str) else {**UNET_SIZES.get("tiny"), **size}
     channels, levels = cfg["channels"], len(cfg["channel_mult"])
     down, up, res = [], [], data_shape[-1]
     for _ in range(levels):
@@ -169,12 +170,14 @@ def diffusers_train(net, data, steps, batch, device, clock, *, lr=1e-3, recipe="
     return clock.now() - start
 
 
-def trainer_config(size: str, steps: int, batch: int, device: torch.device, data: str, bf16: bool, seed: int = 0):
-    """Our default recipe (``scoresde train``) with the benchmark's size, batch and steps."""
+def trainer_config(
+    size: str | dict, steps: int, batch: int, device: torch.device, data: str, bf16: bool, seed: int = 0
+):
+    """Our default recipe (``scoresde train``) with the benchmark's UNet (a size name or options), batch and steps."""
     return from_dict(
         {
             "data": {"name": data},
-            "model": {"size": size},
+            "model": {"size": size} if isinstance(size, str) else dict(size),
             "steps": steps,
             "batch_size": batch,
             "checkpoint_every": 0,
@@ -371,9 +374,17 @@ def quality(args, sps, device, clock, log):
 FAIR_OURS = ("unipc", "dpm-solver++")  # grid="auto" (the defaults)
 FAIR_THEIRS = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DDIMScheduler")
 FAIR_NFES = (10, 20)
+# --fair --data NAME: the UNet both sides train (equal parameter counts) and the image shape
+FAIR_DATA = {
+    "digits": {"unet": "tiny", "shape": (1, 8, 8)},
+    "mnist": {  # examples/mnist.py's narrow 3-level UNet (28 -> 14 -> 7)
+        "unet": {"channels": 32, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "attention_resolutions": (7,)},
+        "shape": (1, 28, 28),
+    },
+}
 
 
-def fair_cells_ours(model, sde, num, classifier, ref):
+def fair_cells_ours(model, sde, shape, num, classifier, ref):
     from samplers import steps_for
 
     cells = {}
@@ -383,7 +394,7 @@ def fair_cells_ours(model, sde, num, classifier, ref):
             x, info = sd.sample(
                 model,
                 sde,
-                (num, 1, 8, 8),
+                (num, *shape),
                 solver,
                 steps_for(solver, nfe, {}),
                 generator=gen,
@@ -395,7 +406,7 @@ def fair_cells_ours(model, sde, num, classifier, ref):
     return cells
 
 
-def fair_cells_theirs(net, num, classifier, ref):
+def fair_cells_theirs(net, shape, num, classifier, ref):
     import diffusers
 
     def model(x, t):
@@ -407,7 +418,7 @@ def fair_cells_theirs(net, num, classifier, ref):
             sched = getattr(diffusers, name)(num_train_timesteps=N_TRAIN, beta_schedule="linear")  # their defaults
             gen = torch.Generator().manual_seed(1)
             cells[(name.removesuffix("Scheduler"), nfe)] = frechet(
-                diffusers_sample(sched, model, (num, 1, 8, 8), nfe, gen, torch.device("cpu")), classifier, ref
+                diffusers_sample(sched, model, (num, *shape), nfe, gen, torch.device("cpu")), classifier, ref
             )
     return cells
 
@@ -419,10 +430,12 @@ def fair(args, log, on_seed=None):
     from scoresde.data import load_dataset
     from scoresde.metrics import labelled_images, load_or_train_classifier
 
-    classifier, cinfo = load_or_train_classifier("digits", Path(args.work) / "classifier")
-    all_digits, _ = labelled_images("digits")
-    ref = classifier.embed(all_digits)
-    dataset = load_dataset("digits", seed=0)
+    spec, name = FAIR_DATA[args.data], args.data
+    unet, shape = spec["unet"], spec["shape"]
+    classifier, cinfo = load_or_train_classifier(name, Path(args.work) / f"classifier-{name}")
+    all_images, _ = labelled_images(name)
+    ref = classifier.embed(all_images)
+    dataset = load_dataset(name, seed=0)
     data = dataset.train
     g = torch.Generator().manual_seed(123)
     floor = frechet(data[torch.randperm(len(data), generator=g)[: min(args.num, len(data))]], classifier, ref)
@@ -430,16 +443,16 @@ def fair(args, log, on_seed=None):
 
     def theirs_net(seed):
         torch.manual_seed(seed)
-        return DiffusersNet(diffusers_unet("tiny", (1, 8, 8)))
+        return DiffusersNet(diffusers_unet(unet, shape))
 
     # throughput of the two complete loops (ours: Trainer.train_step with clipping + EMA; theirs: + EMAModel)
     rates = {"ours": [], "theirs": []}
     log(f"fair: throughput, {args.repeats} x {args.train_steps} steps per loop")
-    ours_train(trainer_config("tiny", 2, args.batch, cpu, "digits", False), dataset, [2])
+    ours_train(trainer_config(unet, 2, args.batch, cpu, name, False), dataset, [2])
     diffusers_train_ema(theirs_net(0), data, [2], args.batch)
     for r in range(args.repeats):
         _, s = ours_train(
-            trainer_config("tiny", args.train_steps, args.batch, cpu, "digits", False, r), dataset, [args.train_steps]
+            trainer_config(unet, args.train_steps, args.batch, cpu, name, False, r), dataset, [args.train_steps]
         )
         rates["ours"].append(args.train_steps / s[args.train_steps])
         _, s = diffusers_train_ema(theirs_net(r), data, [args.train_steps], args.batch, seed=r)
@@ -451,8 +464,8 @@ def fair(args, log, on_seed=None):
 
     runs = []  # (seed, side, budget kind, steps, train seconds, cells)
     sde = sd.VPSDE()
-    for seed in range(args.seeds):
-        config = trainer_config("tiny", max(wall["ours"], examples), args.batch, cpu, "digits", False, seed)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        config = trainer_config(unet, max(wall["ours"], examples), args.batch, cpu, name, False, seed)
         log(f"fair: seed {seed}, ours to {max(wall['ours'], examples)} steps")
         snaps, secs = ours_train(config, dataset, [wall["ours"], examples])
         for kind, steps in (("wall-clock", wall["ours"]), ("examples", examples)):
@@ -463,29 +476,40 @@ def fair(args, log, on_seed=None):
                     kind,
                     steps,
                     secs[steps],
-                    fair_cells_ours(snaps[steps]["ema"], sde, args.num, classifier, ref),
+                    fair_cells_ours(snaps[steps]["ema"], sde, shape, args.num, classifier, ref),
                 )
             )
         log(f"fair: seed {seed}, diffusers + EMAModel to {examples} steps")
         snaps, secs = diffusers_train_ema(theirs_net(seed), data, [examples], args.batch, seed=seed)
-        cells = fair_cells_theirs(snaps[examples], args.num, classifier, ref)
+        cells = fair_cells_theirs(snaps[examples], shape, args.num, classifier, ref)
         for kind in ("wall-clock", "examples"):
             runs.append((seed, "theirs", kind, examples, secs[examples], cells))
         if on_seed is not None:  # a partial report after every seed (long runs on a shared machine)
-            on_seed(_fair_result(sps, rates, wall, examples, runs, floor, cinfo, seed + 1))
+            on_seed(
+                _fair_result(
+                    sps, rates, wall, examples, runs, floor, cinfo, seed + 1 - args.first_seed, config, len(all_images)
+                )
+            )
         log(
             "fair: "
             + "; ".join(
                 f"{r[1]} {r[2]} " + ", ".join(f"{k[0]}@{k[1]} {v:.2f}" for k, v in r[5].items()) for r in runs[-4:]
             )
         )
-    return _fair_result(sps, rates, wall, examples, runs, floor, cinfo, args.seeds)
+    return _fair_result(sps, rates, wall, examples, runs, floor, cinfo, args.seeds, config, len(all_images))
 
 
-def _fair_result(sps, rates, wall, examples, runs, floor, cinfo, seeds_done):
+def _fair_result(sps, rates, wall, examples, runs, floor, cinfo, seeds_done, config, n_ref):
     from fair import DIFFUSERS_EMA
 
+    m, loss, o = config.model, config.loss, config.optim
+    recipe = (
+        f"precondition {m.precondition}, `{loss.time}` times, `{loss.weighting}` weighting, AdamW lr {o.lr:g}, "
+        f"warm-up {o.warmup}, clip {o.grad_clip:g}, EMA {o.ema_decay:g}{' with warm-up' if o.ema_warmup else ''}"
+    )
     return {
+        "recipe": recipe,
+        "n_ref": n_ref,
         "seeds_done": seeds_done,
         "sps": sps,
         "rates": rates,
@@ -498,6 +522,16 @@ def _fair_result(sps, rates, wall, examples, runs, floor, cinfo, seeds_done):
     }
 
 
+def merge_fair(parts: list[dict]) -> dict:
+    """One result from the --save'd results of processes that trained other seeds (each measured its own rates)."""
+    out = dict(parts[0])
+    out["runs"] = [r for p in parts for r in p["runs"]]
+    out["seeds_done"] = sum(p["seeds_done"] for p in parts)
+    out["rates"] = {k: [v for p in parts for v in p["rates"][k]] for k in parts[0]["rates"]}
+    out["sps"] = {k: statistics.median(v) for k, v in out["rates"].items()}
+    return out
+
+
 def render_fair(args, res, dver) -> str:
     from fair import mean_sd
 
@@ -505,14 +539,14 @@ def render_fair(args, res, dver) -> str:
     command = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
     sps, wall, examples = res["sps"], res["wall"], res["examples"]
     L = [
-        "## Fair baseline: the diffusers loop *with* EMAModel (`--fair`)",
+        f"## Fair baseline on {args.data}: the diffusers loop *with* EMAModel (`--fair --data {args.data}`)",
         "",
         f"Regenerate: `{command.strip()}`. Measured {datetime.date.today().isoformat()} on {cpu} "
         f"({os.cpu_count()} logical CPUs shared by several jobs, load average {os.getloadavg()[0]:.1f} at the end, so "
         f"the clock is process CPU time of one torch thread); torch {torch.__version__}, diffusers {dver}.",
         "",
-        "- **ours**: `scoresde train`'s default recipe (tiny UNet, batch 64, AdamW lr 1e-3, warm-up 100, clip 1, "
-        "EMA 0.995 with warm-up, discrete t, `simple` weighting), sampled with our default-grid solvers "
+        f"- **ours**: `scoresde train`'s default recipe ({res['recipe']}; UNet {FAIR_DATA[args.data]['unet']}, "
+        f"batch {args.batch}), sampled with our default-grid solvers "
         f'({", ".join(FAIR_OURS)}, `grid="auto"`, clip_x0 = 1);',
         "- **theirs**: the loop of diffusers' `train_unconditional.py` (UNet2DModel with our parameter count, "
         "DDPMScheduler.add_noise, MSE to ε, clip_grad_norm 1.0) with its default `EMAModel` "
@@ -524,8 +558,9 @@ def render_fair(args, res, dver) -> str:
         f"{args.train_steps} steps, medians: ours {sps['ours']:.2f}, theirs {sps['theirs']:.2f} steps/s) → "
         f"equal wall-clock: ours {wall['ours']} steps, theirs {wall['theirs']}; equal examples seen: both "
         f"{examples} steps × batch {args.batch}. Snapshots of one run per seed serve both (constant lr after warm-up);",
-        f"- judge: Fréchet distance of {args.num} samples to all 1,797 digits in the features of the small digits "
-        f"classifier (test accuracy {res['cinfo']['test_accuracy']:.3f}); {args.num} training digits score "
+        f"- judge: Fréchet distance of {args.num} samples to all {res['n_ref']:,} images of {args.data} in the "
+        f"features of a small classifier trained on them (test accuracy {res['cinfo']['test_accuracy']:.3f}); "
+        f"{args.num} training images score "
         f"{res['floor']:.2f} (the floor). {res['seeds_done']} of {args.seeds} training seeds, one sampling seed; "
         "mean ± sd over seeds. "
         "Each side's best solver/scheduler is the one with the lowest mean.",
@@ -544,10 +579,12 @@ def render_fair(args, res, dver) -> str:
             names = list(dict.fromkeys(k[0] for k in rows[0][5]))
             for name in names:
                 stats = {nfe: mean_sd(r[5][(name, nfe)] for r in rows) for nfe in FAIR_NFES}
+                lo, hi = min(r[3] for r in rows), max(r[3] for r in rows)  # merged processes measure their own rates
+                steps = lo if lo == hi else f"{lo}–{hi}"
                 per = "; ".join(", ".join(f"{r[5][(name, nfe)]:.2f}" for r in rows) for nfe in FAIR_NFES)
                 secs = mean_sd(r[4] for r in rows)[0]
                 L.append(
-                    f"| {side} | {name} | {rows[0][3]} | {secs:.0f} | {stats[10][0]:.2f} ± {stats[10][1]:.2f} | "
+                    f"| {side} | {name} | {steps} | {secs:.0f} | {stats[10][0]:.2f} ± {stats[10][1]:.2f} | "
                     f"{stats[20][0]:.2f} ± {stats[20][1]:.2f} | {per} |"
                 )
                 for nfe in FAIR_NFES:
@@ -588,6 +625,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers.md")
     parser.add_argument("--fair", action="store_true", help="only the fair comparison with diffusers' EMAModel")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds of --fair")
+    parser.add_argument("--data", choices=sorted(FAIR_DATA), default="digits", help="data of --fair")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="--fair trains seeds first-seed .. first-seed+seeds-1"
+    )
+    parser.add_argument("--save", type=Path, help="--fair: also pickle the result here (for --merge)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="--fair: render the results --save'd by processes that ran other seeds"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.budget, args.num = 3, 30.0, 300
@@ -607,10 +652,18 @@ def main() -> None:
     if args.fair:
 
         def on_seed(res):
-            write_fair(args.out, render_fair(args, res, diffusers.__version__))
+            if args.save:
+                args.save.write_bytes(pickle.dumps(res))
+            write_fair(args.out, render_fair(args, res, diffusers.__version__), args.data)
 
-        section = render_fair(args, fair(args, log, on_seed), diffusers.__version__)
-        write_fair(args.out, section)
+        if args.merge:
+            res = merge_fair([pickle.loads(p.read_bytes()) for p in args.merge])
+            args.seeds = res["seeds_done"]
+        else:
+            res = fair(args, log, on_seed)
+            on_seed(res)
+        section = render_fair(args, res, diffusers.__version__)
+        write_fair(args.out, section, args.data)
         print(section)
         return
 
@@ -801,17 +854,15 @@ def render(args, counts, sps, runs, per_sample, ovh_image, ovh_points, qual, clo
     return "\n".join(L)
 
 
-FAIR_BEGIN, FAIR_END = "<!-- fair: begin (benchmarks/peers.py --fair) -->", "<!-- fair: end -->"
-
-
-def write_fair(out: Path, section: str) -> None:
-    """Put the fair section at the top of the report (after its title), replacing an older one."""
+def write_fair(out: Path, section: str, data: str) -> None:
+    """Put the fair section of ``data`` at the top of the report (after its title), replacing an older one."""
+    begin, end = f"<!-- fair {data}: begin (benchmarks/peers.py --fair --data {data}) -->", f"<!-- fair {data}: end -->"
     text = out.read_text() if out.exists() else "# scoresde vs diffusers (benchmarks/peers.py)\n"
-    if FAIR_BEGIN in text:
-        head, rest = text.split(FAIR_BEGIN, 1)
-        text = head + rest.split(FAIR_END, 1)[1].lstrip("\n")
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + rest.split(end, 1)[1].lstrip("\n")
     title, _, body = text.partition("\n")
-    out.write_text(f"{title}\n\n{FAIR_BEGIN}\n{section}\n{FAIR_END}\n{body}")
+    out.write_text(f"{title}\n\n{begin}\n{section}\n{end}\n{body}")
 
 
 def _runs(values) -> str:
