@@ -27,14 +27,19 @@ def ours_train(config, dataset, snapshots, *, extra_emas=()):
     """``Trainer.train_step`` to ``max(snapshots)``; returns ({S: {name: model}}, {S: cpu seconds}).
 
     The model under name ``"ema"`` is the trainer's own EMA; ``extra_emas`` are further decays
-    (``ema_0.999`` ...) and ``"raw"`` (the weights themselves), averaged on the side from the same
-    run (they do not change the training).
+    (``ema_0.999`` ...) or power-function EMAs (``"power6.94"``: γ), and ``"raw"`` (the weights
+    themselves), averaged on the side from the same run (they do not change the training).
     """
     from scoresde.ema import EMA
     from scoresde.train import Trainer
 
     trainer = Trainer(config, None, progress=False, dataset=dataset)
-    extras = {f"ema_{d}": EMA(trainer.model, d, config.optim.ema_warmup) for d in extra_emas}
+    extras = {}
+    for d in extra_emas:  # a decay (with the config's warm-up) or "power γ" (Karras et al. 2024)
+        if isinstance(d, str) and d.startswith("power"):
+            extras[f"ema_{d}"] = EMA(trainer.model, 0.0, gamma=float(d.removeprefix("power")))
+        else:
+            extras[f"ema_{d}"] = EMA(trainer.model, float(d), config.optim.ema_warmup)
     out, seconds, spent = {}, {}, 0.0
     for target in sorted(set(snapshots)):
         start = time.process_time()

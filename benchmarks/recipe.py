@@ -8,12 +8,16 @@ One command writes ``benchmarks/results/recipe.md`` (and ``recipe.json``, every 
 Recipes (each the ``scoresde train`` default with one change; the same steps, batch and data order
 per seed, so each row sees the same examples):
 
-* ``default``: discrete t, ``simple`` weighting, ε-prediction, EMA 0.995 (with warm-up);
-* ``edm``: EDM preconditioning (``--precondition edm``, σ_data 0.5) + ``lognormal`` times
-  (P_mean −1.2, P_std 1.2) + the ``edm`` weighting (Karras et al. 2022);
-* ``min-snr``: the ``min-snr`` weighting, γ = 5 (Hang et al. 2023);
-* EMA length: ``ema 0.999``, ``ema 0.9999`` and ``no EMA`` (the raw weights) are averaged on the
-  side of the *default* run (the EMA does not change the training), so they share its weights.
+* ``default``: since 2026-11-29 EDM's recipe (Karras et al. 2022): EDM preconditioning
+  (``--precondition edm``, σ_data 0.5), ``lognormal`` times (P_mean −1.2, P_std 1.2), the ``edm``
+  weighting; AdamW lr 1e-3, EMA 0.995 with warm-up;
+* ``ddpm``: the previous default: ε-prediction, discrete t, ``simple`` weighting (Ho et al. 2020);
+* ``min-snr``: ε-prediction, discrete t, the ``min-snr`` weighting, γ = 5 (Hang et al. 2023);
+* ``lr 2e-3`` and ``lr 5e-4``: the default at another learning rate;
+* EMA length: ``ema 0.999``, the power-function EMAs ``ema power6.94`` and
+  ``ema power16.97`` (σ_rel 0.10 and 0.05, Karras et al. 2024) and ``no EMA`` (the raw weights)
+  are averaged on the side of the *default* run (the EMA does not change the training), so they
+  share its weights.
 
 Judge: Fréchet distance of ``--num`` samples to all 1,797 digits in the features of the digits
 classifier, at NFE 10 and 20 with ``unipc`` (``grid="auto"``, clip_x0 = 1, one sampling seed).
@@ -38,12 +42,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import scoresde as sd
 from scoresde.config import from_dict
 
+EPS_DISCRETE = {"model": {"precondition": "none"}, "loss": {"weighting": "simple", "time": "discrete"}}
 RECIPES = {
     "default": {},
-    "edm": {"model": {"precondition": "edm"}, "loss": {"weighting": "edm", "time": "lognormal"}},
-    "min-snr": {"loss": {"weighting": "min-snr"}},
+    "ddpm": EPS_DISCRETE,
+    "min-snr": {**EPS_DISCRETE, "loss": {"weighting": "min-snr", "time": "discrete"}},
+    "lr 2e-3": {"optim": {"lr": 2e-3}},
+    "lr 5e-4": {"optim": {"lr": 5e-4}},
 }
-SIDE_EMAS = (0.999, 0.9999)
+SIDE_EMAS = ("0.999", "power6.94", "power16.97")
 NFES = (10, 20)
 
 
@@ -77,7 +84,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num", type=int, default=500, help="samples per Fréchet distance")
     parser.add_argument("--recipes", default=",".join(RECIPES))
-    parser.add_argument("--side-emas", default=",".join(map(str, SIDE_EMAS)), help="EMA decays averaged on the side")
+    parser.add_argument(
+        "--side-emas", default=",".join(SIDE_EMAS), help="EMAs averaged on the side: decays or powerγ (Karras 2024)"
+    )
     parser.add_argument("--work", default="runs/recipe", help="classifier cache")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipe.md")
     args = parser.parse_args()
@@ -94,7 +103,7 @@ def main() -> None:
     rows: dict[str, list] = {}
     for seed in range(args.seeds):
         for recipe in args.recipes.split(","):
-            extra = tuple(float(d) for d in args.side_emas.split(",") if d) if recipe == "default" else ()
+            extra = tuple(d for d in args.side_emas.split(",") if d) if recipe == "default" else ()
             snaps, secs = ours_train(config(recipe, args.steps, args.batch, seed), dataset, [args.steps],
                                      extra_emas=extra)  # fmt: skip
             for name, model in snaps[args.steps].items():

@@ -198,6 +198,12 @@ class OptimConfig:
     grad_clip: float = _f(1.0, "Clip the gradient norm (0 = off).", ge=0)
     ema_decay: float = _f(0.995, "EMA decay of the weights.", ge=0, lt=1)
     ema_warmup: bool = _f(True, "EMA decay warm-up min(decay, (1+n)/(10+n)).")
+    ema_gamma: float = _f(
+        0.0,
+        "Power-function EMA exponent γ (Karras et al. 2024), replacing --ema-decay and its warm-up: "
+        "d_n = (1 − 1/(n+1))^(γ+1); 0 = off; γ 6.94 ↔ σ_rel 0.10, 16.97 ↔ 0.05.",
+        ge=0,
+    )
 
 
 @dataclass(frozen=True)

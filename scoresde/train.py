@@ -543,7 +543,7 @@ class Trainer:
         self.model = build_model(c, self.dataset.data_shape, self.dataset.kind, self.sde, self.num_classes)
         self.model.to(self.device)
         torch.manual_seed(c.seed + 1 + self.rank)  # dropout: each rank its own stream
-        self.averager = EMA(self.model, c.optim.ema_decay, c.optim.ema_warmup)
+        self.averager = EMA(self.model, c.optim.ema_decay, c.optim.ema_warmup, c.optim.ema_gamma)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, c.optim, self.device)
         self.weighting, self.time_sampler = loss_parts(c)

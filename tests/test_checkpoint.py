@@ -11,7 +11,7 @@ import torch
 
 from scoresde import checkpoint as ckpt
 from scoresde.data import batch_indices
-from scoresde.ema import EMA
+from scoresde.ema import EMA, gamma_for_sigma_rel, sigma_rel
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -124,6 +124,34 @@ def test_ema_update_is_the_warmed_up_exponential_average():
         torch.testing.assert_close(e, 0.1 * s + 0.9 * p)
     assert ema.decay_at(1000) == 0.9 and EMA(net, 0.9, warmup=False).decay_at(0) == 0.9
     assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
+
+
+@pytest.mark.parametrize("gamma", [0.5, 6.94, 16.97])
+def test_power_ema_averages_the_run_with_weights_proportional_to_step_to_the_gamma(gamma):
+    """Karras et al. 2024: after N updates θ_ema = Σ_k w_k θ_k with w_k = ((k+1)^(γ+1) − k^(γ+1))/N^(γ+1)
+    (updates k = 0..N−1), whose profile tends to t^γ: mean (γ+1)/(γ+2)·N and std σ_rel·N."""
+    net = torch.nn.Linear(1, 1, bias=False).double()
+    ema = EMA(net, 0.5, warmup=True, gamma=gamma)  # decay and warm-up are ignored with γ > 0
+    n = 2000
+    thetas = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for k in range(n):
+            net.weight.fill_(thetas[k])
+            ema.update(k)
+    k = torch.arange(n, dtype=torch.float64)
+    w = ((k + 1) ** (gamma + 1) - k ** (gamma + 1)) / n ** (gamma + 1)
+    torch.testing.assert_close(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(ema.module.weight.reshape(()), (w * thetas).sum(), rtol=1e-9, atol=1e-12)
+    mean = (w * (k + 1)).sum()
+    std = ((w * (k + 1 - mean) ** 2).sum()).sqrt()
+    assert abs(mean / n - (gamma + 1) / (gamma + 2)) < 2e-3
+    assert abs(std / n - sigma_rel(gamma)) < 2e-3
+    assert abs(gamma_for_sigma_rel(sigma_rel(gamma)) - gamma) < 1e-6 * (1 + gamma)
+    assert abs(gamma_for_sigma_rel(0.05) - 16.97) < 0.01 and abs(gamma_for_sigma_rel(0.10) - 6.94) < 0.01
+    with pytest.raises(ValueError, match="σ_rel must lie"):
+        gamma_for_sigma_rel(0.9)
+    with pytest.raises(ValueError, match="γ must be ≥ 0"):
+        EMA(net, 0.5, gamma=-1.0)
 
 
 def test_load_latest_walks_back_to_the_newest_valid_checkpoint_warning_once_per_skipped_file(tmp_path):

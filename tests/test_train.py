@@ -164,7 +164,9 @@ def test_load_run_refuses_missing_corrupt_and_mismatched_checkpoints(tmp_path):
         load_run(tmp_path / "empty")
     train(from_dict(tiny_images(steps=2)), tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
-    assert not run.model.training and run.prediction == "x0" and run.reference.shape[1:] == (1, 8, 8)  # edm precondition
+    assert (
+        not run.model.training and run.prediction == "x0" and run.reference.shape[1:] == (1, 8, 8)
+    )  # edm precondition
 
     bad = tmp_path / "corrupt"
     shutil.copytree(tmp_path / "run", bad)
