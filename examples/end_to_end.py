@@ -27,7 +27,7 @@ import torch
 
 import scoresde as sd
 from scoresde.compare import evaluate_run
-from scoresde.config import from_dict
+from scoresde.config import LossConfig, ModelConfig, from_dict
 from scoresde.imageio import image_grid, save_png
 from scoresde.metrics import image_metrics, load_or_train_classifier
 from scoresde.nets import UNET_SIZES
@@ -75,7 +75,9 @@ def main(dataset: str) -> None:
     parser.add_argument("--steps", type=int, default=preset["steps"], help="training steps")
     parser.add_argument("--batch-size", type=int, default=preset["batch_size"])
     parser.add_argument("--unet-size", choices=list(UNET_SIZES), default=None, help="a named UNet size instead")
-    parser.add_argument("--weighting", default="simple", help="loss weighting λ(t) (see scoresde info)")
+    parser.add_argument("--weighting", default=LossConfig.weighting, help="loss weighting λ(t) (see scoresde info)")
+    parser.add_argument("--time", default=LossConfig.time, help="training times (see scoresde info)")
+    parser.add_argument("--precondition", default=ModelConfig.precondition, help="none or edm")
     parser.add_argument("--solvers", default=preset["solvers"], help="solver:steps pairs, comma-separated")
     parser.add_argument("--num", type=int, default=preset["num"], help="samples per solver for FD/KID")
     parser.add_argument("--nll-num", type=int, default=preset["nll_num"], help="held-out images for bits/dim")
@@ -95,8 +97,8 @@ def main(dataset: str) -> None:
         config = from_dict(
             {
                 "data": {"name": dataset},
-                "model": model,
-                "loss": {"weighting": args.weighting},
+                "model": {**model, "precondition": args.precondition},
+                "loss": {"weighting": args.weighting, "time": args.time},
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "checkpoint_every": 0,

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 import scoresde as sd
-from scoresde.config import from_dict
+from scoresde.config import LossConfig, ModelConfig, from_dict
 from scoresde.data import DATASETS
 from scoresde.imageio import save_png, scatter_image
 from scoresde.losses import TIME_SAMPLERS, WEIGHTINGS
@@ -27,8 +27,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--weighting", default="simple", choices=list(WEIGHTINGS))
-    parser.add_argument("--time", default="discrete", choices=list(TIME_SAMPLERS))
+    parser.add_argument("--weighting", default=LossConfig.weighting, choices=list(WEIGHTINGS))
+    parser.add_argument("--time", default=LossConfig.time, choices=list(TIME_SAMPLERS))
+    parser.add_argument("--precondition", default=ModelConfig.precondition, choices=["none", "edm"])
     parser.add_argument("--solver", default="ancestral", choices=list(sd.SOLVERS))
     parser.add_argument("--out", default="runs/example-2d")
     args = parser.parse_args()
@@ -36,7 +37,7 @@ def main() -> None:
     config = from_dict(
         {
             "data": {"name": args.data},
-            "model": {"width": args.width},
+            "model": {"width": args.width, "precondition": args.precondition},
             "loss": {"weighting": args.weighting, "time": args.time},
             "optim": {"lr": 2e-3, "ema_decay": 0.995},
             "steps": args.steps,

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 import scoresde as sd
-from scoresde.config import from_dict
+from scoresde.config import LossConfig, ModelConfig, from_dict
 from scoresde.imageio import image_grid, save_png
 from scoresde.nets import UNET_SIZES
 from scoresde.train import load_run, train
@@ -25,7 +25,9 @@ def main() -> None:
     parser.add_argument("--unet-size", default="tiny", choices=list(UNET_SIZES))
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--weighting", default="simple")
+    parser.add_argument("--weighting", default=LossConfig.weighting)
+    parser.add_argument("--time", default=LossConfig.time)
+    parser.add_argument("--precondition", default=ModelConfig.precondition, choices=["none", "edm"])
     parser.add_argument("--solver", default="ancestral", choices=list(sd.SOLVERS))
     parser.add_argument("--sample-steps", type=int, default=200)
     parser.add_argument("--out", default="runs/example-digits")
@@ -34,8 +36,8 @@ def main() -> None:
     config = from_dict(
         {
             "data": {"name": args.data},
-            "model": {"size": args.unet_size},
-            "loss": {"weighting": args.weighting},
+            "model": {"size": args.unet_size, "precondition": args.precondition},
+            "loss": {"weighting": args.weighting, "time": args.time},
             "steps": args.steps,
             "batch_size": args.batch_size,
         }
