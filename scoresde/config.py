@@ -124,6 +124,7 @@ class DataConfig:
         2, "DataLoader worker processes when streaming (0 = read in the training process).", resumable=True, ge=0
     )
     hflip: bool = _f(False, "Random horizontal flips of training images (deterministic in seed and step).")
+    strict: bool = _f(False, "Refuse an image folder with an unreadable file (else it is skipped with one warning).")
 
 
 @dataclass(frozen=True)

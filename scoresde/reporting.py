@@ -43,6 +43,7 @@ __all__ = [
     "check_loggers",
     "make_loggers",
     "progress_bar",
+    "truncate_metrics",
 ]
 
 INSTALL_LOG = 'pip install -c constraints.txt -e ".[log]"'
@@ -105,6 +106,34 @@ class JsonlReporter:
 
     def close(self) -> None:
         pass
+
+
+def truncate_metrics(run_dir: str | os.PathLike, step: int) -> int:
+    """Drop the records of ``<run>/metrics.jsonl`` after ``step`` (and a line cut short by a kill).
+
+    Called when a run resumes from the checkpoint of ``step``: the steps after it are trained again
+    and logged again, so the file keeps one record per step. Rewritten atomically; returns the number
+    of lines dropped.
+    """
+    from .imageio import atomic_write_bytes
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    return dropped
 
 
 class EchoReporter:

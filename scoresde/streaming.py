@@ -203,25 +203,32 @@ def _source_kind(name: str, path: str | Path | None) -> tuple[str | None, Path |
 
 
 def open_source(
-    name: str, path: str | Path | None = None, resize: int | None = None, log: Callable[[str], None] | None = None
+    name: str,
+    path: str | Path | None = None,
+    resize: int | None = None,
+    log: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> Samples | None:
     """A lazy source for an image folder or a ``.npy`` array (cheap: headers and a memory map only);
     ``None`` for the other datasets and for ``.npz`` files (compressed, they cannot be memory-mapped).
 
     Raises ValueError (one line) for a missing path, an empty folder, images of different sizes
-    without ``resize``, and an array of the wrong dtype or shape.
+    without ``resize``, and an array of the wrong dtype or shape; with ``strict``, for an image
+    whose header cannot be read (else it is skipped with one warning).
     """
     kind, file = _source_kind(name, path)
     if kind is None or file is None or not file.exists():
         return None
     if kind == "folder":
-        return _image_files(file, resize, log)
+        return _image_files(file, resize, log, strict)
     if file.suffix.lower() != ".npy":
         return None
     return _array_rows(file)
 
 
-def _image_files(folder: Path, resize: int | None, log: Callable[[str], None] | None) -> ImageFiles:
+def _image_files(
+    folder: Path, resize: int | None, log: Callable[[str], None] | None, strict: bool = False
+) -> ImageFiles:
     """Read every header (size and mode) once; files whose header cannot be read are skipped with
     one warning, like the in-memory folder loader skips unreadable files."""
     if not folder.is_dir():
@@ -239,7 +246,9 @@ def _image_files(folder: Path, resize: int | None, log: Callable[[str], None] | 
                 modes.append(im.mode)
                 sizes.append(im.size)
                 files.append(f)
-        except Exception:  # Pillow raises several types for unreadable files
+        except Exception as err:  # Pillow raises several types for unreadable files
+            if strict:
+                raise ValueError(f"cannot read image {f}: {err} (strict: no file may be skipped)") from None
             bad.append(f)
     if bad:
         names = ", ".join(str(f.relative_to(folder)) for f in bad[:3]) + (", ..." if len(bad) > 3 else "")
@@ -308,6 +317,7 @@ def load_training_data(
     seed: int = 0,
     stream: str = "auto",
     log: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> Dataset:
     """:func:`scoresde.data.load_dataset`, or its streaming twin when ``stream`` says so.
 
@@ -318,14 +328,14 @@ def load_training_data(
     """
     if stream not in ("auto", "on", "off"):
         raise ValueError(f"stream must be 'auto', 'on' or 'off', got {stream!r}")
-    source = open_source(name, path, resize, log) if stream != "off" else None
+    source = open_source(name, path, resize, log, strict) if stream != "off" else None
     if stream == "on" and source is None:
         raise ValueError(
             f"streaming (--stream on) needs an image folder or a .npy file; {path or name!r} is neither "
             "(an .npz is compressed and cannot be memory-mapped: save the array with np.save)"
         )
     if source is None or (stream == "auto" and 4 * math.prod(source.shape) <= STREAM_ABOVE):
-        return load_dataset(name, path=path, n=n, resize=resize, heldout=heldout, seed=seed, log=log)
+        return load_dataset(name, path=path, n=n, resize=resize, heldout=heldout, seed=seed, log=log, strict=strict)
     if not 0 <= heldout < 1:
         raise ValueError(f"the held-out fraction must lie in [0, 1), got {heldout}")
     if len(source) < 2:

@@ -61,7 +61,7 @@ from .labels import class_rows, drop_labels
 from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting, denoising_loss
 from .nets import make_network
 from .param import EDMPrecond, Model
-from .reporting import EchoReporter, ProgressReporter, Reporter, Reporters, make_loggers
+from .reporting import EchoReporter, ProgressReporter, Reporter, Reporters, make_loggers, truncate_metrics
 from .runlock import RunLock, lock_run
 from .sde import SDE, make_sde
 from .streaming import StreamingBatches, load_training_data
@@ -532,6 +532,7 @@ class Trainer:
             seed=c.seed,
             stream=c.data.stream,
             log=self.reporter.log_message if log else None,
+            strict=c.data.strict,
         )
         if c.data.hflip and self.dataset.kind != "images":
             raise ValueError(f"--hflip flips images; the data {self.dataset.name!r} are points")
@@ -647,6 +648,8 @@ class Trainer:
                 )
             ckpt.set_rng_states(rng[self.rank % len(rng)], self.generator, self.device)
             self.step = checkpoint.step
+            if self.run_dir is not None and self.rank == 0:  # the steps after it are logged again
+                truncate_metrics(self.run_dir, self.step)
         except (KeyError, TypeError, IndexError) as err:
             raise ValueError(f"checkpoint {path} is incomplete or corrupt (bad field {err})") from None
         self.last_checkpoint = path

@@ -200,3 +200,26 @@ def test_image_folder_skips_unreadable_files_with_one_warning_unless_strict(tmp_
         (tmp_path / f"g{i}.png").write_bytes(b"")
     with pytest.raises(ValueError, match="none of the 6 image files under"):
         load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_strict_flag_refuses_a_folder_with_an_unreadable_file_in_memory_and_streamed(tmp_path, stream):
+    from typer.testing import CliRunner
+
+    from scoresde.cli import app
+
+    image = pytest.importorskip("PIL.Image")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(4):
+        image.fromarray(np.full((8, 8), 50 * i, np.uint8)).save(folder / f"g{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    common = ["train", "--data", str(folder), "--stream", stream, "--steps", "1", "--batch-size", "2"]
+    runner = CliRunner()
+    refused = runner.invoke(app, [*common, "--strict", "--out", str(tmp_path / "strict")])
+    assert refused.exit_code == 2, refused.output
+    assert "cannot read image" in refused.stderr and "broken.png" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "strict" / "checkpoints").exists()
+    done = runner.invoke(app, [*common, "--workers", "0", "--out", str(tmp_path / "lenient")])
+    assert done.exit_code == 0, done.output
+    assert "skipped 1 unreadable image file(s) of 5" in done.output + done.stderr

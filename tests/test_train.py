@@ -361,3 +361,23 @@ def test_clip_grad_norm_matches_torch_bit_for_bit(scale):
         assert torch.equal(p.grad, o)
     total = torch.cat([o.flatten() for o in ours]).norm().item()
     assert total <= 1.0 + 1e-5 and (scale > 0.1 or abs(total - norm.item()) < 1e-6)
+
+
+def test_resume_from_an_older_checkpoint_keeps_one_metrics_record_per_step(tmp_path):
+    """Steps after the checkpoint are trained and logged again: their old records (and a line cut short
+    by a kill) are dropped, so metrics.jsonl equals the uninterrupted run's."""
+    config = from_dict(tiny_images(steps=6, log_every=1, checkpoint_every=2, keep=5))
+    train(config, tmp_path / "straight", progress=False)
+    train(config, tmp_path / "run", progress=False)
+    for ext in ("json", "safetensors"):  # the run was killed after logging step 6 but before its checkpoint
+        (tmp_path / "run" / "checkpoints" / f"step_00000006.{ext}").unlink()
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')  # and in the middle of a line
+    train(config, tmp_path / "run", resume=True, progress=False)
+    read = [(tmp_path / name / "metrics.jsonl").read_text().splitlines() for name in ("straight", "run")]
+    steps = [json.loads(line)["step"] for line in read[1]]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    drop = ("seconds", "steps_per_s", "time")  # wall-clock fields differ between runs
+    assert [{k: v for k, v in json.loads(x).items() if k not in drop} for x in read[1]] == [
+        {k: v for k, v in json.loads(x).items() if k not in drop} for x in read[0]
+    ]
