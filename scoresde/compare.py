@@ -390,7 +390,9 @@ def compare_losses(
         nll_num: held-out samples for the likelihoods; vlb_steps: VLB chain length (default N).
         importance: draw training times with density ∝ w(t) for every setting (unbiased; reduces
             the variance of the ELBO/likelihood weightings, Song et al. 2021b; a no-op for ``simple``).
-        config: a base :class:`~scoresde.config.TrainConfig` (network, lr, …) to start from.
+        config: a base :class:`~scoresde.config.TrainConfig` (network, preconditioning, lr, …) to start
+            from; default ``TrainConfig()``, whose model is EDM-preconditioned (``scoresde
+            compare-losses`` passes ``precondition="none"`` unless told otherwise: ε-networks).
     """
     from .config import DataConfig, LossConfig, TrainConfig
     from .samplers import SOLVERS

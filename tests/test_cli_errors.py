@@ -100,6 +100,7 @@ BAD = {
         ["--budget", "0"],
         ["--budget", "-1"],
         ["--net", "nope"],
+        ["--precondition", "nope"],
         ["--solver", "nope"],
         ["--batch-size", "0"],
         ["--lr", "-1"],

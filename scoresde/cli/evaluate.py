@@ -244,6 +244,12 @@ def compare_losses_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="training batch size")] = 128,
     net: Annotated[str, typer.Option(help="network: auto (mlp for points, unet for images), mlp, unet")] = "auto",
     width: Annotated[int, typer.Option(help="MLP width")] = 256,
+    precondition: Annotated[
+        str,
+        typer.Option(
+            help="none (ε-networks, the seed's question; unlike `scoresde train`'s default) or edm (the train default)"
+        ),
+    ] = "none",
     lr: Annotated[float, typer.Option(help="learning rate")] = 1e-3,
     solver: Annotated[str, typer.Option(help="sampler(s) for the quality metrics")] = "ancestral,ode",
     sample_steps: Annotated[int, typer.Option("--sample-steps", help="sampling steps per solver")] = 100,
@@ -261,11 +267,14 @@ def compare_losses_command(
 
     from ..compare import compare_losses
     from ..config import OptimConfig, TrainConfig
+    from ..param import PRECONDITIONS
 
+    if precondition not in PRECONDITIONS:
+        fail(f"unknown precondition {precondition!r}; choose one of: {', '.join(PRECONDITIONS)}")
     base = TrainConfig()
     base = dataclasses.replace(
         base,
-        model=dataclasses.replace(base.model, net=net, width=width),
+        model=dataclasses.replace(base.model, net=net, width=width, precondition=precondition),
         optim=dataclasses.replace(OptimConfig(), lr=lr),
         threads=threads,
     )
