@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from helpers import Counting
 from safetensors.torch import load_file
 
 import scoresde as sd
@@ -21,18 +22,6 @@ K = DATA.K
 
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-class Counting:
-    """A conditional model that records the batch size and labels of every call."""
-
-    def __init__(self, model):
-        self.model, self.prediction, self.num_classes = model, model.prediction, model.num_classes
-        self.calls: list[tuple[int, torch.Tensor | None]] = []
-
-    def __call__(self, x, t, y=None):
-        self.calls.append((x.shape[0], None if y is None else y.clone()))
-        return self.model(x, t, y=y)
 
 
 # --------------------------------------------------------------------------- sample(y=, guidance=)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import Counting
 
 import scoresde as sd
 from scoresde.analytic import Gaussian, gmm
@@ -20,18 +21,6 @@ K = DATA.K
 
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-class Counting:
-    """A conditional model that records the batch size and labels of every call."""
-
-    def __init__(self, model):
-        self.model, self.prediction, self.num_classes = model, model.prediction, model.num_classes
-        self.calls: list[tuple[int, torch.Tensor | None]] = []
-
-    def __call__(self, x, t, y=None):
-        self.calls.append((x.shape[0], None if y is None else y.clone()))
-        return self.model(x, t, y=y)
 
 
 def _points(n: int = 8, seed: int = 0):
