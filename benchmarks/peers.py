@@ -504,7 +504,7 @@ def _fair_result(sps, rates, wall, examples, runs, floor, cinfo, seeds_done, con
 
     m, loss, o = config.model, config.loss, config.optim
     recipe = (
-        f"precondition {m.precondition}, `{loss.time}` times, `{loss.weighting}` weighting, AdamW lr {o.lr:g}, "
+        f"precondition {m.precondition}, `{loss.time_sampler}` times, `{loss.weighting}` weighting, AdamW lr {o.lr:g}, "
         f"warm-up {o.warmup}, clip {o.grad_clip:g}, EMA {o.ema_decay:g}{' with warm-up' if o.ema_warmup else ''}"
     )
     return {

@@ -169,7 +169,12 @@ class LossConfig:
     """
 
     weighting: str = _f("edm", "Loss weighting λ(t), {choices}.", choices="losses.WEIGHTINGS")
-    time: str = _f("lognormal", "Training times, {choices}.", choices="losses.TIME_SAMPLERS")
+    time: str = _f(
+        "auto",
+        "Training times, {choices}, or auto: lognormal for the edm weighting (EDM's pairing), else discrete.",
+        choices="losses.TIME_SAMPLERS",
+        also=("auto",),
+    )
     N: int = _f(1000, "N, the number of steps of the discrete chain.", flag="--discrete-steps")
     eps: float = _f(1e-5, "Smallest continuous training time.", gt=0, lt=1)
     importance: bool = _f(False, "Importance-sample t ∝ w(t).")
@@ -181,6 +186,17 @@ class LossConfig:
     cond_drop: float = _f(
         0.1, "Label dropout of a --conditional run (p_uncond of classifier-free guidance).", ge=0, lt=1
     )
+
+    @property
+    def time_sampler(self) -> str:
+        """``time`` with ``auto`` resolved: ``lognormal`` for the ``edm`` weighting, else ``discrete``.
+
+        So ``--weighting likelihood`` alone keeps drawing t uniformly (an unbiased ELBO), as before
+        the EDM recipe became the default; only the edm weighting gets EDM's log-normal times.
+        """
+        if self.time != "auto":
+            return self.time
+        return "lognormal" if self.weighting == "edm" else "discrete"
 
 
 @dataclass(frozen=True)

@@ -204,11 +204,12 @@ def loss_parts(config: TrainConfig) -> tuple[Weighting, TimeSampler]:
     """The weighting and time sampler the config names, built from their registry entries
     (each factory's parameters read from the loss config, :func:`scoresde.config.registry_options`)."""
     c = config.loss
-    make_w, make_t = WEIGHTINGS.get(c.weighting), TIME_SAMPLERS.get(c.time)
+    time = c.time_sampler
+    make_w, make_t = WEIGHTINGS.get(c.weighting), TIME_SAMPLERS.get(time)
     w_options = registry_options(make_w, c, c.weighting)
     if "sigma_data" in inspect.signature(make_w).parameters:  # one σ_data for the model and the weighting
         w_options["sigma_data"] = config.model.sigma_data
-    return make_w(**w_options), make_t(**registry_options(make_t, c, c.time))
+    return make_w(**w_options), make_t(**registry_options(make_t, c, time))
 
 
 def validate(config: TrainConfig) -> None:
@@ -224,7 +225,7 @@ def validate(config: TrainConfig) -> None:
             f"--precondition edm makes the model predict x0; --prediction {config.model.prediction} contradicts it "
             "(leave --prediction at its default)"
         )
-    if config.loss.weighting == "elbo" and config.loss.time != "discrete":
+    if config.loss.weighting == "elbo" and config.loss.time_sampler != "discrete":
         raise ValueError("the 'elbo' weighting needs --time discrete; use 'likelihood' for continuous time")
     if config.device not in ("auto", "cpu") and not config.device.startswith(("cuda", "mps")):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")

@@ -19,7 +19,7 @@ import scoresde as sd
 from scoresde import checkpoint as ckpt
 from scoresde.config import from_dict
 from scoresde.metrics import sliced_wasserstein
-from scoresde.train import Trainer, TrainingDiverged, latest_run, load_run, train
+from scoresde.train import Trainer, TrainingDiverged, latest_run, load_run, train, validate
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -308,6 +308,15 @@ def test_loss_parts_come_from_the_registry_entries_with_their_config_options():
     assert time.eps == 0.01 and not time.importance
     _, discrete = loss_parts(from_dict({"loss": {"time": "discrete", "N": 17, "importance": True}}))
     assert discrete.N == 17 and discrete.importance
+    # time "auto" (the default): EDM's log-normal times for the edm weighting (the default), else uniform t
+    from scoresde.losses import DiscreteTime, LogNormalTime
+
+    assert from_dict({}).loss.time == "auto" and isinstance(loss_parts(from_dict({}))[1], LogNormalTime)
+    for weighting in ("simple", "likelihood", "elbo", "min-snr"):
+        config = from_dict({"loss": {"weighting": weighting}})
+        assert config.loss.time_sampler == "discrete" and isinstance(loss_parts(config)[1], DiscreteTime)
+        validate(config)  # elbo needs discrete t: auto gives it
+    assert from_dict({"loss": {"weighting": "edm", "time": "continuous"}}).loss.time_sampler == "continuous"
     for name in WEIGHTINGS:  # every entry builds from the default config options
         loss_parts(from_dict({"loss": {"weighting": name, "time": "discrete"}}))
     for name in TIME_SAMPLERS:
