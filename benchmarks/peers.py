@@ -455,7 +455,7 @@ def fair(args, log, on_seed=None):
             trainer_config(unet, args.train_steps, args.batch, cpu, name, False, r), dataset, [args.train_steps]
         )
         rates["ours"].append(args.train_steps / s[args.train_steps])
-        _, s = diffusers_train_ema(theirs_net(r), data, [args.train_steps], args.batch, seed=r)
+        _, s = diffusers_train_ema(theirs_net(r), data, [args.train_steps], args.batch, lr=1e-3, seed=r)
         rates["theirs"].append(args.train_steps / s[args.train_steps])
     sps = {k: statistics.median(v) for k, v in rates.items()}
     wall = {k: max(1, round(args.budget * v)) for k, v in sps.items()}
@@ -480,7 +480,7 @@ def fair(args, log, on_seed=None):
                 )
             )
         log(f"fair: seed {seed}, diffusers + EMAModel to {examples} steps")
-        snaps, secs = diffusers_train_ema(theirs_net(seed), data, [examples], args.batch, seed=seed)
+        snaps, secs = diffusers_train_ema(theirs_net(seed), data, [examples], args.batch, lr=config.optim.lr, seed=seed)
         cells = fair_cells_theirs(snaps[examples], shape, args.num, classifier, ref)
         for kind in ("wall-clock", "examples"):
             runs.append((seed, "theirs", kind, examples, secs[examples], cells))
@@ -509,6 +509,7 @@ def _fair_result(sps, rates, wall, examples, runs, floor, cinfo, seeds_done, con
     )
     return {
         "recipe": recipe,
+        "lr": o.lr,
         "n_ref": n_ref,
         "seeds_done": seeds_done,
         "sps": sps,
@@ -551,8 +552,9 @@ def render_fair(args, res, dver) -> str:
         "- **theirs**: the loop of diffusers' `train_unconditional.py` (UNet2DModel with our parameter count, "
         "DDPMScheduler.add_noise, MSE to ε, clip_grad_norm 1.0) with its default `EMAModel` "
         f"(decay {res['ema']['decay']}, use_ema_warmup, inv_gamma {res['ema']['inv_gamma']}, power "
-        f"{res['ema']['power']:.2f}) and AdamW at *our* lr 1e-3, constant (the example's lr 1e-4 + cosine + 500 "
-        "warm-up steps is 3× worse at this budget: table below), sampled with the EMA weights by diffusers' "
+        f"{res['ema']['power']:.2f}) and AdamW at *our* lr {res.get('lr', 1e-3):g}, constant (the example's lr "
+        "1e-4 + cosine + 500 warm-up steps is 3× worse at this budget: table below), sampled with the EMA weights "
+        "by diffusers' "
         f"{', '.join(FAIR_THEIRS)} with their default settings;",
         f"- budget {args.budget:.0f} CPU-seconds: throughput measured in this run ({args.repeats} × "
         f"{args.train_steps} steps, medians: ours {sps['ours']:.2f}, theirs {sps['theirs']:.2f} steps/s) → "
