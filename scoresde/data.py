@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ __all__ = [
     "hflip_mask",
     "labelled_datasets",
     "load_dataset",
+    "read_images",
     "split_indices",
 ]
 
@@ -219,6 +220,49 @@ def mnist(**_) -> tuple[Tensor, str, Labels]:
     return x / 127.5 - 1, "images", Labels.numbered(torch.as_tensor(np.asarray(labels, dtype=np.int64)), 10)
 
 
+def _load_copy(im: Any) -> Any:
+    im.load()
+    return im.copy()
+
+
+def read_images(
+    found: list[Path],
+    folder: Path,
+    image_module: Any,
+    read: Callable[[Any], Any],
+    *,
+    strict: bool = False,
+    log: Callable[[str], None] | None = None,
+    stacklevel: int = 2,
+) -> list[tuple[Path, Any]]:
+    """``[(file, read(opened image))]`` for the readable files of ``found`` (under ``folder``).
+
+    Files Pillow (``image_module``) cannot open or ``read`` fails on are skipped with one warning
+    that counts them and names the first few (through ``log``, else :func:`warnings.warn` at
+    ``stacklevel`` above this function); ``strict=True`` refuses the first instead. None readable
+    is a ValueError. Shared by the in-memory folder loader and the streaming header scan.
+    """
+    out, bad = [], []
+    for f in found:
+        try:
+            with image_module.open(f) as im:
+                out.append((f, read(im)))
+        except Exception as err:  # Pillow raises several types for unreadable files
+            if strict:
+                raise ValueError(f"cannot read image {f}: {err} (strict: no file may be skipped)") from None
+            bad.append(f)
+    if bad:
+        names = ", ".join(str(f.relative_to(folder)) for f in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        if not out:
+            raise ValueError(f"none of the {len(bad)} image files under {folder} could be read ({names})")
+        message = f"skipped {len(bad)} unreadable image file(s) of {len(found)} under {folder}: {names}"
+        if log is not None:
+            log(f"warning: {message}")
+        else:
+            warnings.warn(message, stacklevel=stacklevel + 1)
+    return out
+
+
 @DATASETS.register("folder")
 def image_folder(
     path: str | Path | None = None,
@@ -244,26 +288,8 @@ def image_folder(
     if not found:
         raise ValueError(f"no PNG or JPEG images found under {folder}")
     image_module = _need("PIL.Image", "folder")
-    images, files, bad = [], [], []
-    for f in found:
-        try:
-            with image_module.open(f) as im:
-                im.load()
-                images.append(im.copy())
-                files.append(f)
-        except Exception as err:  # Pillow raises several types for unreadable files
-            if strict:
-                raise ValueError(f"cannot read image {f}: {err} (strict: no file may be skipped)") from None
-            bad.append(f)
-    if bad:
-        names = ", ".join(str(f.relative_to(folder)) for f in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        if not images:
-            raise ValueError(f"none of the {len(bad)} image files under {folder} could be read ({names})")
-        message = f"skipped {len(bad)} unreadable image file(s) of {len(found)} under {folder}: {names}"
-        if log is not None:
-            log(f"warning: {message}")
-        else:
-            warnings.warn(message, stacklevel=3)
+    read = read_images(found, folder, image_module, _load_copy, strict=strict, log=log, stacklevel=3)
+    files, images = [f for f, _ in read], [im for _, im in read]
     grey = all(im.mode in ("L", "1", "I", "I;16") for im in images)
     mode = "L" if grey else "RGB"
     if resize is not None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +39,7 @@ from .data import (
     hflip,
     hflip_mask,
     load_dataset,
+    read_images,
     split_indices,
 )
 
@@ -238,24 +238,9 @@ def _image_files(
         raise ValueError(f"no PNG or JPEG images found under {folder}")
     if resize is not None and resize < 1:
         raise ValueError(f"resize must be a positive image side, got {resize}")
-    image = _pillow()
-    files, modes, sizes, bad = [], [], [], []
-    for f in found:
-        try:
-            with image.open(f) as im:
-                modes.append(im.mode)
-                sizes.append(im.size)
-                files.append(f)
-        except Exception as err:  # Pillow raises several types for unreadable files
-            if strict:
-                raise ValueError(f"cannot read image {f}: {err} (strict: no file may be skipped)") from None
-            bad.append(f)
-    if bad:
-        names = ", ".join(str(f.relative_to(folder)) for f in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        if not files:
-            raise ValueError(f"none of the {len(bad)} image files under {folder} could be read ({names})")
-        message = f"skipped {len(bad)} unreadable image file(s) of {len(found)} under {folder}: {names}"
-        (log or (lambda m: warnings.warn(m, stacklevel=4)))(f"warning: {message}" if log else message)
+    headers = read_images(found, folder, _pillow(), lambda im: (im.mode, im.size), strict=strict, log=log, stacklevel=4)
+    files = [f for f, _ in headers]
+    modes, sizes = [mode for _, (mode, _) in headers], [size for _, (_, size) in headers]
     mode = "L" if all(m in ("L", "1", "I", "I;16") for m in modes) else "RGB"
     if resize is None and len(set(sizes)) > 1:
         other = next(i for i, s in enumerate(sizes) if s != sizes[0])
