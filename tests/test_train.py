@@ -40,17 +40,19 @@ def tiny_images(**extra) -> dict:
 
 
 # the default (EDM preconditioning, log-normal times, edm weight) and the DDPM recipe (ε, discrete t, simple)
-RECIPES_2D = {"default": {}, "ddpm": {"precondition": "none", "weighting": "simple", "time": "discrete"}}
+RECIPES_2D = {  # (model, loss) config sections
+    "default": ({}, {}),
+    "ddpm": ({"precondition": "none"}, {"weighting": "simple", "time": "discrete"}),
+}
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES_2D))
 def test_short_2d_training_lowers_loss_and_moves_samples_to_the_data(tmp_path, recipe):
-    extra = RECIPES_2D[recipe]
-    loss = {k: v for k, v in extra.items() if k != "precondition"}
+    model, loss = RECIPES_2D[recipe]
     config = from_dict(
         {
             "data": {"name": "8gaussians", "n": 4000},
-            "model": {"width": 64, "depth": 2, **{k: v for k, v in extra.items() if k == "precondition"}},
+            "model": {"width": 64, "depth": 2, **model},
             "loss": loss,
             "optim": {"lr": 3e-3, "warmup": 20, "ema_decay": 0.99},
             "steps": 400,
