@@ -42,7 +42,7 @@ import torch
 
 import scoresde as sd
 from scoresde.analytic import gmm, gmm_hard
-from scoresde.metrics import sliced_wasserstein
+from scoresde.metrics import SlicedReference, sliced_wasserstein
 
 NFES = (10, 20, 50, 100, 1000)
 N_TRAIN = 1000  # diffusers' num_train_timesteps; our chain of the same SDE
@@ -352,6 +352,63 @@ def _fmt(values) -> str:
     return "nan" if not math.isfinite(m) else f"{m:.4f} ± {sd_:.4f}"
 
 
+def _win(a, c) -> tuple[bool, bool]:
+    """(unpaired, paired): ``a`` below ``c`` by more than the larger sd; by more than the paired differences' sd."""
+    if not all(math.isfinite(v) for v in c):
+        return True, True
+    (ma, sa), (mc, sc) = _mean_sd(a), _mean_sd(c)
+    md, sdd = _mean_sd([y - x for x, y in zip(a, c, strict=True)])
+    return (mc - ma) > max(sa, sc), md > sdd
+
+
+def targets_section(rows, nfes) -> list[str]:
+    """The verdict table: our better default solver per cell vs diffusers' two defaults and their best setting."""
+    lines = [
+        "## Targets",
+        "",
+        "Ours = the better of our two solvers with default options (per cell). *Unpaired*: our mean lower by more "
+        "than the larger seed-to-seed sd. *Paired* (same x_T, noise and ground truth per seed): the mean of the "
+        "per-seed differences larger than their sd. Verdicts: vs diffusers' DPMSolverMultistep *and* UniPC "
+        "defaults; vs their best setting of the cell (chosen after the fact).",
+        "",
+        "| mixture | NFE | metric | ours | DPMSolverMultistep defaults | UniPC defaults | diffusers best setting "
+        "| vs defaults (unpaired / paired) | vs their best (unpaired / paired) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = {"unpaired": [], "paired": []}
+    for mix in MIXTURES:
+        for b in nfes:
+            for metric in ("sw2", "mode"):
+                mine = {k[1]: v[metric] for k, v in rows.items() if k[0] == "scoresde" and k[2:] == (mix, b)}
+                theirs = {k[1]: v[metric] for k, v in rows.items() if k[0] == "diffusers" and k[2:] == (mix, b)}
+                o_label = min(mine, key=lambda k: _mean_sd(mine[k])[0])
+                o = mine[o_label]
+                d_dpm, d_uni = theirs["DPMSolverMultistep (defaults)"], theirs["UniPCMultistep (defaults)"]
+                finite = {k: v for k, v in theirs.items() if math.isfinite(_mean_sd(v)[0])}
+                best_label = min(finite, key=lambda k: _mean_sd(finite[k])[0])
+                w1, w2 = _win(o, d_dpm), _win(o, d_uni)
+                w_def = (w1[0] and w2[0], w1[1] and w2[1])
+                w_best = _win(o, finite[best_label])
+                verdicts["unpaired"].append(w_def[0])
+                verdicts["paired"].append(w_def[1])
+
+                def yn(w):
+                    return " / ".join("**win**" if v else "no" for v in w)
+
+                lines.append(
+                    f"| {mix} | {b} | {metric} | {_fmt(o)} ({o_label.split(' (')[0]}) | {_fmt(d_dpm)} | "
+                    f"{_fmt(d_uni)} | {_fmt(finite[best_label])} ({best_label}) | {yn(w_def)} | {yn(w_best)} |"
+                )
+    verdicts = {k: f"{sum(v)} of {len(v)}" for k, v in verdicts.items()}
+    lines += [
+        "",
+        f"Defaults target (beat both diffusers defaults) met in {verdicts['unpaired']} cells unpaired, "
+        f"{verdicts['paired']} paired.",
+        "",
+    ]
+    return lines
+
+
 def defaults_report(args) -> None:
     import json
 
@@ -427,58 +484,7 @@ def defaults_report(args) -> None:
                 ]
                 lines.append(f"| {impl} | {label} | " + " | ".join(vals) + " |")
             lines.append("")
-    # verdicts: our best default vs each diffusers scheduler's defaults and its best setting
-    lines += [
-        "## Targets",
-        "",
-        "Ours = the better of our two solvers with default options (per cell). *Unpaired*: our mean lower by more "
-        "than the larger seed-to-seed sd. *Paired* (same x_T, noise and ground truth per seed): the mean of the "
-        "per-seed differences larger than their sd. Verdicts: vs diffusers' DPMSolverMultistep *and* UniPC "
-        "defaults; vs their best setting of the cell (chosen after the fact).",
-        "",
-        "| mixture | NFE | metric | ours | DPMSolverMultistep defaults | UniPC defaults | diffusers best setting "
-        "| vs defaults (unpaired / paired) | vs their best (unpaired / paired) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    verdicts = {"unpaired": [], "paired": []}
-
-    def win(a, c):
-        if not all(math.isfinite(v) for v in c):
-            return True, True
-        (ma, sa), (mc, sc) = _mean_sd(a), _mean_sd(c)
-        md, sdd = _mean_sd([y - x for x, y in zip(a, c, strict=True)])
-        return (mc - ma) > max(sa, sc), md > sdd
-
-    for mix in MIXTURES:
-        for b in TARGET_NFES:
-            for metric in ("sw2", "mode"):
-                mine = {k[1]: v[metric] for k, v in rows.items() if k[0] == "scoresde" and k[2:] == (mix, b)}
-                theirs = {k[1]: v[metric] for k, v in rows.items() if k[0] == "diffusers" and k[2:] == (mix, b)}
-                o_label = min(mine, key=lambda k: _mean_sd(mine[k])[0])
-                o = mine[o_label]
-                d_dpm, d_uni = theirs["DPMSolverMultistep (defaults)"], theirs["UniPCMultistep (defaults)"]
-                finite = {k: v for k, v in theirs.items() if math.isfinite(_mean_sd(v)[0])}
-                best_label = min(finite, key=lambda k: _mean_sd(finite[k])[0])
-                w1, w2 = win(o, d_dpm), win(o, d_uni)
-                w_def = (w1[0] and w2[0], w1[1] and w2[1])
-                w_best = win(o, finite[best_label])
-                verdicts["unpaired"].append(w_def[0])
-                verdicts["paired"].append(w_def[1])
-
-                def yn(w):
-                    return " / ".join("**win**" if v else "no" for v in w)
-
-                lines.append(
-                    f"| {mix} | {b} | {metric} | {_fmt(o)} ({o_label.split(' (')[0]}) | {_fmt(d_dpm)} | "
-                    f"{_fmt(d_uni)} | {_fmt(finite[best_label])} ({best_label}) | {yn(w_def)} | {yn(w_best)} |"
-                )
-    verdicts = {k: f"{sum(v)} of {len(v)}" for k, v in verdicts.items()}
-    lines += [
-        "",
-        f"Defaults target (beat both diffusers defaults) met in {verdicts['unpaired']} cells unpaired, "
-        f"{verdicts['paired']} paired.",
-        "",
-    ]
+    lines += targets_section(rows, TARGET_NFES)
     lines += ["## Per-step overhead, trivial model x ↦ x, batch 10000 × 2, 200 steps", ""]
     lines += ["| loop | CPU µs / step | ratio to diffusers' own scheduler of the same method |", "|---|---|---|"]
     ref = {
@@ -510,6 +516,113 @@ def defaults_report(args) -> None:
     print(text)
 
 
+# ------------------------------------------------------------------------------ precise defaults (--precise)
+
+
+def precise_comparison(n: int, reference_factor: int, seeds: int, ours=("unipc", "dpm-solver++"), nfes=TARGET_NFES):
+    """(rows, floors): ``defaults_comparison``'s cells at large n against a reference reference_factor × n.
+
+    rows[(impl, label, mixture, nfe)] = {"nfe", "sw2", "mode": [per seed]}; floors[mixture] = the
+    same metrics for a fresh exact sample of size n (what a perfect sampler scores).
+    """
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    sde, rows, floors = sd.VPSDE(), {}, {}
+    betas = sde.discretize(N_TRAIN).betas.tolist()
+    classes = {"DPMSolverMultistep": DPMSolverMultistepScheduler, "UniPCMultistep": UniPCMultistepScheduler}
+    for mix, make in MIXTURES.items():
+        data = make()
+        model = data.model(sde, "eps")
+        cells: dict = {}
+        floors[mix] = {"sw2": [], "mode": []}
+        for s in range(seeds):
+            reference = data.sample(reference_factor * n, torch.Generator().manual_seed(10_000 + s))
+            sliced = SlicedReference(reference, n, generator=torch.Generator().manual_seed(0))  # sliced_w2's directions
+
+            def judge(x, sliced=sliced):
+                return sliced(x) if torch.isfinite(x).all() else math.nan
+
+            exact = data.sample(n, torch.Generator().manual_seed(20_000 + s))
+            floors[mix]["sw2"].append(judge(exact))
+            floors[mix]["mode"].append(mode_error(data, exact))
+
+            def record(key, used, x, judge=judge, data=data, cells=cells):
+                cell = cells.setdefault(key, {"nfe": used, "sw2": [], "mode": []})
+                cell["sw2"].append(judge(x))
+                cell["mode"].append(mode_error(data, x))
+
+            for nfe in nfes:
+                for solver in ours:
+                    steps, used = steps_at_budget(sde, solver, nfe)  # default grid ("auto"), t_min, denoising step
+                    x = sd.sample(model, sde, (n, 2), solver, steps, generator=torch.Generator().manual_seed(s))
+                    record(("scoresde", f"{solver} (defaults, steps={steps})", mix, nfe), used, x)
+                for name, cls in classes.items():
+                    for label, config in DIFFUSERS_SETTINGS[name]:
+                        scheduler = cls(num_train_timesteps=N_TRAIN, trained_betas=betas, **config)
+                        record(
+                            ("diffusers", f"{name} ({label})", mix, nfe),
+                            nfe,
+                            diffusers_loop(scheduler, model, n, nfe, s),
+                        )
+            print(f"{mix} seed {s} done", flush=True)
+        rows.update(cells)
+    return rows, floors
+
+
+def precise_report(args) -> None:
+    import json
+
+    import diffusers
+
+    t0 = time.time()
+    rows, floors = precise_comparison(args.n, args.reference_factor, args.seeds)
+    lines = [
+        "# Defaults vs diffusers at large n (python benchmarks/samplers.py --precise)",
+        "",
+        f"The cells of `samplers_defaults.md`'s comparison with the Monte Carlo floor lowered: n = {args.n} samples "
+        f"per run against a reference of {args.reference_factor * args.n} exact samples (256 fixed directions; "
+        f"the reference's projections sorted once per seed); {args.seeds} seeds (seed s changes x_T, the noise and "
+        "the reference); mean ± sd over seeds. Mode error is against the exact weights. Same exact ε models, "
+        f"defaults and diffusers settings as `--defaults`. torch {torch.__version__}, diffusers "
+        f"{diffusers.__version__}, one thread; {time.time() - t0:.0f} s.",
+        "",
+        "Floor (a fresh exact sample of size n scored the same way): "
+        + "; ".join(f"{mix} SW2 {_fmt(f['sw2'])}, mode error {_fmt(f['mode'])}" for mix, f in floors.items())
+        + ".",
+        "",
+    ]
+    for metric, title in (("sw2", "SW2 to the exact reference"), ("mode", "mode error")):
+        for mix in MIXTURES:
+            lines += [
+                f"### {title}, {mix}",
+                "",
+                "| impl | sampler | " + " | ".join(f"NFE {b}" for b in TARGET_NFES) + " |",
+            ]
+            lines.append("|" + "---|" * (len(TARGET_NFES) + 2))
+            labels = list(dict.fromkeys((k[0], k[1]) for k in rows if k[2] == mix))
+            for impl, label in labels:
+                vals = [
+                    _fmt(rows[(impl, label, mix, b)][metric]) if (impl, label, mix, b) in rows else "—"
+                    for b in TARGET_NFES
+                ]
+                lines.append(f"| {impl} | {label} | " + " | ".join(vals) + " |")
+            lines.append("")
+    lines += targets_section(rows, TARGET_NFES)
+    text = "\n".join(lines)
+    out = args.out.parent / "samplers_precise.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    blob = {
+        "n": args.n,
+        "reference": args.reference_factor * args.n,
+        "seeds": args.seeds,
+        "floors": floors,
+        "rows": [{"impl": k[0], "sampler": k[1], "mixture": k[2], "nfe_budget": k[3], **v} for k, v in rows.items()],
+    }
+    out.with_suffix(".json").write_text(json.dumps(blob, indent=1))
+    print(text)
+
+
 # ------------------------------------------------------------------------------ report
 
 
@@ -524,8 +637,19 @@ def main() -> None:
     parser.add_argument("--defaults", action="store_true", help="grid study and defaults vs diffusers (see above)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per cell with --defaults")
     parser.add_argument("--reuse-study", action="store_true", help="--defaults: reuse the grid study in the JSON")
+    parser.add_argument(
+        "--precise", action="store_true", help="--defaults' comparison at n = 10⁵ against a 4× reference, 3 seeds"
+    )
+    parser.add_argument("--reference-factor", type=int, default=4, help="--precise: reference size / n")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.precise:
+        if args.n == parser.get_default("n"):
+            args.n = 100_000
+        if args.seeds == parser.get_default("seeds"):
+            args.seeds = 3
+        precise_report(args)
+        return
     if args.defaults:
         if args.n == parser.get_default("n"):
             args.n = 4000

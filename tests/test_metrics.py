@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from scoresde.metrics import (
+    SlicedReference,
     find_inception,
     frechet_distance,
     image_metrics,
@@ -20,6 +21,21 @@ from scoresde.metrics import (
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)
+
+
+def test_sliced_reference_equals_sliced_wasserstein():
+    # the bin means/variances of the sorted reference give SW₂ at the reference's m levels exactly
+    reference = torch.randn(1200, 3, generator=gen(4)) * torch.tensor([1.0, 0.3, 2.0])
+    judge = SlicedReference(reference, 300, projections=64, generator=gen(5))
+    for seed in (6, 7):
+        x = torch.randn(300, 3, generator=gen(seed)) + 0.2
+        assert judge(x) == pytest.approx(sliced_wasserstein(x, reference, 64, generator=gen(5)), rel=1e-12)
+    with pytest.raises(ValueError, match="multiple"):
+        SlicedReference(reference, 500)
+    with pytest.raises(ValueError, match="shape"):
+        judge(torch.randn(200, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        judge(torch.full((300, 3), float("nan")))
 
 
 def test_sliced_wasserstein_of_shifted_gaussians():

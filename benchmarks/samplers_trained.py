@@ -1,0 +1,133 @@
+"""Time grids on trained runs: Fréchet distance (classifier features) per solver × grid × NFE.
+
+A check of ``grid="auto"`` (chosen on exact mixtures by ``samplers.py --defaults``) on real
+models: unipc and dpm-solver++ at NFE 10 and 20 (steps = NFE − 1, plus the denoising step) on
+every registered grid, and ancestral on its uniform grid, ``--num`` samples per cell and
+``--seeds`` sampling seeds per run. The judge is the FD in the features of the dataset's
+classifier (``scoresde.metrics``) against the *whole* labelled set (1,797 digits or 5,000 MNIST
+images: a larger reference than the held-out split, so less noise), computed for each run.
+
+Several runs (training seeds) may be given; the summary averages every grid over runs × seeds
+and ranks grids by the mean paired difference to the per-cell best (paired: same run, seed and
+x_T), with its sd.
+
+    scoresde train --out runs/digits && python benchmarks/samplers_trained.py runs/digits
+    python benchmarks/samplers_trained.py runs/a runs/b runs/c --out benchmarks/results/grids_digits.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import scoresde as sd
+from scoresde.grids import TIME_GRIDS
+from scoresde.metrics import image_metrics, labelled_images, load_or_train_classifier
+from scoresde.train import load_run
+
+NFES = (10, 20)
+SOLVERS = ("unipc", "dpm-solver++")
+
+
+def cells() -> list[tuple[int, str, int, str]]:
+    """(NFE, solver, steps, grid) for every cell of one run."""
+    out = []
+    for nfe in NFES:
+        out += [(nfe, s, nfe - 1, g) for s in SOLVERS for g in TIME_GRIDS]
+        out.append((nfe, "ancestral", nfe, "uniform"))
+    return out
+
+
+def evaluate(run_dir: str, num: int, seeds: int) -> tuple[str, dict]:
+    """(dataset, {(nfe, solver, grid): [FD per seed]}) for one run."""
+    run = load_run(run_dir)
+    dataset = run.config.data.name
+    classifier, info = load_or_train_classifier(dataset, run_dir)
+    reference, _ = labelled_images(dataset)
+    print(f"{run_dir}: {dataset}, classifier accuracy {info['test_accuracy']:.3f}, reference {len(reference)}")
+    results = {}
+    for nfe, solver, steps, grid in cells():
+        values = []
+        for seed in range(seeds):
+            g = torch.Generator().manual_seed(seed)
+            x = sd.sample(
+                run.model, run.sde, (num, *run.data_shape), solver, steps, run.prediction, g, grid=grid, clip_x0=1.0
+            )
+            values.append(image_metrics(x.clamp(-1, 1), reference, classifier, torch.Generator().manual_seed(0))["fd"])
+        results[(nfe, solver, grid)] = values
+        print(f"  NFE {nfe} {solver} {grid}: " + ", ".join(f"{v:.3f}" for v in values), flush=True)
+    return dataset, results
+
+
+def report(runs: dict[str, tuple[str, dict]], args) -> str:
+    lines = [
+        "# Time grids on trained runs (python benchmarks/samplers_trained.py)",
+        "",
+        f"Runs: {', '.join(f'`{r}` ({d})' for r, (d, _) in runs.items())}. {args.num} samples per cell, "
+        f"{args.seeds} sampling seeds per run; FD in classifier features against the whole labelled set; "
+        f"clip_x0=1; torch {torch.__version__}, one thread. Cells: mean ± sd over runs × seeds.",
+        "",
+        "| NFE | solver | " + " | ".join(TIME_GRIDS) + " |",
+        "|---|---|" + "---|" * len(TIME_GRIDS),
+    ]
+    keys = [k for k in next(iter(runs.values()))[1]]
+    for nfe in NFES:
+        for solver in SOLVERS:
+            row = []
+            for grid in TIME_GRIDS:
+                vals = [v for _, res in runs.values() for v in res[(nfe, solver, grid)]]
+                row.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.3f}")
+            lines.append(f"| {nfe} | {solver} | " + " | ".join(row) + " |")
+        vals = [v for _, res in runs.values() for v in res[(nfe, "ancestral", "uniform")]]
+        lines.append(f"| {nfe} | ancestral | {statistics.mean(vals):.3f} (uniform) |" + " |" * (len(TIME_GRIDS) - 1))
+    lines += [
+        "",
+        "## Paired difference to the quadratic grid (grid − quadratic, same run, seed and x_T)",
+        "",
+        "Negative: the grid beats quadratic. Mean ± sd over runs × seeds × solvers.",
+        "",
+        "| NFE | " + " | ".join(TIME_GRIDS) + " |",
+        "|---|" + "---|" * len(TIME_GRIDS),
+    ]
+    for nfe in NFES:
+        row = []
+        for grid in TIME_GRIDS:
+            diffs = [
+                a - b
+                for _, res in runs.values()
+                for solver in SOLVERS
+                for a, b in zip(res[(nfe, solver, grid)], res[(nfe, solver, "quadratic")], strict=True)
+            ]
+            row.append(f"{statistics.mean(diffs):+.3f} ± {statistics.stdev(diffs) if len(diffs) > 1 else 0:.3f}")
+        lines.append(f"| {nfe} | " + " | ".join(row) + " |")
+    lines += ["", "## Per run", ""]
+    for run, (dataset, res) in runs.items():
+        lines.append(f"- `{run}` ({dataset}): " + "; ".join(
+            f"NFE {k[0]} {k[1]} {k[2]} " + "/".join(f"{v:.2f}" for v in res[k]) for k in keys
+        ))  # fmt: skip
+    lines.append(f"\n{time.time() - args.t0:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="trained run folders (digits or mnist)")
+    parser.add_argument("--num", type=int, default=1000, help="samples per cell")
+    parser.add_argument("--seeds", type=int, default=2, help="sampling seeds per run")
+    parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
+    args = parser.parse_args()
+    args.t0 = time.time()
+    torch.set_num_threads(1)
+    runs = {r: evaluate(r, args.num, args.seeds) for r in args.runs}
+    text = report(runs, args)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
