@@ -4,6 +4,8 @@ One command writes ``benchmarks/results/recipe.md`` (and ``recipe.json``, every 
 
     python benchmarks/recipe.py                    # 1200 steps × batch 64, 3 seeds: ~30 CPU-minutes
     python benchmarks/recipe.py --steps 300 --seeds 1 --num 200   # a smoke run
+    python benchmarks/recipe.py --budget 180 --recipes "default,batch 32,batch 128,channels 16,channels 48" \
+        --out benchmarks/results/recipe_budget.md           # equal CPU time: batch and width, ~50 CPU-minutes
 
 Recipes (each the ``scoresde train`` default with one change; the same steps, batch and data order
 per seed, so each row sees the same examples):
@@ -14,6 +16,9 @@ per seed, so each row sees the same examples):
 * ``ddpm``: the previous default: ε-prediction, discrete t, ``simple`` weighting (Ho et al. 2020);
 * ``min-snr``: ε-prediction, discrete t, the ``min-snr`` weighting, γ = 5 (Hang et al. 2023);
 * ``lr 2e-3`` and ``lr 5e-4``: the default at another learning rate;
+* ``batch 32`` / ``batch 128`` and ``channels 16`` / ``channels 48`` (the tiny UNet's base width is
+  32): with ``--budget SECONDS`` every recipe trains for the same process CPU time instead of the
+  same steps (the 3-CPU-minute question: fewer, larger steps or more, smaller ones?);
 * EMA length: ``ema 0.999``, the power-function EMAs ``ema power6.94`` and
   ``ema power16.97`` (σ_rel 0.10 and 0.05, Karras et al. 2024) and ``no EMA`` (the raw weights)
   are averaged on the side of the *default* run (the EMA does not change the training), so they
@@ -49,7 +54,13 @@ RECIPES = {
     "min-snr": {**EPS_DISCRETE, "loss": {"weighting": "min-snr", "time": "discrete"}},
     "lr 2e-3": {"optim": {"lr": 2e-3}},
     "lr 5e-4": {"optim": {"lr": 5e-4}},
+    # batch and width matter at equal *time*, not equal steps: meant for --budget
+    "batch 32": {"batch_size": 32},
+    "batch 128": {"batch_size": 128},
+    "channels 16": {"model": {"channels": 16}},
+    "channels 48": {"model": {"channels": 48}},
 }
+STEP_RECIPES = ("default", "ddpm", "min-snr", "lr 2e-3", "lr 5e-4")
 SIDE_EMAS = ("0.999", "power6.94", "power16.97")
 NFES = (10, 20)
 
@@ -83,7 +94,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num", type=int, default=500, help="samples per Fréchet distance")
-    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--recipes", default=",".join(STEP_RECIPES))
+    parser.add_argument("--budget", type=float, default=None, help="train each recipe for this many CPU seconds")
     parser.add_argument(
         "--side-emas", default=",".join(SIDE_EMAS), help="EMAs averaged on the side: decays or powerγ (Karras 2024)"
     )
@@ -104,6 +116,14 @@ def main() -> None:
     for seed in range(args.seeds):
         for recipe in args.recipes.split(","):
             extra = tuple(d for d in args.side_emas.split(",") if d) if recipe == "default" else ()
+            if args.budget:
+                cfg = config(recipe, 10**6, args.batch, seed)  # stopped by the clock
+                model, steps, cpu = budget_train(cfg, dataset, args.budget)
+                fd = score(model, sde, args.num, classifier, ref)
+                rows.setdefault(recipe, []).append({"seed": seed, "fd": fd, "train_cpu_s": cpu, "steps": steps})
+                print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {recipe} ({steps} steps): {fd}", flush=True)
+                write(args, rows, cinfo)
+                continue
             snaps, secs = ours_train(config(recipe, args.steps, args.batch, seed), dataset, [args.steps],
                                      extra_emas=extra)  # fmt: skip
             for name, model in snaps[args.steps].items():
@@ -113,6 +133,22 @@ def main() -> None:
                 rows.setdefault(label, []).append({"seed": seed, "fd": fd, "train_cpu_s": secs[args.steps]})
                 print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {label}: {fd}", flush=True)
             write(args, rows, cinfo)
+
+
+def budget_train(config, dataset, budget: float):
+    """Train until ``budget`` seconds of process CPU time are spent; returns (EMA model, steps, CPU seconds)."""
+    import copy
+
+    from scoresde.train import Trainer
+
+    trainer = Trainer(config, None, progress=False, dataset=dataset)
+    start = time.process_time()
+    while time.process_time() - start < budget and trainer.step < config.steps:
+        trainer.train_step(trainer.batch(trainer.step))
+    spent = time.process_time() - start
+    model = copy.deepcopy(trainer.ema)
+    trainer.close()
+    return model, trainer.step, spent
 
 
 def write(args, rows, cinfo) -> None:
@@ -125,15 +161,20 @@ def write(args, rows, cinfo) -> None:
         "",
         f"Regenerate: `{command.strip()}`. Measured {datetime.date.today().isoformat()} on the shared 2-core CPU "
         f"machine (one torch thread; torch {torch.__version__}, Python {platform.python_version()}). Digits 8×8, tiny "
-        f"UNet, {args.steps} steps × batch {args.batch} per recipe (equal examples seen; deterministic work, so "
-        "the clock does not enter). FD: Fréchet distance of "
+        + (
+            f"UNet, {args.budget:.0f} s of process CPU time per recipe (equal time: steps differ, see the table). "
+            if args.budget
+            else f"UNet, {args.steps} steps × batch {args.batch} per recipe (equal examples seen; deterministic work, "
+            "so the clock does not enter). "
+        )
+        + "FD: Fréchet distance of "
         f"{args.num} samples to all 1,797 digits in the digits classifier's features (test accuracy "
         f"{cinfo['test_accuracy']:.3f}), `unipc` with its default grid, one sampling seed; mean ± sd over "
         "training seeds (n per row). Rows `default, …` re-average the default run's weights (EMA does not change "
         "training).",
         "",
-        "| recipe | n | FD @ NFE 10 | FD @ NFE 20 | per seed @ NFE 20 | train CPU s |",
-        "|---|---|---|---|---|---|",
+        "| recipe | n | FD @ NFE 10 | FD @ NFE 20 | per seed @ NFE 20 | train CPU s | steps |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, runs in rows.items():
         s = {nfe: mean_sd(r["fd"][nfe] for r in runs) for nfe in NFES}
@@ -141,7 +182,7 @@ def write(args, rows, cinfo) -> None:
         cpu = mean_sd(r["train_cpu_s"] for r in runs)[0]
         L.append(
             f"| {label} | {len(runs)} | {s[10][0]:.2f} ± {s[10][1]:.2f} | {s[20][0]:.2f} ± {s[20][1]:.2f} | {per} | "
-            f"{cpu:.0f} |"
+            f"{cpu:.0f} | {'/'.join(str(r.get('steps', args.steps)) for r in runs)} |"
         )
     L.append("")
     args.out.write_text("\n".join(L) + "\n")

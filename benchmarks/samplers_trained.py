@@ -13,6 +13,12 @@ x_T), with its sd.
 
     scoresde train --out runs/digits && python benchmarks/samplers_trained.py runs/digits
     python benchmarks/samplers_trained.py runs/a runs/b runs/c --out benchmarks/results/grids_digits.md
+    python benchmarks/samplers_trained.py runs/a runs/b --sweep --out ...   # solver families per NFE
+
+``--sweep`` instead compares the solver families with their default (``auto``) grids at NFE 10,
+20, 50, 100 and 200 (ODE: unipc, dpm-solver++; SDE: ancestral, euler-maruyama; ddim), plus the
+converged ODE (scipy RK45, rtol 1e-4): where on a trained model the stochastic samplers overtake
+the deterministic ones.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from scoresde.train import load_run
 
 NFES = (10, 20)
 SOLVERS = ("unipc", "dpm-solver++")
+SWEEP_NFES = (10, 20, 50, 100, 200)
+SWEEP_SOLVERS = ("unipc", "dpm-solver++", "ddim", "ancestral", "euler-maruyama")
 
 
 def cells() -> list[tuple[int, str, int, str]]:
@@ -42,7 +50,16 @@ def cells() -> list[tuple[int, str, int, str]]:
     return out
 
 
-def evaluate(run_dir: str, num: int, seeds: int) -> tuple[str, dict]:
+def sweep_cells() -> list[tuple[int, str, int, str]]:
+    """(NFE, solver, steps, grid): every sweep solver on its default grid, steps fitting the NFE budget."""
+    out = []
+    for nfe in SWEEP_NFES:
+        for solver in SWEEP_SOLVERS:
+            out.append((nfe, solver, nfe if solver in ("ancestral", "ddim") else nfe - 1, "auto"))
+    return out
+
+
+def evaluate(run_dir: str, num: int, seeds: int, sweep: bool = False) -> tuple[str, dict]:
     """(dataset, {(nfe, solver, grid): [FD per seed]}) for one run."""
     run = load_run(run_dir)
     dataset = run.config.data.name
@@ -50,17 +67,47 @@ def evaluate(run_dir: str, num: int, seeds: int) -> tuple[str, dict]:
     reference, _ = labelled_images(dataset)
     print(f"{run_dir}: {dataset}, classifier accuracy {info['test_accuracy']:.3f}, reference {len(reference)}")
     results = {}
-    for nfe, solver, steps, grid in cells():
+    todo = [*sweep_cells(), (None, "ode", None, "uniform")] if sweep else cells()
+    for nfe, solver, steps, grid in todo:
         values = []
         for seed in range(seeds):
             g = torch.Generator().manual_seed(seed)
-            x = sd.sample(
-                run.model, run.sde, (num, *run.data_shape), solver, steps, run.prediction, g, grid=grid, clip_x0=1.0
-            )
+            kwargs = {"rtol": 1e-4, "atol": 1e-4} if solver == "ode" else {"grid": grid}
+            x, info = sd.sample(
+                run.model, run.sde, (num, *run.data_shape), solver, steps or 1, run.prediction, g, clip_x0=1.0,
+                return_info=True, **kwargs,
+            )  # fmt: skip
             values.append(image_metrics(x.clamp(-1, 1), reference, classifier, torch.Generator().manual_seed(0))["fd"])
-        results[(nfe, solver, grid)] = values
-        print(f"  NFE {nfe} {solver} {grid}: " + ", ".join(f"{v:.3f}" for v in values), flush=True)
+            nfe_used = info.nfe
+        results[(nfe or nfe_used, solver, grid)] = values
+        print(f"  NFE {nfe or nfe_used} {solver} {grid}: " + ", ".join(f"{v:.3f}" for v in values), flush=True)
     return dataset, results
+
+
+def sweep_report(runs: dict[str, tuple[str, dict]], args) -> str:
+    lines = [
+        "# Solver families per NFE on trained runs (python benchmarks/samplers_trained.py --sweep)",
+        "",
+        f"Runs: {', '.join(f'`{r}` ({d})' for r, (d, _) in runs.items())}. {args.num} samples per cell, "
+        f"{args.seeds} sampling seeds per run; every solver with its default grid (`auto`) and the steps that fit "
+        "the NFE budget (final denoising step included); FD in classifier features against the whole labelled "
+        f"set; clip_x0=1; torch {torch.__version__}, one thread. Cells: mean ± sd over runs × seeds.",
+        "",
+        "| solver | " + " | ".join(f"NFE {n}" for n in SWEEP_NFES) + " |",
+        "|---|" + "---|" * len(SWEEP_NFES),
+    ]
+    for solver in SWEEP_SOLVERS:
+        row = []
+        for nfe in SWEEP_NFES:
+            vals = [v for _, res in runs.values() for v in res[(nfe, solver, "auto")]]
+            row.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.3f}")
+        lines.append(f"| {solver} | " + " | ".join(row) + " |")
+    for run, (_, res) in runs.items():
+        (key,) = [k for k in res if k[1] == "ode"]
+        lines.append(f"\nConverged ODE (RK45, rtol 1e-4) on `{run}`: NFE {key[0]}, FD " + ", ".join(
+            f"{v:.3f}" for v in res[key]) + ".")  # fmt: skip
+    lines.append(f"\n{time.time() - args.t0:.0f} s.")
+    return "\n".join(lines) + "\n"
 
 
 def report(runs: dict[str, tuple[str, dict]], args) -> str:
@@ -119,11 +166,12 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1000, help="samples per cell")
     parser.add_argument("--seeds", type=int, default=2, help="sampling seeds per run")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
+    parser.add_argument("--sweep", action="store_true", help="solver families per NFE instead of the grid study")
     args = parser.parse_args()
     args.t0 = time.time()
     torch.set_num_threads(1)
-    runs = {r: evaluate(r, args.num, args.seeds) for r in args.runs}
-    text = report(runs, args)
+    runs = {r: evaluate(r, args.num, args.seeds, args.sweep) for r in args.runs}
+    text = (sweep_report if args.sweep else report)(runs, args)
     print(text)
     if args.out:
         args.out.write_text(text)
