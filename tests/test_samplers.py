@@ -53,6 +53,7 @@ MOMENT_SETTINGS = {
     "heun": (30, {}),
     "ddim": (200, {}),
     "dpm-solver++": (20, {"grid": "log-snr"}),
+    "sde-dpm-solver++": (100, {}),
     "unipc": (20, {}),
     "torchsde": (200, {}),
 }

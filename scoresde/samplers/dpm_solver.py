@@ -12,6 +12,16 @@ outputs in λ, so every step is a fixed linear combination
 
 whose weights depend only on the grid; they are tabulated once in float64 here. Order 1 is
 DDIM (η = 0). Steps to t = 0 (λ = +∞) fall back to first order, which returns x̂_0 there.
+
+``sde-dpm-solver++`` solves the reverse-time SDE the same way (Lu et al. 2022b, "DPM-Solver++",
+§4 / App. B, the SDE variant; k-diffusion's ``dpmpp_2m_sde``): with x̂_0 frozen over a step, the
+variation-of-constants solution of the reverse SDE in λ is exactly Gaussian,
+
+    x_t = (σ_t/σ_s) e^{−h} x_s + α_t (1 − e^{−2h}) x̂_0 + σ_t √(1 − e^{−2h}) z,   h = λ_t − λ_s,
+
+which is DDPM's posterior q(x_t | x_s, x̂_0) — order 1 *is* ancestral sampling with the small
+variance (DDIM η = 1) on the same grid. 2M replaces x̂_0 by the midpoint extrapolation
+x̂_0(t_i) + (x̂_0(t_i) − x̂_0(t_{i+1}))/(2r), r = h_{i+1}/h_i (the authors' default ``midpoint``).
 """
 
 from __future__ import annotations
@@ -61,13 +71,40 @@ def multistep_table(lam: list[float], alpha: list[float], sigma: list[float], or
     return table
 
 
+def sde_table(lam: list[float], alpha: list[float], sigma: list[float], order: int, lower_order_final: bool):
+    """Per-step (c_x, w_0, w_1, c_z) of SDE-DPM-Solver++ for stepping from index i to i−1, i = N..1."""
+    N = len(lam) - 1
+    table: list[tuple[float, float, float, float]] = []
+    for n, i in enumerate(range(N, 0, -1)):
+        k = min(order, n + 1, i) if lower_order_final else min(order, n + 1)
+        h = lam[i - 1] - lam[i]
+        alpha_t = alpha[i - 1]
+        if math.isinf(h):  # target t = 0: the posterior collapses onto x̂_0, no noise
+            table.append((0.0, alpha_t, 0.0, 0.0))
+            continue
+        c_x = sigma[i - 1] / sigma[i] * math.exp(-h)
+        phi = -math.expm1(-2 * h)  # 1 − e^{−2h}
+        c_z = sigma[i - 1] * math.sqrt(phi)
+        if k == 1:
+            table.append((c_x, alpha_t * phi, 0.0, c_z))
+        else:  # midpoint 2M: D = x̂_0(t_i) + (x̂_0(t_i) − x̂_0(t_{i+1}))/(2r)
+            r0 = (lam[i] - lam[i + 1]) / h
+            table.append((c_x, alpha_t * phi * (1 + 0.5 / r0), -alpha_t * phi * 0.5 / r0, c_z))
+    return table
+
+
+def _check_order(order, allowed: tuple[int, ...]) -> int:
+    if order not in allowed or isinstance(order, bool):
+        raise ValueError(f"order must be {' or '.join(map(str, allowed))}, got {order!r}")
+    return int(order)
+
+
 @register("dpm-solver++", order=2, stochastic=False, grid="quadratic")
 def dpm_solver_pp(ctx: Context, x: Tensor, *, order: int = 2, lower_order_final: bool = True) -> Tensor:
     """DPM-Solver++ multistep in log-SNR (Lu et al. 2022, Alg. 2): order 2 (2M) or 3 (3M)."""
-    if order not in (1, 2, 3) or isinstance(order, bool):
-        raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+    order = _check_order(order, (1, 2, 3))
     lam = (0.5 * ctx.sde.log_snr(ctx.times)).tolist()  # λ = log(α/σ), half the log-SNR
-    table = multistep_table(lam, ctx.den.alphas, ctx.den.sigmas, int(order), bool(lower_order_final))
+    table = multistep_table(lam, ctx.den.alphas, ctx.den.sigmas, order, bool(lower_order_final))
     history: list[Tensor] = []  # x̂_0 at t_i, t_{i+1}, t_{i+2}
     for n, i in enumerate(range(ctx.steps, 0, -1)):
         history.insert(0, ctx.den.x0(x, i))
@@ -77,6 +114,27 @@ def dpm_solver_pp(ctx: Context, x: Tensor, *, order: int = 2, lower_order_final:
         for weight, m in zip(w, history, strict=False):
             if weight != 0.0:
                 x_next.add_(m, alpha=weight)
+        x = x_next
+        ctx.report(i - 1, x)
+    return x
+
+
+@register("sde-dpm-solver++", order=1, stochastic=True, grid="quadratic")
+def sde_dpm_solver_pp(ctx: Context, x: Tensor, *, order: int = 2, lower_order_final: bool = True) -> Tensor:
+    """SDE-DPM-Solver++ in log-SNR (Lu et al. 2022b): order 1 (= ancestral, small variance) or 2M (midpoint)."""
+    order = _check_order(order, (1, 2))
+    lam = (0.5 * ctx.sde.log_snr(ctx.times)).tolist()
+    table = sde_table(lam, ctx.den.alphas, ctx.den.sigmas, order, bool(lower_order_final))
+    history: list[Tensor] = []  # x̂_0 at t_i, t_{i+1}
+    for n, i in enumerate(range(ctx.steps, 0, -1)):
+        history.insert(0, ctx.den.x0(x, i))
+        del history[2:]
+        c_x, w0, w1, c_z = table[n]
+        x_next = x.mul(c_x).add_(history[0], alpha=w0)
+        if w1 != 0.0:
+            x_next.add_(history[1], alpha=w1)
+        if c_z > 0.0:
+            x_next.add_(ctx.noise(x), alpha=c_z)
         x = x_next
         ctx.report(i - 1, x)
     return x
