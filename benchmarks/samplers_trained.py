@@ -50,16 +50,16 @@ def cells() -> list[tuple[int, str, int, str]]:
     return out
 
 
-def sweep_cells() -> list[tuple[int, str, int, str]]:
+def sweep_cells(nfes=SWEEP_NFES, solvers=SWEEP_SOLVERS) -> list[tuple[int, str, int, str]]:
     """(NFE, solver, steps, grid): every sweep solver on its default grid, steps fitting the NFE budget."""
     out = []
-    for nfe in SWEEP_NFES:
-        for solver in SWEEP_SOLVERS:
+    for nfe in nfes:
+        for solver in solvers:
             out.append((nfe, solver, nfe if solver in ("ancestral", "ddim") else nfe - 1, "auto"))
     return out
 
 
-def evaluate(run_dir: str, num: int, seeds: int, sweep: bool = False) -> tuple[str, dict]:
+def evaluate(run_dir: str, num: int, seeds: int, sweep: bool = False, nfes=SWEEP_NFES, solvers=SWEEP_SOLVERS):
     """(dataset, {(nfe, solver, grid): [FD per seed]}) for one run."""
     run = load_run(run_dir)
     dataset = run.config.data.name
@@ -67,7 +67,7 @@ def evaluate(run_dir: str, num: int, seeds: int, sweep: bool = False) -> tuple[s
     reference, _ = labelled_images(dataset)
     print(f"{run_dir}: {dataset}, classifier accuracy {info['test_accuracy']:.3f}, reference {len(reference)}")
     results = {}
-    todo = [*sweep_cells(), (None, "ode", None, "uniform")] if sweep else cells()
+    todo = [*sweep_cells(nfes, solvers), (None, "ode", None, "uniform")] if sweep else cells()
     for nfe, solver, steps, grid in todo:
         values = []
         for seed in range(seeds):
@@ -93,12 +93,12 @@ def sweep_report(runs: dict[str, tuple[str, dict]], args) -> str:
         "the NFE budget (final denoising step included); FD in classifier features against the whole labelled "
         f"set; clip_x0=1; torch {torch.__version__}, one thread. Cells: mean ± sd over runs × seeds.",
         "",
-        "| solver | " + " | ".join(f"NFE {n}" for n in SWEEP_NFES) + " |",
-        "|---|" + "---|" * len(SWEEP_NFES),
+        "| solver | " + " | ".join(f"NFE {n}" for n in args.nfes) + " |",
+        "|---|" + "---|" * len(args.nfes),
     ]
-    for solver in SWEEP_SOLVERS:
+    for solver in args.solvers:
         row = []
-        for nfe in SWEEP_NFES:
+        for nfe in args.nfes:
             vals = [v for _, res in runs.values() for v in res[(nfe, solver, "auto")]]
             row.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.3f}")
         lines.append(f"| {solver} | " + " | ".join(row) + " |")
@@ -167,10 +167,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="sampling seeds per run")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     parser.add_argument("--sweep", action="store_true", help="solver families per NFE instead of the grid study")
+    parser.add_argument("--nfes", default=",".join(map(str, SWEEP_NFES)), help="--sweep: NFE budgets")
+    parser.add_argument("--solvers", default=",".join(SWEEP_SOLVERS), help="--sweep: solvers")
     args = parser.parse_args()
     args.t0 = time.time()
+    args.nfes, args.solvers = tuple(int(v) for v in args.nfes.split(",")), tuple(args.solvers.split(","))
     torch.set_num_threads(1)
-    runs = {r: evaluate(r, args.num, args.seeds, args.sweep) for r in args.runs}
+    runs = {r: evaluate(r, args.num, args.seeds, args.sweep, args.nfes, args.solvers) for r in args.runs}
     text = (sweep_report if args.sweep else report)(runs, args)
     print(text)
     if args.out:
