@@ -108,10 +108,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--loss",
+        choices=("simple", "default"),
+        default="simple",
+        help="the trainer's loss: the bare loop's ε-MSE on continuous t (simple) or the config default (EDM)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = {**CASES[args.case], "checkpoint_every": 0, "sample_every": 0, "log_every": 50}
-    settings["loss"] = {"time": "continuous", "weighting": "simple"}
+    if args.loss == "simple":  # the bare loop's loss; "default" keeps the config's (EDM weighting, log-normal t)
+        settings["loss"] = {"time": "continuous", "weighting": "simple"}
     config = from_dict(settings)
     from scoresde.data import load_dataset
 
@@ -124,7 +131,7 @@ def main() -> None:
         runs["torch clip"].append(trainer_loop(config, dataset, args.steps, clip=torch_clip))
     print(
         f"case {args.case}: batch {config.batch_size}, {args.steps} steps x {args.repeats} repeats, "
-        f"threads {args.threads}"
+        f"threads {args.threads}, trainer loss {args.loss}, precondition {config.model.precondition}"
     )
     for clock, k in (("wall", 0), ("CPU", 1)):
         bare = [args.steps / r[k] for r in runs["bare"]]
