@@ -186,6 +186,7 @@ def test_train_then_sample_round_trip(tmp_path, monkeypatch):
         app, ["sample", "--run", "runs/img", "--steps", "5", "--num", "4", "--out", "grid.png"]
     )
     assert sampled.exit_code == 0, sampled.output + sampled.stderr
+    assert "solver sde-dpm-solver++, 5 steps" in sampled.output  # --solver auto with a trained network
 
 
 def test_every_config_field_has_a_flag_whose_help_is_its_metadata():

@@ -32,11 +32,23 @@ def test_sample_gmm_writes_png_and_npz(tmp_path):
         assert np.array_equal(a["samples"], b["samples"])
 
 
+def test_auto_solver_is_unipc_for_an_exact_score(tmp_path):
+    """--solver auto (the default) takes the accurate ODE solve for an analytic model: the same numbers as unipc."""
+    out = {name: tmp_path / f"{name}.npz" for name in ("auto", "unipc")}
+    for name, path in out.items():
+        extra = [] if name == "auto" else ["--solver", "unipc"]
+        result = runner.invoke(app, ["sample", "--model", "gmm-hard", "--num", "200", *extra, "--out", str(path)])
+        assert result.exit_code == 0, result.output
+        assert "solver unipc, 20 steps, NFE 21" in result.output
+    with np.load(out["auto"]) as a, np.load(out["unipc"]) as b:
+        assert np.array_equal(a["samples"], b["samples"])
+
+
 def test_sample_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./runs here
     cases = [
         (["sample"], "scoresde train"),
-        (["sample", "--model", "gmm", "--solver", "rk4"], "unknown solver 'rk4'; choose one of: ancestral"),
+        (["sample", "--model", "gmm", "--solver", "rk4"], "unknown solver 'rk4'; choose one of: auto, ancestral"),
         (["sample", "--model", "moons"], "unknown analytic model 'moons'; choose one of: gmm, gmm-hard, gaussian"),
         (["sample", "--model", "gmm", "--solver", "ddim", "-o", "snr=1"], "does not take option 'snr'"),
         (["sample", "--model", "gmm", "--steps", "0"], "--steps must be a positive integer"),
