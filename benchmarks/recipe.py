@@ -36,6 +36,7 @@ import argparse
 import datetime
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -155,7 +156,7 @@ def write(args, rows, cinfo) -> None:
     from fair import mean_sd
 
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    command = "python benchmarks/recipe.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/recipe.py " + shlex.join(sys.argv[1:])
     L = [
         "# Training-recipe ablation (benchmarks/recipe.py)",
         "",
