@@ -352,6 +352,28 @@ def _fmt(values) -> str:
     return "nan" if not math.isfinite(m) else f"{m:.4f} ± {sd_:.4f}"
 
 
+def comparison_tables(rows, metrics) -> list[str]:
+    """One table per (metric, title) × mixture: every sampler of ``rows`` (impl, label) against the target NFEs."""
+    lines = []
+    for metric, title in metrics:
+        for mix in MIXTURES:
+            lines += [
+                f"### {title}, {mix}",
+                "",
+                "| impl | sampler | " + " | ".join(f"NFE {b}" for b in TARGET_NFES) + " |",
+                "|" + "---|" * (len(TARGET_NFES) + 2),
+            ]
+            labels = list(dict.fromkeys((k[0], k[1]) for k in rows if k[2] == mix))
+            for impl, label in labels:
+                vals = [
+                    _fmt(rows[(impl, label, mix, b)][metric]) if (impl, label, mix, b) in rows else "—"
+                    for b in TARGET_NFES
+                ]
+                lines.append(f"| {impl} | {label} | " + " | ".join(vals) + " |")
+            lines.append("")
+    return lines
+
+
 def _win(a, c) -> tuple[bool, bool]:
     """(unpaired, paired): ``a`` below ``c`` by more than the larger sd; by more than the paired differences' sd."""
     if not all(math.isfinite(v) for v in c):
@@ -468,22 +490,9 @@ def defaults_report(args) -> None:
             f"| {solver} | " + " | ".join(f"{score.get(g, math.nan):.3f}" for g in TIME_GRIDS) + f" | {best} |"
         )
     lines += ["", "## Defaults vs diffusers' defaults (and their best other setting), equal NFE", ""]
-    for metric, title in (("sw2", "SW2"), ("mode", "mode error"), ("flow", "RMS distance to the exact flow map")):
-        for mix in MIXTURES:
-            lines += [
-                f"### {title}, {mix}",
-                "",
-                "| impl | sampler | " + " | ".join(f"NFE {b}" for b in TARGET_NFES) + " |",
-            ]
-            lines.append("|" + "---|" * (len(TARGET_NFES) + 2))
-            labels = list(dict.fromkeys((k[0], k[1]) for k in rows if k[2] == mix))
-            for impl, label in labels:
-                vals = [
-                    _fmt(rows[(impl, label, mix, b)][metric]) if (impl, label, mix, b) in rows else "—"
-                    for b in TARGET_NFES
-                ]
-                lines.append(f"| {impl} | {label} | " + " | ".join(vals) + " |")
-            lines.append("")
+    lines += comparison_tables(
+        rows, (("sw2", "SW2"), ("mode", "mode error"), ("flow", "RMS distance to the exact flow map"))
+    )
     lines += targets_section(rows, TARGET_NFES)
     lines += ["## Per-step overhead, trivial model x ↦ x, batch 10000 × 2, 200 steps", ""]
     lines += ["| loop | CPU µs / step | ratio to diffusers' own scheduler of the same method |", "|---|---|---|"]
@@ -591,22 +600,7 @@ def precise_report(args) -> None:
         + ".",
         "",
     ]
-    for metric, title in (("sw2", "SW2 to the exact reference"), ("mode", "mode error")):
-        for mix in MIXTURES:
-            lines += [
-                f"### {title}, {mix}",
-                "",
-                "| impl | sampler | " + " | ".join(f"NFE {b}" for b in TARGET_NFES) + " |",
-            ]
-            lines.append("|" + "---|" * (len(TARGET_NFES) + 2))
-            labels = list(dict.fromkeys((k[0], k[1]) for k in rows if k[2] == mix))
-            for impl, label in labels:
-                vals = [
-                    _fmt(rows[(impl, label, mix, b)][metric]) if (impl, label, mix, b) in rows else "—"
-                    for b in TARGET_NFES
-                ]
-                lines.append(f"| {impl} | {label} | " + " | ".join(vals) + " |")
-            lines.append("")
+    lines += comparison_tables(rows, (("sw2", "SW2 to the exact reference"), ("mode", "mode error")))
     lines += targets_section(rows, TARGET_NFES)
     text = "\n".join(lines)
     out = args.out.parent / "samplers_precise.md"

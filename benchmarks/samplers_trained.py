@@ -84,13 +84,24 @@ def evaluate(run_dir: str, num: int, seeds: int, sweep: bool = False, nfes=SWEEP
     return dataset, results
 
 
+def _runs_line(runs: dict[str, tuple[str, dict]], args) -> str:
+    return (
+        f"Runs: {', '.join(f'`{r}` ({d})' for r, (d, _) in runs.items())}. {args.num} samples per cell, "
+        f"{args.seeds} sampling seeds per run; "
+    )
+
+
+def _mean_sd(vals: list[float]) -> str:
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.3f}"
+
+
 def sweep_report(runs: dict[str, tuple[str, dict]], args) -> str:
     lines = [
         "# Solver families per NFE on trained runs (python benchmarks/samplers_trained.py --sweep)",
         "",
-        f"Runs: {', '.join(f'`{r}` ({d})' for r, (d, _) in runs.items())}. {args.num} samples per cell, "
-        f"{args.seeds} sampling seeds per run; every solver with its default grid (`auto`) and the steps that fit "
-        "the NFE budget (final denoising step included); FD in classifier features against the whole labelled "
+        _runs_line(runs, args)
+        + "every solver with its default grid (`auto`) and the steps that fit the NFE budget (final denoising "
+        "step included); FD in classifier features against the whole labelled "
         f"set; clip_x0=1; torch {torch.__version__}, one thread. Cells: mean ± sd over runs × seeds.",
         "",
         "| solver | " + " | ".join(f"NFE {n}" for n in args.nfes) + " |",
@@ -100,7 +111,7 @@ def sweep_report(runs: dict[str, tuple[str, dict]], args) -> str:
         row = []
         for nfe in args.nfes:
             vals = [v for _, res in runs.values() for v in res[(nfe, solver, "auto")]]
-            row.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.3f}")
+            row.append(_mean_sd(vals))
         lines.append(f"| {solver} | " + " | ".join(row) + " |")
     for run, (_, res) in runs.items():
         (key,) = [k for k in res if k[1] == "ode"]
@@ -114,8 +125,7 @@ def report(runs: dict[str, tuple[str, dict]], args) -> str:
     lines = [
         "# Time grids on trained runs (python benchmarks/samplers_trained.py)",
         "",
-        f"Runs: {', '.join(f'`{r}` ({d})' for r, (d, _) in runs.items())}. {args.num} samples per cell, "
-        f"{args.seeds} sampling seeds per run; FD in classifier features against the whole labelled set; "
+        _runs_line(runs, args) + "FD in classifier features against the whole labelled set; "
         f"clip_x0=1; torch {torch.__version__}, one thread. Cells: mean ± sd over runs × seeds.",
         "",
         "| NFE | solver | " + " | ".join(TIME_GRIDS) + " |",
@@ -127,7 +137,7 @@ def report(runs: dict[str, tuple[str, dict]], args) -> str:
             row = []
             for grid in TIME_GRIDS:
                 vals = [v for _, res in runs.values() for v in res[(nfe, solver, grid)]]
-                row.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.3f}")
+                row.append(_mean_sd(vals))
             lines.append(f"| {nfe} | {solver} | " + " | ".join(row) + " |")
         vals = [v for _, res in runs.values() for v in res[(nfe, "ancestral", "uniform")]]
         lines.append(f"| {nfe} | ancestral | {statistics.mean(vals):.3f} (uniform) |" + " |" * (len(TIME_GRIDS) - 1))
