@@ -72,25 +72,28 @@ def multistep_table(lam: list[float], alpha: list[float], sigma: list[float], or
 
 
 def sde_table(lam: list[float], alpha: list[float], sigma: list[float], order: int, lower_order_final: bool):
-    """Per-step (c_x, w_0, w_1, c_z) of SDE-DPM-Solver++ for stepping from index i to i−1, i = N..1."""
+    """Per-step ((c_x, w_0, w_1), c_z) of SDE-DPM-Solver++ for stepping from index i to i−1, i = N..1:
+    the weights of the x̂_0 history, as :func:`multistep_table`'s, and the noise's std."""
     N = len(lam) - 1
-    table: list[tuple[float, float, float, float]] = []
+    table: list[tuple[float, float, float]] = []
+    noise_std: list[float] = []
     for n, i in enumerate(range(N, 0, -1)):
         k = min(order, n + 1, i) if lower_order_final else min(order, n + 1)
         h = lam[i - 1] - lam[i]
         alpha_t = alpha[i - 1]
         if math.isinf(h):  # target t = 0: the posterior collapses onto x̂_0, no noise
-            table.append((0.0, alpha_t, 0.0, 0.0))
+            table.append((0.0, alpha_t, 0.0))
+            noise_std.append(0.0)
             continue
         c_x = sigma[i - 1] / sigma[i] * math.exp(-h)
         phi = -math.expm1(-2 * h)  # 1 − e^{−2h}
-        c_z = sigma[i - 1] * math.sqrt(phi)
+        noise_std.append(sigma[i - 1] * math.sqrt(phi))
         if k == 1:
-            table.append((c_x, alpha_t * phi, 0.0, c_z))
+            table.append((c_x, alpha_t * phi, 0.0))
         else:  # midpoint 2M: D = x̂_0(t_i) + (x̂_0(t_i) − x̂_0(t_{i+1}))/(2r)
             r0 = (lam[i] - lam[i + 1]) / h
-            table.append((c_x, alpha_t * phi * (1 + 0.5 / r0), -alpha_t * phi * 0.5 / r0, c_z))
-    return table
+            table.append((c_x, alpha_t * phi * (1 + 0.5 / r0), -alpha_t * phi * 0.5 / r0))
+    return table, noise_std
 
 
 def _check_order(order, allowed: tuple[int, ...]) -> int:
@@ -105,18 +108,7 @@ def dpm_solver_pp(ctx: Context, x: Tensor, *, order: int = 2, lower_order_final:
     order = _check_order(order, (1, 2, 3))
     lam = (0.5 * ctx.sde.log_snr(ctx.times)).tolist()  # λ = log(α/σ), half the log-SNR
     table = multistep_table(lam, ctx.den.alphas, ctx.den.sigmas, order, bool(lower_order_final))
-    history: list[Tensor] = []  # x̂_0 at t_i, t_{i+1}, t_{i+2}
-    for n, i in enumerate(range(ctx.steps, 0, -1)):
-        history.insert(0, ctx.den.x0(x, i))
-        del history[3:]
-        c_x, *w = table[n]
-        x_next = x.mul(c_x)
-        for weight, m in zip(w, history, strict=False):
-            if weight != 0.0:
-                x_next.add_(m, alpha=weight)
-        x = x_next
-        ctx.report(i - 1, x)
-    return x
+    return _walk(ctx, x, table)
 
 
 @register("sde-dpm-solver++", order=1, stochastic=True, grid="quadratic")
@@ -124,17 +116,24 @@ def sde_dpm_solver_pp(ctx: Context, x: Tensor, *, order: int = 2, lower_order_fi
     """SDE-DPM-Solver++ in log-SNR (Lu et al. 2022b): order 1 (= ancestral, small variance) or 2M (midpoint)."""
     order = _check_order(order, (1, 2))
     lam = (0.5 * ctx.sde.log_snr(ctx.times)).tolist()
-    table = sde_table(lam, ctx.den.alphas, ctx.den.sigmas, order, bool(lower_order_final))
-    history: list[Tensor] = []  # x̂_0 at t_i, t_{i+1}
+    table, noise_std = sde_table(lam, ctx.den.alphas, ctx.den.sigmas, order, bool(lower_order_final))
+    return _walk(ctx, x, table, noise_std)
+
+
+def _walk(ctx: Context, x: Tensor, table: list[tuple[float, ...]], noise_std: list[float] | None = None) -> Tensor:
+    """x_{i−1} = c_x x_i + Σ_j w_j x̂_0(t_{i+j}) (+ c_z z): the loop both tables drive, one x̂_0 per step."""
+    depth = len(table[0]) - 1  # x̂_0 at t_i, t_{i+1}, …
+    history: list[Tensor] = []
     for n, i in enumerate(range(ctx.steps, 0, -1)):
         history.insert(0, ctx.den.x0(x, i))
-        del history[2:]
-        c_x, w0, w1, c_z = table[n]
-        x_next = x.mul(c_x).add_(history[0], alpha=w0)
-        if w1 != 0.0:
-            x_next.add_(history[1], alpha=w1)
-        if c_z > 0.0:
-            x_next.add_(ctx.noise(x), alpha=c_z)
+        del history[depth:]
+        c_x, *w = table[n]
+        x_next = x.mul(c_x)
+        for weight, m in zip(w, history, strict=False):
+            if weight != 0.0:
+                x_next.add_(m, alpha=weight)
+        if noise_std is not None and noise_std[n] > 0.0:
+            x_next.add_(ctx.noise(x), alpha=noise_std[n])
         x = x_next
         ctx.report(i - 1, x)
     return x
