@@ -100,8 +100,7 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, generator: 
     """
     x, y = _as_2d(x, "x"), _as_2d(y, "y")
     _same_dim(x, y)
-    theta = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
-    theta = theta / theta.norm(dim=0, keepdim=True)
+    theta = _directions(x.shape[1], projections, generator)
     px, py = torch.sort(x @ theta, dim=0).values, torch.sort(y @ theta, dim=0).values
     if len(px) != len(py):
         k = max(len(px), len(py))
@@ -110,13 +109,19 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256, generator: 
     return math.sqrt((px - py).pow(2).mean().item())
 
 
+def _directions(d: int, projections: int, generator: torch.Generator | None) -> Tensor:
+    """(d, projections) random unit directions, float64: the first ``torch.randn`` draw of ``generator``."""
+    theta = torch.randn(d, projections, generator=generator, dtype=torch.float64)
+    return theta / theta.norm(dim=0, keepdim=True)
+
+
 class SlicedReference:
     """``sliced_wasserstein(x, reference)`` for many x of one size n, the reference's projections sorted once.
 
     The reference size m must be a multiple of n. Both quantile functions are read at m levels, as
     :func:`sliced_wasserstein` does: each of x's n quantile bins holds m/n reference quantiles,
     whose mean and variance give the bin's mean squared gap exactly, so the value is the same (to
-    round-off) for the same directions — the first ``torch.randn`` draw of ``generator``.
+    round-off) for the same ``generator`` (both draw their directions with ``_directions``).
     """
 
     def __init__(self, reference: Tensor, n: int, projections: int = 256, generator: torch.Generator | None = None):
@@ -124,8 +129,7 @@ class SlicedReference:
         m = len(reference)
         if n < 1 or m % n:
             raise ValueError(f"the reference size {m} must be a positive multiple of the sample size n = {n}")
-        theta = torch.randn(reference.shape[1], projections, generator=generator, dtype=torch.float64)
-        self.theta, self.n = theta / theta.norm(dim=0, keepdim=True), n
+        self.theta, self.n = _directions(reference.shape[1], projections, generator), n
         bins = torch.sort(reference @ self.theta, dim=0).values.reshape(n, m // n, projections)
         self.mean, self.var = bins.mean(1), bins.var(1, unbiased=False)
 
