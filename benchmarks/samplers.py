@@ -298,6 +298,29 @@ DIFFUSERS_SETTINGS = {
 }
 
 
+def our_budgets(sde, ours, nfes) -> dict[tuple[str, int], tuple[int, int]]:
+    """(solver, NFE) → (steps, actual NFE) of each of ``ours`` with default options (grid "auto", t_min, denoising)."""
+    return {(solver, nfe): steps_at_budget(sde, solver, nfe) for solver in ours for nfe in nfes}
+
+
+def contenders(sde, model, n: int, nfe: int, seed: int, budgets):
+    """((impl, label), actual NFE, samples) of every sampler of the defaults comparison at one NFE and seed:
+    ours with default options (``budgets``, from :func:`our_budgets`), then each of diffusers' settings."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    for (solver, b), (steps, used) in budgets.items():
+        if b == nfe:
+            x = sd.sample(model, sde, (n, 2), solver, steps, generator=torch.Generator().manual_seed(seed))
+            yield ("scoresde", f"{solver} (defaults, steps={steps})"), used, x
+    betas = sde.discretize(N_TRAIN).betas.tolist()
+    classes = {"DPMSolverMultistep": DPMSolverMultistepScheduler, "UniPCMultistep": UniPCMultistepScheduler}
+    for name, cls in classes.items():
+        for label, config in DIFFUSERS_SETTINGS[name]:
+            scheduler = cls(num_train_timesteps=N_TRAIN, trained_betas=betas, **config)
+            # one model call per step: NFE = steps; x_T from the same seed as ours
+            yield ("diffusers", f"{name} ({label})"), nfe, diffusers_loop(scheduler, model, n, nfe, seed)
+
+
 def defaults_comparison(n: int, seeds: int, ours=("unipc", "dpm-solver++"), nfes=TARGET_NFES):
     """rows[(impl, label, mixture, nfe)] = {"nfe", "sw2", "mode", "flow": [per seed]}: our defaults vs diffusers'.
 
@@ -305,11 +328,8 @@ def defaults_comparison(n: int, seeds: int, ours=("unipc", "dpm-solver++"), nfes
     UniPC solve in log-SNR to t = 1e-5 plus the denoising step): every deterministic sampler here
     approximates that one map, so it measures solver error without the Monte Carlo noise of SW2.
     """
-    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
-
     sde, rows = sd.VPSDE(), {}
-    betas = sde.discretize(N_TRAIN).betas.tolist()
-    classes = {"DPMSolverMultistep": DPMSolverMultistepScheduler, "UniPCMultistep": UniPCMultistepScheduler}
+    budgets = our_budgets(sde, ours, nfes)
     for mix, make in MIXTURES.items():
         data = make()
         model = data.model(sde, "eps")
@@ -321,29 +341,15 @@ def defaults_comparison(n: int, seeds: int, ours=("unipc", "dpm-solver++"), nfes
             )
             for s in range(seeds)
         ]  # fmt: skip
-
-        def record(key, used, xs, data=data, truths=truths, flows=flows):
-            m = [_metrics(data, x, truths[s]) for s, x in enumerate(xs)]
-            flow = [(x.double() - flows[s].double()).pow(2).sum(1).mean().sqrt().item() for s, x in enumerate(xs)]
-            rows[key] = {"nfe": used, "sw2": [a for a, _ in m], "mode": [b for _, b in m], "flow": flow}
-
         for nfe in nfes:
-            for solver in ours:
-                steps, used = steps_at_budget(sde, solver, nfe)  # default grid ("auto"), t_min, denoising step
-                xs = [
-                    sd.sample(model, sde, (n, 2), solver, steps, generator=torch.Generator().manual_seed(s))
-                    for s in range(seeds)
-                ]
-                record(("scoresde", f"{solver} (defaults, steps={steps})", mix, nfe), used, xs)
-            for name, cls in classes.items():
-                for label, config in DIFFUSERS_SETTINGS[name]:
-                    xs = [
-                        diffusers_loop(
-                            cls(num_train_timesteps=N_TRAIN, trained_betas=betas, **config), model, n, nfe, s
-                        )
-                        for s in range(seeds)
-                    ]  # one model call per step: NFE = steps; x_T from the same seed as ours
-                    record(("diffusers", f"{name} ({label})", mix, nfe), nfe, xs)
+            for s in range(seeds):
+                for (impl, label), used, x in contenders(sde, model, n, nfe, s, budgets):
+                    a, b = _metrics(data, x, truths[s])
+                    flow = (x.double() - flows[s].double()).pow(2).sum(1).mean().sqrt().item()
+                    cell = rows.setdefault((impl, label, mix, nfe), {"nfe": used, "sw2": [], "mode": [], "flow": []})
+                    cell["sw2"].append(a)
+                    cell["mode"].append(b)
+                    cell["flow"].append(flow)
     return rows
 
 
@@ -534,11 +540,8 @@ def precise_comparison(n: int, reference_factor: int, seeds: int, ours=("unipc",
     rows[(impl, label, mixture, nfe)] = {"nfe", "sw2", "mode": [per seed]}; floors[mixture] = the
     same metrics for a fresh exact sample of size n (what a perfect sampler scores).
     """
-    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
-
     sde, rows, floors = sd.VPSDE(), {}, {}
-    betas = sde.discretize(N_TRAIN).betas.tolist()
-    classes = {"DPMSolverMultistep": DPMSolverMultistepScheduler, "UniPCMultistep": UniPCMultistepScheduler}
+    budgets = our_budgets(sde, ours, nfes)
     for mix, make in MIXTURES.items():
         data = make()
         model = data.model(sde, "eps")
@@ -554,25 +557,11 @@ def precise_comparison(n: int, reference_factor: int, seeds: int, ours=("unipc",
             exact = data.sample(n, torch.Generator().manual_seed(20_000 + s))
             floors[mix]["sw2"].append(judge(exact))
             floors[mix]["mode"].append(mode_error(data, exact))
-
-            def record(key, used, x, judge=judge, data=data, cells=cells):
-                cell = cells.setdefault(key, {"nfe": used, "sw2": [], "mode": []})
-                cell["sw2"].append(judge(x))
-                cell["mode"].append(mode_error(data, x))
-
             for nfe in nfes:
-                for solver in ours:
-                    steps, used = steps_at_budget(sde, solver, nfe)  # default grid ("auto"), t_min, denoising step
-                    x = sd.sample(model, sde, (n, 2), solver, steps, generator=torch.Generator().manual_seed(s))
-                    record(("scoresde", f"{solver} (defaults, steps={steps})", mix, nfe), used, x)
-                for name, cls in classes.items():
-                    for label, config in DIFFUSERS_SETTINGS[name]:
-                        scheduler = cls(num_train_timesteps=N_TRAIN, trained_betas=betas, **config)
-                        record(
-                            ("diffusers", f"{name} ({label})", mix, nfe),
-                            nfe,
-                            diffusers_loop(scheduler, model, n, nfe, s),
-                        )
+                for (impl, label), used, x in contenders(sde, model, n, nfe, s, budgets):
+                    cell = cells.setdefault((impl, label, mix, nfe), {"nfe": used, "sw2": [], "mode": []})
+                    cell["sw2"].append(judge(x))
+                    cell["mode"].append(mode_error(data, x))
             print(f"{mix} seed {s} done", flush=True)
         rows.update(cells)
     return rows, floors
