@@ -32,7 +32,7 @@ def assert_one_line_error(result, pattern: str) -> None:
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("conditional")
     cond, plain = root / "cond", root / "plain"
-    result = invoke("train", "--out", str(cond), "--conditional", "--steps", "4", *TINY)
+    result = invoke("train", "--out", str(cond), "--conditional", "--steps", "40", *TINY)
     assert result.exit_code == 0, result.output + result.stderr
     result = invoke("train", "--out", str(plain), "--steps", "2", *TINY)
     assert result.exit_code == 0, result.output + result.stderr
