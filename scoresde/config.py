@@ -176,7 +176,7 @@ class LossConfig:
         also=("auto",),
     )
     N: int = _f(1000, "N, the number of steps of the discrete chain.", flag="--discrete-steps")
-    eps: float = _f(1e-5, "Smallest continuous training time.", gt=0, lt=1)
+    t_min: float = _f(1e-5, "Smallest continuous training time.", gt=0, lt=1)
     importance: bool = _f(False, "Importance-sample t ∝ w(t).")
     elbo_variance: str = _f("large", "Reverse variance of the elbo weighting: large (β) or small (β̃).")
     min_snr_gamma: float = _f(5.0, "γ of the min-snr weighting.", gt=0)
@@ -378,7 +378,7 @@ def registry_options(factory: Callable[..., Any], section: Any, entry: str) -> d
 
     Parameter ``p`` of the entry called ``entry`` takes field ``<entry>_<p>`` (dashes as
     underscores: ``min_snr_gamma`` for min-snr's ``gamma``) if the section has it, else field ``p``
-    (``N``, ``eps``, ``importance``); parameters without a field keep their defaults.
+    (``N``, ``t_min``, ``importance``); parameters without a field keep their defaults.
     """
     prefix = entry.replace("-", "_") + "_"
     out = {}

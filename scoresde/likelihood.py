@@ -53,6 +53,7 @@ uniform over all 256 bins gives exactly 8 bits/dim.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -100,7 +101,7 @@ class LikelihoodInfo:
             ``decoder`` (L_0).
         per_step: VLB only — (N,) batch means of L_0, L_1, …, L_{N−1} (index i − 1 ↔ L_{i−1}).
         times: VLB only — (N+1,) the grid t_0..t_N.
-        details: the settings used (ε, tolerances, divergence estimator, decoder, …).
+        details: the settings used (t_min, tolerances, divergence estimator, decoder, …).
     """
 
     method: str
@@ -114,34 +115,36 @@ class LikelihoodInfo:
 # ----------------------------------------------------------------------------- public API
 
 
-_ODE_NAMES = {"eps": "t_min", "solver": "ode_method", "noise": "probe_noise"}  # log_likelihood's names
-_ODE_OPTIONS = {"eps", "rtol", "atol", "solver", "divergence", "probes", "noise"}
-_VLB_OPTIONS = {"steps", "variance", "grid", "t_min"}
-_COMMON = {"levels", "data_range", "generator", "return_info", "y", "guidance"}
-
-
 def log_likelihood(
     model, sde: SDE, x: Tensor, method: str = "ode", prediction: str | None = None, **options
 ) -> Tensor | tuple[Tensor, LikelihoodInfo]:
     """Negative log-likelihood of ``x`` under ``model`` in nats per sample: :func:`ode_nll` or :func:`vlb_nll`.
 
-    ``method`` picks the estimator (``ode`` or ``vlb``) and ``options`` go to it. Common:
-    ``levels``, ``data_range``, ``generator``, ``return_info``, ``y`` and ``guidance`` (class labels:
-    −log p(x | y)). ODE: ``eps`` (its ``t_min``, default 1e-5), ``rtol``, ``atol``, ``solver`` (its
-    ``ode_method``), ``divergence``, ``probes``, ``noise`` (its ``probe_noise``). VLB: ``steps``,
-    ``variance``, ``grid``, ``t_min``. Options of the other method are ignored,
-    as they always were; any other name is an error.
+    ``method`` picks the estimator (``ode`` or ``vlb``); ``options`` are that function's keyword
+    arguments, under the same names. Both take ``levels``, ``data_range``, ``t_min``, ``generator``,
+    ``return_info``, ``y`` and ``guidance`` (class labels: −log p(x | y)). ODE only: ``rtol``,
+    ``atol``, ``ode_method``, ``divergence``, ``probes``, ``probe_noise``. VLB only: ``steps``,
+    ``variance``, ``grid``. Any other name, an option of the other method included, is a
+    ``TypeError``.
     """
     check_name(method, "likelihood method", METHODS)
-    own, other = (_ODE_OPTIONS, _VLB_OPTIONS) if method == "ode" else (_VLB_OPTIONS, _ODE_OPTIONS)
-    unknown = sorted(set(options) - own - other - _COMMON)
+    estimators = {"ode": ode_nll, "vlb": vlb_nll}
+    own = _keyword_options(estimators[method])
+    unknown = sorted(set(options) - own)
     if unknown:
-        accepted = ", ".join(sorted(own | _COMMON))
+        other = "vlb" if method == "ode" else "ode"
+        foreign = [k for k in unknown if k in _keyword_options(estimators[other])]
+        where = f" ({', '.join(foreign)}: method={other!r} only)" if foreign else ""
         raise TypeError(
-            f"log_likelihood(method={method!r}) got unknown option(s) {', '.join(unknown)}; accepted: {accepted}"
+            f"log_likelihood(method={method!r}) got unknown option(s) {', '.join(unknown)}{where}; "
+            f"accepted: {', '.join(sorted(own))}"
         )
-    kwargs = {_ODE_NAMES.get(k, k) if method == "ode" else k: v for k, v in options.items() if k not in other}
-    return (ode_nll if method == "ode" else vlb_nll)(model, sde, x, prediction, **kwargs)
+    return estimators[method](model, sde, x, prediction, **options)
+
+
+def _keyword_options(fn) -> set[str]:
+    """The keyword-only arguments of ``fn``: the options :func:`log_likelihood` forwards to it."""
+    return {n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
 
 
 def ode_nll(
@@ -323,9 +326,9 @@ def discretized_gaussian_log_likelihood(
 def _ode_nll(
     model, sde, x, prediction, levels, data_range, t_min, rtol, atol, ode_method, divergence, probes, noise, gen
 ):
-    t_min = positive_finite(t_min, "the ODE start time t_min (eps)")
+    t_min = positive_finite(t_min, "the ODE start time t_min")
     if t_min >= sde.T:
-        raise ValueError(f"the ODE start time t_min (eps) must be smaller than T = {sde.T}, got {t_min}")
+        raise ValueError(f"the ODE start time t_min must be smaller than T = {sde.T}, got {t_min}")
     check_name(divergence, "divergence", DIVERGENCES)
     check_name(noise, "probe noise", PROBE_NOISES)
     check_int(probes, "probes")
@@ -374,10 +377,10 @@ def _ode_nll(
     if levels is not None:
         terms["dequantization"] = dequant
     details = {
-        "eps": t_min,
+        "t_min": t_min,
         "rtol": rtol,
         "atol": atol,
-        "solver": ode_method,
+        "ode_method": ode_method,
         "divergence": "exact" if exact else f"hutchinson ({noise}, {probes} probe{'s' * (probes > 1)})",
         "levels": levels,
         "data_range": tuple(data_range),

@@ -264,27 +264,18 @@ class ContinuousTime:
     near ε_t, where likelihood weights blow up, and uniform elsewhere); t is drawn exactly from q
     and weighted by p_uniform(t)/q(t), so the estimate is unbiased for any w, not only approximately.
 
-    ``t_min`` is ε_t, the smallest training time; ``eps=`` is its old name, still accepted.
+    ``t_min`` is ε_t, the smallest training time.
     """
 
-    def __init__(
-        self, t_min: float = 1e-5, importance: bool = False, cells: int = 2048, *, eps: float | None = None
-    ) -> None:
-        if eps is not None:  # the old keyword (config field loss.eps)
-            t_min = eps
+    def __init__(self, t_min: float = 1e-5, importance: bool = False, cells: int = 2048) -> None:
         if not (isinstance(t_min, (int, float)) and math.isfinite(t_min) and t_min >= 0):
-            raise ValueError(f"the smallest training time t_min (eps) must be a number >= 0, got {t_min!r}")
+            raise ValueError(f"the smallest training time t_min must be a number >= 0, got {t_min!r}")
         self.t_min, self.importance, self.cells = float(t_min), bool(importance), int(cells)
-
-    @property
-    def eps(self) -> float:
-        """The old name of :attr:`t_min`."""
-        return self.t_min
 
     def at(self, sde: SDE, t: Tensor) -> TimeDraw:
         """The draw at given continuous times (importance weights 1)."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        alpha, sigma = sde.marginal(t, check=False)  # drawn in [eps, T]: no check (no host sync per step)
+        alpha, sigma = sde.marginal(t, check=False)  # drawn in [t_min, T]: no check (no host sync per step)
         return TimeDraw(t, alpha, sigma, torch.ones_like(t))
 
     def _proposal(self, sde: SDE, weighting: Weighting, device) -> tuple[Tensor, Tensor]:
@@ -335,9 +326,7 @@ class LogNormalTime:
     uniform t.
     """
 
-    def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, t_min: float = 1e-5, *, eps: float | None = None):
-        if eps is not None:  # the config field loss.eps
-            t_min = eps
+    def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, t_min: float = 1e-5):
         for name, v in (("p_mean", p_mean), ("p_std", p_std), ("t_min", t_min)):
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"lognormal {name} must be a finite number, got {v!r}")

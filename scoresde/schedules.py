@@ -18,8 +18,7 @@ Named schedules (:data:`SCHEDULES`, the CLI's ``--schedule``):
 1e-4..0.02, N=1000) and ``cosine`` (Nichol & Dhariwal 2021, eq. 17, s=0.008, betas clipped
 at 0.999, N=1000).
 
-The time grids samplers walk on live in :mod:`scoresde.grids` (``scoresde.schedules.time_grid``
-and ``TIME_GRIDS`` still resolve there, deprecated).
+The time grids samplers walk on live in :mod:`scoresde.grids`.
 """
 
 from __future__ import annotations
@@ -173,15 +172,3 @@ SCHEDULES: Registry[Callable[[float], BetaSchedule]] = Registry("schedule")
 SCHEDULES.register("linear")(lambda T=1.0: LinearBeta(0.1, 20.0, T))
 SCHEDULES.register("ddpm-linear")(lambda T=1.0: PiecewiseConstantBeta(ddpm_linear_betas(1000), T))
 SCHEDULES.register("cosine")(lambda T=1.0: PiecewiseConstantBeta(cosine_betas(1000), T))
-
-
-def __getattr__(name: str):
-    # deprecated: the time grids moved to scoresde.grids (they take an SDE; schedules do not)
-    if name in ("TIME_GRIDS", "time_grid"):
-        import warnings
-
-        from . import grids
-
-        warnings.warn(f"scoresde.schedules.{name} moved to scoresde.grids.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(grids, name)
-    raise AttributeError(f"module 'scoresde.schedules' has no attribute {name!r}")

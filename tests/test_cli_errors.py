@@ -23,7 +23,7 @@ BAD = {
         ["--lr", "-1"],
         ["--width", "-1"],
         ["--dropout", "2"],
-        ["--eps", "-1"],
+        ["--t-min", "-1"],
         ["--channel-mult", "a,b"],
         ["--attention", "-8"],
         ["--keep", "0"],

@@ -63,7 +63,7 @@ def test_ode_likelihood_matches_analytic_gmm():
     g = torch.Generator().manual_seed(0)
     x = model.sample(16, g)
     eps = 1e-5
-    nll, info = log_likelihood(model, sde, x, method="ode", eps=eps, return_info=True)
+    nll, info = log_likelihood(model, sde, x, method="ode", t_min=eps, return_info=True)
     exact = -model.log_prob(x, torch.full((16,), eps, dtype=torch.float64))
     err = (nll - exact).abs().max().item() / x.shape[1]
     assert err < 0.01, f"max |ODE − analytic| = {err:.4g} nats/dim"
@@ -80,7 +80,7 @@ def test_hutchinson_is_unbiased(noise):
     exact = log_likelihood(model, sde, x, divergence="exact", rtol=1e-4, atol=1e-4)
     m = 64  # copies of each point, each solved with its own fixed probe
     xs = x.repeat_interleave(m, 0)
-    est = log_likelihood(model, sde, xs, divergence="hutchinson", noise=noise, generator=g, rtol=1e-4, atol=1e-4)
+    est = log_likelihood(model, sde, xs, divergence="hutchinson", probe_noise=noise, generator=g, rtol=1e-4, atol=1e-4)
     est = est.reshape(2, m)
     mean, se = est.mean(1), est.std(1) / math.sqrt(m)
     assert (est.std(1) > 1e-3).all(), "Hutchinson estimates should vary with the probe"
@@ -266,6 +266,36 @@ def test_bad_input_is_refused_with_names():
     with pytest.raises(ValueError, match="no autograd graph"):  # would silently drop the score term
         log_likelihood(lambda x, t: model(x.detach(), t), sde, x)
     assert sd.log_likelihood is log_likelihood
+
+
+def test_options_take_the_names_of_ode_nll_and_vlb_nll_and_no_others():
+    sde = sd.VPSDE()
+    model = gmm(sde)
+    x = model.sample(3, torch.Generator().manual_seed(2))
+    # the accepted names reach the estimator: the same numbers as calling it directly
+    ode = {"t_min": 1e-3, "rtol": 1e-4, "atol": 1e-4, "ode_method": "RK23", "divergence": "hutchinson"}
+    ode |= {"probes": 2, "probe_noise": "gaussian", "levels": None, "data_range": (-1.0, 1.0)}
+    a = log_likelihood(model, sde, x, "ode", generator=torch.Generator().manual_seed(1), **ode)
+    b = sd.ode_nll(model, sde, x, generator=torch.Generator().manual_seed(1), **ode)
+    assert torch.equal(a, b)
+    _, info = log_likelihood(model, sde, x, "ode", return_info=True, **ode)
+    assert info.details["t_min"] == 1e-3 and info.details["ode_method"] == "RK23"
+    vlb = {"steps": 20, "variance": "large", "grid": "log-snr", "t_min": 1e-3}
+    c = log_likelihood(model, sde, x, "vlb", generator=torch.Generator().manual_seed(1), **vlb)
+    assert torch.equal(c, sd.vlb_nll(model, sde, x, generator=torch.Generator().manual_seed(1), **vlb))
+    # the old second names of the ODE's options are unknown names now
+    for old in ("eps", "solver", "noise"):
+        with pytest.raises(TypeError, match=rf"method='ode'\) got unknown option\(s\) {old}; accepted: .*ode_method"):
+            log_likelihood(model, sde, x, "ode", **{old: 1})
+    # an option of the other method is refused, not ignored
+    with pytest.raises(TypeError, match=r"unknown option\(s\) steps \(steps: method='vlb' only\); accepted: atol"):
+        log_likelihood(model, sde, x, "ode", steps=10)
+    with pytest.raises(
+        TypeError, match=r"divergence, rtol \(divergence, rtol: method='ode' only\); accepted: data_range"
+    ):
+        log_likelihood(model, sde, x, "vlb", rtol=1e-3, divergence="exact")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) nope; accepted: .*variance"):
+        log_likelihood(model, sde, x, "vlb", nope=1)
 
 
 @pytest.mark.parametrize(

@@ -143,6 +143,20 @@ def test_bad_arguments_are_named():
         DiscreteTime(10).at(sde, torch.tensor([0]))
 
 
+def test_the_smallest_training_time_has_one_name():
+    from scoresde.config import from_dict
+    from scoresde.losses import LogNormalTime
+
+    assert ContinuousTime(t_min=1e-3).t_min == LogNormalTime(t_min=1e-3).t_min == 1e-3
+    assert not hasattr(ContinuousTime(), "eps")
+    for cls in (ContinuousTime, LogNormalTime):
+        with pytest.raises(TypeError, match="eps"):
+            cls(eps=1e-3)
+    assert from_dict({"loss": {"t_min": 1e-3}}).loss.t_min == 1e-3
+    with pytest.raises(ValueError, match=r"unknown config key 'loss\.eps'"):
+        from_dict({"loss": {"eps": 1e-3}})
+
+
 def _expected_linear_loss(sde, t, c, x0):
     """E_ε ‖ε − c(1+t)x_t‖² for ε̂ = c(1+t)x (per sample, summed over dimensions)."""
     alpha, sigma = sde.marginal(t)

@@ -131,10 +131,8 @@ def test_public_sde_coefficients_agree_with_the_marginal_and_the_reverse_drift()
             sde.sigma(torch.tensor([1.5], dtype=torch.float64))
 
 
-def test_time_grids_moved_to_grids_and_the_old_path_still_works():
-    from scoresde import grids
+def test_time_grids_have_one_home():
+    from scoresde import grids, schedules
 
     assert sd.time_grid is grids.time_grid and sd.TIME_GRIDS is grids.TIME_GRIDS
-    with pytest.warns(DeprecationWarning, match="scoresde.grids"):
-        from scoresde.schedules import time_grid
-    assert time_grid is grids.time_grid
+    assert not hasattr(schedules, "time_grid") and not hasattr(schedules, "TIME_GRIDS")

@@ -303,11 +303,11 @@ def test_loss_parts_come_from_the_registry_entries_with_their_config_options():
     t = torch.linspace(0.01, 1, 7, dtype=torch.float64)
     alpha, sigma = sde.marginal(t)
     draw = TimeDraw(t, alpha, sigma, torch.ones_like(t))
-    config = from_dict({"loss": {"weighting": "min-snr", "min_snr_gamma": 2.0, "time": "continuous", "eps": 0.01}})
+    config = from_dict({"loss": {"weighting": "min-snr", "min_snr_gamma": 2.0, "time": "continuous", "t_min": 0.01}})
     w, time = loss_parts(config)
     torch.testing.assert_close(w(sde, draw), make_weighting("min-snr", gamma=2.0)(sde, draw))
     assert not torch.allclose(w(sde, draw), make_weighting("min-snr")(sde, draw))
-    assert time.eps == 0.01 and not time.importance
+    assert time.t_min == 0.01 and not time.importance
     _, discrete = loss_parts(from_dict({"loss": {"time": "discrete", "N": 17, "importance": True}}))
     assert discrete.N == 17 and discrete.importance
     # time "auto" (the default): EDM's log-normal times for the edm weighting (the default), else uniform t
