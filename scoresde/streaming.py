@@ -8,11 +8,11 @@ processes. Which path: ``data.stream`` = ``on``, ``off`` or ``auto`` (stream whe
 float32 set would exceed :data:`STREAM_ABOVE` = 1 GiB).
 
 The order is the same on both paths: the held-out split is :func:`scoresde.data.split_indices` and
-batch ``step`` is :func:`scoresde.data.batch_indices` of (seed, step), whose indices the loader's
+batch ``step`` is :func:`scoresde.batches.batch_indices` of (seed, step), whose indices the loader's
 sampler hands to the workers, starting at the resume step. Items are decoded with the same
 operations as the in-memory loaders, so the batches are bitwise equal and a resumed streaming run
 is bitwise identical to an uninterrupted one. ``--hflip`` flips the rows of
-:func:`scoresde.data.hflip_mask` (seed, step) on both paths. The held-out part (up to 2,048 samples,
+:func:`scoresde.batches.hflip_mask` (seed, step) on both paths. The held-out part (up to 2,048 samples,
 what the run folder's reference set keeps) is read into memory.
 """
 
@@ -28,16 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .batches import batch_indices, hflip, hflip_mask
 from .data import (
     DATASETS,
     IMAGE_SUFFIXES,
     INSTALL_DATA,
     Dataset,
     Labels,
-    batch_indices,
     folder_labels,
-    hflip,
-    hflip_mask,
     load_dataset,
     read_images,
     split_indices,
@@ -371,8 +369,8 @@ class _Reader(torch.utils.data.Dataset):
 class StreamingBatches:
     """``batches(step)`` → this rank's slice of global batch ``step``, read ahead by ``workers`` processes.
 
-    Equal to indexing the in-memory set with :func:`scoresde.data.batch_indices` (and flipping the
-    rows of :func:`scoresde.data.hflip_mask` when ``flip``). Steps are expected in order; another
+    Equal to indexing the in-memory set with :func:`scoresde.batches.batch_indices` (and flipping the
+    rows of :func:`scoresde.batches.hflip_mask` when ``flip``). Steps are expected in order; another
     step restarts the loader there (as after a resume). :meth:`close` stops the workers.
     """
 

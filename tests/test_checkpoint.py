@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scoresde import checkpoint as ckpt
-from scoresde.data import batch_indices
+from scoresde.batches import batch_indices
 from scoresde.ema import EMA, gamma_for_sigma_rel, sigma_rel
 
 
