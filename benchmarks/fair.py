@@ -31,7 +31,7 @@ def ours_train(config, dataset, snapshots, *, extra_emas=()):
     themselves), averaged on the side from the same run (they do not change the training).
     """
     from scoresde.ema import EMA
-    from scoresde.train import Trainer
+    from scoresde.trainer import Trainer
 
     trainer = Trainer(config, None, progress=False, dataset=dataset)
     extras = {}

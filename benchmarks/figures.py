@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import scoresde as sd
 from scoresde.analytic import gmm
-from scoresde.compare import weighting_curves  # the same curves compare-losses plots
+from scoresde.loss_study import weighting_curves  # the same curves compare-losses plots
 from scoresde.losses import WEIGHTINGS
 from scoresde.metrics import sliced_wasserstein
 
@@ -100,7 +100,7 @@ def main() -> None:
     plot_panel(axes[0, 0], gmm_curves, "2-D mixture, exact model", "sliced W2 to ground truth", floor)
     if args.run:
         from scoresde.metrics import image_metrics, load_or_train_classifier
-        from scoresde.train import load_run
+        from scoresde.run_folder import load_run
 
         run = load_run(args.run)
         classifier, _ = load_or_train_classifier("digits", args.run)
@@ -110,7 +110,9 @@ def main() -> None:
             return image_metrics(x.clamp(-1, 1), run.reference, classifier)["fd"]
 
         digit_curves = nfe_curves(run.model, run.sde, shape, fd, (10, 20, 50, 100), prediction=run.prediction, clip=1.0)
-        plot_panel(axes[0, 1], digit_curves, f"8×8 digits, trained run ({run.step} steps)", "Fréchet distance")
+        plot_panel(
+            axes[0, 1], digit_curves, f"8×8 digits, trained run ({run.provenance.step} steps)", "Fréchet distance"
+        )
     fig.tight_layout()
     fig.savefig(args.out / "nfe_quality.png")
     plt.close(fig)

@@ -26,7 +26,7 @@ from scoresde.config import from_dict
 from scoresde.data import Dataset
 from scoresde.nets import make_network
 from scoresde.param import Model
-from scoresde.train import Trainer
+from scoresde.trainer import Trainer
 
 
 def sync(device: torch.device) -> None:

@@ -63,7 +63,8 @@ import scoresde as sd
 from scoresde.config import from_dict
 from scoresde.nets import UNET_SIZES, make_network
 from scoresde.param import Model
-from scoresde.train import Trainer, load_run
+from scoresde.run_folder import load_run
+from scoresde.trainer import Trainer
 
 N_TRAIN = 1000  # diffusers' num_train_timesteps; our discrete chain of the same length
 SIZES = {"tiny": (1, 8, 8), "cifar10": (3, 32, 32)}

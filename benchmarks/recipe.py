@@ -140,7 +140,7 @@ def budget_train(config, dataset, budget: float):
     """Train until ``budget`` seconds of process CPU time are spent; returns (EMA model, steps, CPU seconds)."""
     import copy
 
-    from scoresde.train import Trainer
+    from scoresde.trainer import Trainer
 
     trainer = Trainer(config, None, progress=False, dataset=dataset)
     start = time.process_time()

@@ -33,7 +33,7 @@ import torch
 import scoresde as sd
 from scoresde.grids import TIME_GRIDS
 from scoresde.metrics import frechet_distance, labelled_images, load_or_train_classifier
-from scoresde.train import load_run
+from scoresde.run_folder import load_run
 
 NFES = (10, 20)
 SOLVERS = ("unipc", "dpm-solver++")
@@ -62,7 +62,7 @@ def sweep_cells(nfes=SWEEP_NFES, solvers=SWEEP_SOLVERS) -> list[tuple[int, str, 
 def evaluate(run_dir: str, num: int, seeds: int, sweep: bool = False, nfes=SWEEP_NFES, solvers=SWEEP_SOLVERS):
     """(dataset, {(nfe, solver, grid): [FD per seed]}) for one run."""
     run = load_run(run_dir)
-    dataset = run.config.data.name
+    dataset = run.provenance.config.data.name
     classifier, info = load_or_train_classifier(dataset, run_dir)
     reference, _ = labelled_images(dataset)
     print(f"{run_dir}: {dataset}, classifier accuracy {info['test_accuracy']:.3f}, reference {len(reference)}")

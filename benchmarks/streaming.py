@@ -46,7 +46,7 @@ def child(mode: str, folder: str, steps: int, batch: int, workers: int) -> dict:
     import torch
 
     from scoresde.config import from_dict
-    from scoresde.train import Trainer
+    from scoresde.trainer import Trainer
 
     torch.set_num_threads(1)
     config = from_dict(

@@ -1,4 +1,4 @@
-"""Trainer overhead: steps/s of ``scoresde.train.Trainer.run`` vs a bare PyTorch loop.
+"""Trainer overhead: steps/s of ``scoresde.trainer.Trainer.run`` vs a bare PyTorch loop.
 
 The bare loop does the same work a user would write by hand: draw a batch, draw t and ε,
 form x_t = α x_0 + σ ε, forward, MSE to ε, backward, AdamW step — on the same network, batch
@@ -20,8 +20,9 @@ import time
 
 import torch
 
+from scoresde.build import build_model, build_sde
 from scoresde.config import from_dict
-from scoresde.train import Trainer, build_model, build_sde
+from scoresde.trainer import Trainer
 
 CASES = {
     "digits": {"data": {"name": "digits"}, "batch_size": 64},
@@ -58,7 +59,7 @@ def torch_clip(grads, max_norm):
 
 
 def trainer_loop(config, dataset, steps: int, clip=None) -> tuple[float, float]:
-    import scoresde.train as train_module
+    import scoresde.trainer as train_module
 
     own = train_module.clip_grad_norm
     train_module.clip_grad_norm = clip or own  # "before": torch's clip_grad_norm_ on the same gradients
@@ -70,7 +71,7 @@ def trainer_loop(config, dataset, steps: int, clip=None) -> tuple[float, float]:
 
 def clip_micro(model, repeats: int, calls: int = 300) -> dict[str, float]:
     """µs per clipping call on ``model``'s parameter shapes (random gradients of norm > 1): median of ``repeats``."""
-    from scoresde.train import clip_grad_norm
+    from scoresde.trainer import clip_grad_norm
 
     params = [p for p in model.parameters() if p.requires_grad]
     out = {}

@@ -11,7 +11,7 @@ Steps: (1) ``scoresde.train.train`` with the preset's config (the flags override
 ``solver:steps`` pair, a 64-sample grid ``grid_<solver>.png`` and ``--num`` samples scored by
 Fréchet distance and KID in the features of a classifier trained on the dataset
 (``scoresde.metrics``); (3) the negative log-likelihood of ``--nll-num`` held-out images in
-bits/dim by the probability-flow ODE and by the discrete VLB (``scoresde.compare.evaluate_run``).
+bits/dim by the probability-flow ODE and by the discrete VLB (``scoresde.evaluation.evaluate``).
 Writes ``results.json`` and ``results.md`` into the run folder. Needs the ``data`` extra.
 """
 
@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 
 import scoresde as sd
-from scoresde.compare import evaluate_run
 from scoresde.config import LossConfig, ModelConfig, from_dict
+from scoresde.evaluation import evaluate
 from scoresde.imageio import image_grid, save_png
 from scoresde.metrics import image_metrics, load_or_train_classifier
 from scoresde.nets import UNET_SIZES
-from scoresde.train import load_run, train
+from scoresde.run_folder import load_run
+from scoresde.trainer import train
 
 PRESETS = {
     "digits": {
@@ -140,15 +141,15 @@ def main(dataset: str) -> None:
 
     nll = {}
     if args.nll_num > 0:
-        result = evaluate_run(  # on the CPU: the likelihood solvers run through scipy
+        result = evaluate(  # on the CPU: the likelihood solvers run through scipy
             load_run(out), solvers=(), nll_num=args.nll_num, vlb_steps=args.vlb_steps, classifier_dir=out, log=print
         )
         nll = result["nll"]
 
-    results = {"dataset": dataset, "step": run.step, "quality": quality, "nll": nll, "classifier": cinfo}
+    results = {"dataset": dataset, "step": run.provenance.step, "quality": quality, "nll": nll, "classifier": cinfo}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     lines = [
-        f"# {dataset}: {run.step} training steps, held-out reference of {len(run.reference)} images",
+        f"# {dataset}: {run.provenance.step} training steps, held-out reference of {len(run.reference)} images",
         "",
         "| solver | steps | NFE | FD | KID | seconds |",
         "|---|---|---|---|---|---|",

@@ -18,7 +18,8 @@ from scoresde.data import DATASETS
 from scoresde.imageio import save_png, scatter_image
 from scoresde.losses import TIME_SAMPLERS, WEIGHTINGS
 from scoresde.metrics import sliced_wasserstein
-from scoresde.train import load_run, train
+from scoresde.run_folder import load_run
+from scoresde.trainer import train
 
 
 def main() -> None:

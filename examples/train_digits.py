@@ -16,7 +16,8 @@ import scoresde as sd
 from scoresde.config import LossConfig, ModelConfig, from_dict
 from scoresde.imageio import image_grid, save_png
 from scoresde.nets import UNET_SIZES
-from scoresde.train import load_run, train
+from scoresde.run_folder import load_run
+from scoresde.trainer import train
 
 
 def main() -> None:

@@ -21,16 +21,21 @@ _LAZY = {
     "log_likelihood": "scoresde.likelihood",
     "ode_nll": "scoresde.likelihood",
     "vlb_nll": "scoresde.likelihood",
-    "analytic": "scoresde.analytic",
-    "guidance": "scoresde.guidance",
     "guided": "scoresde.guidance",
     "WEIGHTINGS": "scoresde.losses",
     "denoising_loss": "scoresde.losses",
     "from_diffusers": "scoresde.interop",
     "from_denoiser": "scoresde.interop",
     "to_denoiser": "scoresde.interop",
-    "Pretrained": "scoresde.interop",
+    "DiffusionModel": "scoresde.diffusion_model",
+    "open_model": "scoresde.sources",
+    "load_run": "scoresde.run_folder",
+    "train": "scoresde.trainer",
+    "generate": "scoresde.generation",
+    "evaluate": "scoresde.evaluation",
 }
+
+_LAZY_MODULES = {"analytic", "guidance", "interop"}
 
 
 def __getattr__(name: str):
@@ -38,7 +43,9 @@ def __getattr__(name: str):
 
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
-        return module if module.__name__.endswith(name) else getattr(module, name)
+        return getattr(module, name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"scoresde.{name}")
     raise AttributeError(f"module 'scoresde' has no attribute {name!r}")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -29,6 +30,9 @@ from ._checks import append_dims, check_name
 from .labels import check_labels
 from .param import PREDICTIONS, from_eps
 from .sde import SDE
+
+if TYPE_CHECKING:
+    from .diffusion_model import DiffusionModel
 
 __all__ = ["MODELS", "AnalyticModel", "Gaussian", "GaussianMixture", "gaussian", "gmm", "gmm_hard"]
 
@@ -176,6 +180,29 @@ class GaussianMixture:
         holds component ids, and id K (or ``y=None``) is the null label, the full mixture.
         """
         return AnalyticModel(self, sde, prediction)
+
+    def diffusion_model(
+        self, sde: SDE | None = None, prediction: str = "eps", *, name: str | None = None, reference: int = 4000
+    ) -> DiffusionModel:
+        """The exact :meth:`model` under ``sde`` (default ``VPSDE()``) as a model ready to use, with
+        ``reference`` draws of the data (seeded) as its reference and the components as its classes.
+        ``name`` names it in reports (``analytic gmm``)."""
+        from .diffusion_model import DiffusionModel, Provenance
+        from .sde import VPSDE
+
+        sde = VPSDE() if sde is None else sde
+        label = f"analytic {name}" if name else f"analytic {self!r}"
+        return DiffusionModel(
+            self.model(sde, prediction),
+            sde,
+            self.data_shape,
+            "points",
+            Provenance("analytic", label, origin=self),
+            num_classes=self.K,
+            class_names=tuple(str(k) for k in range(self.K)),
+            reference=self.sample(reference, torch.Generator().manual_seed(12345)),
+            dataset=name,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(K={self.K}, data_shape={self.data_shape})"

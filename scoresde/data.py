@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batches import batch_indices, hflip, hflip_mask  # noqa: F401  (re-exported for scoresde.trainer)
 from .registry import Registry
 from .toy_data import TOY_SETS
 

@@ -16,6 +16,7 @@ several. A new destination (TensorBoard, wandb, ...) is one class with the four 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import json
 import os
@@ -23,11 +24,16 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .distributed import Distributed
 
 __all__ = [
     "INSTALL_LOG",
@@ -35,6 +41,7 @@ __all__ = [
     "EchoReporter",
     "JsonlReporter",
     "Logger",
+    "LossTally",
     "ProgressReporter",
     "Reporter",
     "Reporters",
@@ -42,6 +49,7 @@ __all__ = [
     "WandbReporter",
     "check_loggers",
     "make_loggers",
+    "metrics_record",
     "progress_bar",
     "truncate_metrics",
 ]
@@ -369,3 +377,54 @@ def progress_bar(
 
     with bar:
         yield update
+
+
+# --------------------------------------------------------------------------- what a metrics record holds
+
+T_BINS = 10
+"""The loss is reported per t-bin: this many equal bins of [0, T]."""
+
+
+class LossTally:
+    """Sums of the per-sample loss, overall and in ``T_BINS`` equal t-bins, since the last record."""
+
+    def __init__(self, T: float, device: torch.device) -> None:
+        self.T = T
+        self.bins = torch.zeros(T_BINS, device=device, dtype=torch.float64)
+        self.counts = torch.zeros(T_BINS, device=device, dtype=torch.float64)
+        self.total = torch.zeros(2, device=device, dtype=torch.float64)  # (sum of losses, count)
+
+    def add(self, loss: Tensor, t: Tensor) -> None:
+        self.total[0] += loss.sum()
+        self.total[1] += loss.numel()
+        k = (t / self.T * T_BINS).long().clamp_(0, T_BINS - 1).to(self.bins.device)
+        self.bins.index_add_(0, k, loss.to(self.bins.dtype))
+        self.counts.index_add_(0, k, torch.ones_like(self.bins[k]))
+
+    def finite(self) -> bool:
+        """False if a non-finite loss was added on this rank since the last record."""
+        return not self.total[1].item() or bool(torch.isfinite(self.total[0]).item())
+
+    def take(self, dist: Distributed) -> tuple[float, list[float | None]]:
+        """(mean loss, mean loss per t-bin or ``None`` for an empty bin) over all ranks; then reset."""
+        dist.all_reduce_(self.total, self.bins, self.counts)
+        loss = (self.total[0] / self.total[1]).item()
+        by_t = [b / k if k > 0 else None for b, k in zip(self.bins.tolist(), self.counts.tolist(), strict=True)]
+        for t in (self.total, self.bins, self.counts):
+            t.zero_()
+        return loss, by_t
+
+
+def metrics_record(
+    step: int, loss: float, loss_by_t: list[float | None], T: float, lr: float, steps_per_s: float | None
+) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: the mean loss since the last record, per t-bin too."""
+    return {
+        "step": step,
+        "loss": loss,
+        "loss_by_t": loss_by_t,
+        "t_bins": [i * T / T_BINS for i in range(T_BINS + 1)],
+        "lr": lr,
+        "steps_per_s": steps_per_s,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }

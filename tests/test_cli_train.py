@@ -217,7 +217,7 @@ def test_resume_accepts_exactly_the_resumable_fields():
     import dataclasses
 
     from scoresde import config as cfg
-    from scoresde.cli.train import refuse_changes
+    from scoresde.run_folder import refuse_changes
 
     saved = cfg.to_dict(cfg.TrainConfig())
     changed = {str: "other", int: 12345, float: 0.123, bool: None}

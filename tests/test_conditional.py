@@ -14,7 +14,8 @@ import scoresde as sd
 from scoresde.analytic import Gaussian, gmm
 from scoresde.config import from_dict
 from scoresde.guidance import guided
-from scoresde.train import Trainer, load_run, train
+from scoresde.run_folder import load_run
+from scoresde.trainer import Trainer, train
 
 DATA = gmm()
 K = DATA.K
@@ -157,20 +158,20 @@ def test_conditional_resume_is_bitwise_identical_and_records_the_classes(tmp_pat
     straight = train(from_dict(tiny_conditional(steps=2 * k)), tmp_path / "straight", progress=False)
     train(from_dict(tiny_conditional(steps=k)), tmp_path / "r", progress=False)
     resumed = train(from_dict(tiny_conditional(steps=2 * k)), tmp_path / "r", resume=True, progress=False)
-    assert resumed.step == straight.step == 2 * k
-    a = load_file(straight.checkpoint.with_suffix(".safetensors"))
-    b = load_file(resumed.checkpoint.with_suffix(".safetensors"))
+    assert resumed.provenance.step == straight.provenance.step == 2 * k
+    a = load_file(straight.provenance.checkpoint.with_suffix(".safetensors"))
+    b = load_file(resumed.provenance.checkpoint.with_suffix(".safetensors"))
     assert "model.net.classes.table.weight" in a
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     # the label dropout draws matter (so the comparison above can fail): another rate, other weights
     other = train(from_dict(tiny_conditional(steps=2 * k, loss={"time": "continuous", "cond_drop": 0.9})),
                   tmp_path / "other", progress=False)  # fmt: skip
-    c = load_file(other.checkpoint.with_suffix(".safetensors"))
+    c = load_file(other.provenance.checkpoint.with_suffix(".safetensors"))
     assert any(not torch.equal(a[key], c[key]) for key in a if key.startswith("model."))
     run = load_run(tmp_path / "r")
     assert run.num_classes == 10 and run.class_names == tuple(str(i) for i in range(10))
     assert run.model.net.num_classes == 10
-    meta = json.loads(resumed.checkpoint.read_text())
+    meta = json.loads(resumed.provenance.checkpoint.read_text())
     assert meta["num_classes"] == 10 and meta["class_names"] == [str(i) for i in range(10)]
     # a conditional run cannot be resumed as an unconditional one
     unconditional = tiny_conditional(steps=4 * k)
@@ -179,23 +180,19 @@ def test_conditional_resume_is_bitwise_identical_and_records_the_classes(tmp_pat
         Trainer(from_dict(unconditional), tmp_path / "r", resume=True, progress=False)
 
 
-def test_old_checkpoints_without_classes_load_as_unconditional(tmp_path):
+def test_a_checkpoint_without_its_classes_is_refused_naming_the_field(tmp_path):
     config = tiny_conditional(steps=2)
     config["model"] = {**config["model"], "conditional": False}
     result = train(from_dict(config), tmp_path, progress=False)
-    meta_path = result.checkpoint
+    meta_path = result.provenance.checkpoint
     meta = json.loads(meta_path.read_text())
-    assert meta["num_classes"] is None
-    for key in ("num_classes", "class_names"):
-        del meta[key]
-    del meta["config"]["model"]["conditional"], meta["config"]["loss"]["cond_drop"]  # as written before
+    assert meta["num_classes"] is None and meta["class_names"] is None
+    del meta["num_classes"]  # one format: no fallback for checkpoints written without it
     meta_path.write_text(json.dumps(meta))
-    run = load_run(tmp_path)
-    assert run.num_classes is None and run.class_names is None and run.model.net.num_classes is None
-    x = torch.randn(3, *run.data_shape)
-    torch.testing.assert_close(run.model(x, torch.full((3,), 0.5)), result.model(x, torch.full((3,), 0.5)))
-    resumed = train(from_dict({**config, "steps": 3}), tmp_path, resume=True, progress=False)
-    assert resumed.step == 3
+    with pytest.raises(
+        ValueError, match=r"has no valid checkpoint; tried: checkpoint .* unusable config: 'num_classes'"
+    ):
+        load_run(tmp_path)
 
 
 def test_conditional_training_refuses_unlabelled_data_before_writing(tmp_path):
@@ -212,7 +209,7 @@ def test_conditional_training_refuses_unlabelled_data_before_writing(tmp_path):
 def test_conditional_preview_has_one_row_per_class():
     config = from_dict(tiny_conditional(steps=1, sample_num=20, sample_steps=2))
     trainer = Trainer(config, None, progress=False)
-    from scoresde.train import preview
+    from scoresde.trainer import preview
 
     pixels = preview(trainer.ema, trainer.sde, config, "images", trainer.dataset.heldout, trainer.num_classes)
     side = 8 * 4  # 8×8 digits enlarged 4× in the picture, 1-pixel padding

@@ -15,7 +15,8 @@ from scoresde.data import Dataset
 from scoresde.losses import denoising_loss
 from scoresde.nets import make_network
 from scoresde.param import Model
-from scoresde.train import Trainer, load_run
+from scoresde.run_folder import load_run
+from scoresde.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -112,7 +113,11 @@ def test_trainer_steps_on_cuda_in_bf16_and_the_checkpoint_loads_on_cpu(tmp_path)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     result = trainer.run()
     assert trainer.device.type == "cuda" and all(p.is_cuda for p in trainer.model.parameters())
-    assert result.step == 4 and result.loss is not None and result.loss == result.loss  # finite, not NaN
+    assert (
+        result.provenance.step == 4
+        and result.provenance.loss is not None
+        and result.provenance.loss == result.provenance.loss
+    )  # finite, not NaN
     moved = sum(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
     assert moved > len(before) // 2
     run = load_run(tmp_path / "run", device="cpu")

@@ -137,7 +137,9 @@ def test_lognormal_rejects_bad_options():
 
 
 def test_trainer_builds_trains_and_reloads_the_edm_recipe(tmp_path):
-    from scoresde.train import Trainer, load_run, loss_parts, validate
+    from scoresde.build import loss_parts, validate
+    from scoresde.run_folder import load_run
+    from scoresde.trainer import Trainer
 
     torch.set_default_dtype(torch.float32)  # a training run as users make it (the fixture restores float64's caller)
 
@@ -156,7 +158,11 @@ def test_trainer_builds_trains_and_reloads_the_edm_recipe(tmp_path):
     torch.testing.assert_close(weighting(sd.VPSDE(), TimeDraw(t, a, s, t)), 1 + (s / a / 0.6) ** 2)  # model's σ_d
     trainer = Trainer(config, tmp_path, progress=False)
     result = trainer.run()
-    assert isinstance(trainer.model, EDMPrecond) and result.loss is not None and math.isfinite(result.loss)
+    assert (
+        isinstance(trainer.model, EDMPrecond)
+        and result.provenance.loss is not None
+        and math.isfinite(result.provenance.loss)
+    )
     run = load_run(tmp_path)
     assert run.prediction == "x0" and isinstance(run.model, EDMPrecond) and run.model.sigma_data == 0.6
     x, tt = torch.randn(4, 2), torch.full((4,), 0.4)

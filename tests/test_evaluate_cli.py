@@ -35,7 +35,7 @@ def tiny_config(**loss):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from scoresde.train import train
+    from scoresde.trainer import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), run_dir, progress=False)
@@ -119,7 +119,7 @@ def test_compare_losses_bad_names_are_refused(tmp_path):
 
 def test_compare_losses_python_api(tmp_path):
     pytest.importorskip("scoresde.samplers")
-    from scoresde.compare import compare_losses
+    from scoresde.loss_study import compare_losses
 
     compare_losses(
         "moons",

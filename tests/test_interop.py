@@ -49,7 +49,7 @@ SETTINGS = [("linear", "epsilon"), ("squaredcos_cap_v2", "v_prediction")]
 
 @pytest.fixture(scope="module", params=SETTINGS, ids=["-".join(s) for s in SETTINGS])
 def saved(request, tmp_path_factory):
-    """A pipeline folder (unet/ + scheduler/) written by save_pretrained, and the loaded Pretrained."""
+    """A pipeline folder (unet/ + scheduler/) written by save_pretrained, and its DiffusionModel."""
     schedule, kind = request.param
     folder = tmp_path_factory.mktemp("pipe")
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=N, beta_schedule=schedule, prediction_type=kind)
@@ -60,10 +60,10 @@ def saved(request, tmp_path_factory):
 def test_alpha_bars_equal_alphas_cumprod(saved):
     _, pre = saved
     chain = pre.sde.discretize(pre.N)
-    ref = pre.scheduler.alphas_cumprod.double()
+    ref = pre.provenance.origin.alphas_cumprod.double()
     assert pre.N == N and chain.alpha_bars[0] == 1
     assert (chain.alpha_bars[1:] - ref).abs().max() <= 1e-6
-    kind = pre.scheduler.config.prediction_type
+    kind = pre.provenance.origin.config.prediction_type
     assert pre.prediction == pre.model.prediction == {"epsilon": "eps", "v_prediction": "v"}[kind]
     assert pre.data_shape == (1, 8, 8) and pre.num_classes is None
     # DDPMScheduler's defaults: clip_sample=True (range 1) and variance_type="fixed_small"
@@ -79,28 +79,28 @@ def test_time_label_is_the_ddpm_timestep(saved):
     t = (i.double() / N).float()  # float32 times, as the samplers pass them
     with torch.no_grad():
         ours = pre.model(x, t)
-        ref = pre.unet(x, i - 1).sample
-        shifted = pre.unet(x, i - 2).sample
+        ref = pre.model.unet(x, i - 1).sample
+        shifted = pre.model.unet(x, i - 2).sample
     assert torch.equal(ours, ref)
     assert (ours - shifted).abs().max() > 1e-4  # the label matters: a one-step shift is seen
     # the fractional label tN − 1: the same at the grid times, interpolated between them
-    frac = sd.from_diffusers(pre.unet, pre.scheduler, time_label="fractional").model
+    frac = sd.from_diffusers(pre.model.unet, pre.provenance.origin, time_label="fractional").model
     with torch.no_grad():
         assert (frac(x, t) - ref).abs().max() < 1e-5
         k = torch.tensor([2, 3, 500, 1000])
         t_mid = ((k.double() - 0.5) / N).float()  # between the grid times: label k − 1.5
         mid = frac(x, t_mid)
-        assert torch.allclose(mid, pre.unet(x, k.double() - 1.5).sample, atol=1e-5)
+        assert torch.allclose(mid, pre.model.unet(x, k.double() - 1.5).sample, atol=1e-5)
         assert (mid - pre.model(x, t_mid)).abs().max() > 1e-4  # `index` rounds to a grid label instead
 
 
 @pytest.mark.parametrize("scheduler_cls", ["DDPMScheduler", "DDIMScheduler"])
 def test_objects_and_unet_folder_with_scheduler(saved, tmp_path, scheduler_cls):
     folder, pre = saved
-    scheduler = getattr(diffusers, scheduler_cls).from_config(pre.scheduler.config)
-    from_objects = sd.from_diffusers(pre.unet, scheduler)
+    scheduler = getattr(diffusers, scheduler_cls).from_config(pre.provenance.origin.config)
+    from_objects = sd.from_diffusers(pre.model.unet, scheduler)
     from_folders = sd.from_diffusers(folder / "unet", scheduler=folder / "scheduler")
-    from_pipeline = sd.from_diffusers(diffusers.DDPMPipeline(unet=pre.unet, scheduler=scheduler))
+    from_pipeline = sd.from_diffusers(diffusers.DDPMPipeline(unet=pre.model.unet, scheduler=scheduler))
     t = torch.tensor([0.3, 0.7])
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -117,8 +117,8 @@ def diffusers_loop(pre, scheduler_cls, steps, seed, dtype, **step_kwargs):
     In float64 the scheduler is given our ᾱ (float64) instead of its float32 ``alphas_cumprod``, so
     that the comparison checks the algorithm alone, to rounding.
     """
-    scheduler = getattr(diffusers, scheduler_cls).from_config(pre.scheduler.config)
-    unet = copy.deepcopy(pre.unet).to(dtype)
+    scheduler = getattr(diffusers, scheduler_cls).from_config(pre.provenance.origin.config)
+    unet = copy.deepcopy(pre.model.unet).to(dtype)
     if dtype == torch.float64:
         for name in ("betas", "alphas", "one", "final_alpha_cumprod"):
             if hasattr(scheduler, name):
@@ -134,7 +134,7 @@ def diffusers_loop(pre, scheduler_cls, steps, seed, dtype, **step_kwargs):
 
 
 def ours(pre, unet, solver, seed, dtype, **kwargs):
-    model = sd.from_diffusers(unet, pre.scheduler).model
+    model = sd.from_diffusers(unet, pre.provenance.origin).model
     g = torch.Generator().manual_seed(seed)
     return sd.sample(model, pre.sde, SHAPE, solver, prediction=model.prediction, generator=g, dtype=dtype, **kwargs)
 
@@ -154,8 +154,10 @@ def test_ancestral_equals_ddpm_scheduler_step(saved):
 def test_ddim_equals_ddim_scheduler(saved):
     _, pre = saved
     steps, seed = 50, 4
-    pre_ddim = sd.from_diffusers(pre.unet, diffusers.DDIMScheduler.from_config(pre.scheduler.config))
-    grid = pre_ddim.scheduler_grid(steps)  # 'leading' spacing: timesteps 980, 960, …, 0 → t = (k + 1)/N, and 0
+    pre_ddim = sd.from_diffusers(pre.model.unet, diffusers.DDIMScheduler.from_config(pre.provenance.origin.config))
+    grid = sd.interop.scheduler_grid(
+        pre_ddim, steps
+    )  # 'leading' spacing: timesteps 980, 960, …, 0 → t = (k + 1)/N, and 0
     assert grid.numel() == steps + 1 and grid[0] == 0 and math.isclose(grid[-1].item(), 981 / N)
     assert pre_ddim.sample_options("ddim") == {"clip_x0": 1.0}  # DDIMScheduler's clip_sample=True default
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
@@ -214,7 +216,7 @@ def test_bad_input_is_refused_with_one_line(tmp_path):
         sd.from_diffusers("no-such-user/no-such-model-xyz")
     with pytest.warns(UserWarning, match="dynamic thresholding"):
         pre = sd.from_diffusers(unet, diffusers.DDPMScheduler(thresholding=True))
-    assert pre.clip_x0 is None and "dynamic thresholding" in pre.notes[0]
+    assert pre.clip_x0 is None and "dynamic thresholding" in pre.provenance.notes[0]
 
 
 # --------------------------------------------------------------------------- EDM / k-diffusion
@@ -240,7 +242,7 @@ def mixture_denoiser(data):
 def test_from_denoiser_is_the_exact_x0_model(sde_name):
     data = sd.analytic.gmm()
     sde = sd.make_sde(sde_name)
-    model = sd.from_denoiser(mixture_denoiser(data), sde=sde)
+    model = sd.from_denoiser(mixture_denoiser(data), sde=sde).model
     exact = data.model(sde, "x0")
     g = torch.Generator().manual_seed(0)
     x = 3 * torch.randn(64, 2, generator=g, dtype=torch.float64)
@@ -256,7 +258,7 @@ def test_from_denoiser_is_the_exact_x0_model(sde_name):
 def test_from_denoiser_samples_the_mixture(solver, steps, grid):
     data = sd.analytic.gmm()
     sde = sd.VPSDE()
-    model = sd.from_denoiser(mixture_denoiser(data), sde=sde)
+    model = sd.from_denoiser(mixture_denoiser(data), sde=sde).model
     g = torch.Generator().manual_seed(0)
     x = sd.sample(
         model,
@@ -279,14 +281,14 @@ def test_to_denoiser_round_trips_and_runs_a_karras_sampler():
     data = sd.analytic.gmm()
     sde = sd.VPSDE()
     D = mixture_denoiser(data)
-    D2 = sd.to_denoiser(sd.from_denoiser(D, sde=sde), sde)
+    D2 = sd.to_denoiser(sd.from_denoiser(D, sde=sde).model, sde)
     g = torch.Generator().manual_seed(0)
     x = 3 * torch.randn(64, 2, generator=g, dtype=torch.float64)
     sigma = torch.exp(torch.empty(64, dtype=torch.float64).uniform_(-4, 4, generator=g))
     assert torch.allclose(D2(x, sigma), D(x, sigma), atol=1e-9)
     # the other way: model -> D -> model, for an eps model
     eps_model = data.model(sde, "eps")
-    back = sd.from_denoiser(sd.to_denoiser(eps_model, sde, "eps"), sde=sde)
+    back = sd.from_denoiser(sd.to_denoiser(eps_model, sde, "eps"), sde=sde).model
     t = torch.rand(64, generator=g, dtype=torch.float64) * 0.99 + 0.01
     alpha, sigma_t = sde.marginal(t)
     x0 = sd.convert(eps_model(x, t), "eps", "x0", x, alpha[:, None], sigma_t[:, None])
@@ -334,12 +336,12 @@ def test_denoiser_errors_are_one_clear_line():
     sde = sd.VPSDE()
     x = torch.randn(4, 2)
     t = torch.full((4,), 0.5)
-    wrong = sd.from_denoiser(lambda x, s: x[:, :1], sde=sde)
+    wrong = sd.from_denoiser(lambda x, s: x[:, :1], sde=sde).model
     with pytest.raises(
         ValueError, match=r"the denoiser returned shape \(4, 1\) at sigma=.*shape of its input, \(4, 2\)"
     ):
         wrong(x, t)
-    nan = sd.from_denoiser(lambda x, s: x * float("nan"), sde=sde)
+    nan = sd.from_denoiser(lambda x, s: x * float("nan"), sde=sde).model
     with pytest.raises(ValueError, match="the denoiser returned non-finite values"):
         nan(x, t)
     with pytest.raises(ValueError, match="the denoiser returned non-finite"):

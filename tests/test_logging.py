@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from scoresde import reporting
 from scoresde.cli import app
 from scoresde.config import from_dict
-from scoresde.train import train
+from scoresde.trainer import train
 
 TINY = {
     "data": {"name": "digits"},
@@ -50,7 +50,9 @@ def read_events(folder: Path) -> list:
 
 def test_jsonl_is_always_on_whatever_loggers_are_named(tmp_path):
     result = train(from_dict({**TINY, "loggers": []}), tmp_path / "run", progress=False)
-    assert records(tmp_path / "run") == result.metrics and [r["step"] for r in result.metrics] == [2, 4]
+    assert records(tmp_path / "run") == list(result.provenance.metrics) and [
+        r["step"] for r in result.provenance.metrics
+    ] == [2, 4]
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
         "step_00000002.png",
         "step_00000004.png",

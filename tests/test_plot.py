@@ -58,4 +58,4 @@ def test_plot_refuses_a_folder_without_metrics_and_says_what_to_install(tmp_path
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     result = CliRunner().invoke(app, ["plot", str(run)])
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
-    assert 'needs matplotlib; install it with: pip install -c constraints.txt -e ".[log]"' in result.stderr
+    assert 'need matplotlib; install it with: pip install -c constraints.txt -e ".[log]"' in result.stderr

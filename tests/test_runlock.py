@@ -13,7 +13,7 @@ fcntl = pytest.importorskip("fcntl")
 
 from scoresde.config import from_dict  # noqa: E402
 from scoresde.runlock import RunInUse, lock_run  # noqa: E402
-from scoresde.train import Trainer  # noqa: E402
+from scoresde.trainer import Trainer  # noqa: E402
 
 
 def snapshot(folder: Path) -> dict[str, str]:

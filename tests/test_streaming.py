@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from scoresde.batches import batch_indices, hflip, hflip_mask
 from scoresde.cli import app
 from scoresde.config import from_dict
-from scoresde.data import batch_indices, hflip, hflip_mask
 from scoresde.streaming import STREAM_ABOVE, StreamingBatches, load_training_data
-from scoresde.train import Trainer, train
+from scoresde.trainer import Trainer, train
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -99,7 +99,7 @@ def test_training_on_streamed_data_equals_training_in_memory_and_resumes_bitwise
     flip = {"hflip": True}
     full = train(from_dict(tiny(folder, data=flip)), tmp_path / "full", progress=False)
     memory = train(from_dict(tiny(folder, data={**flip, "stream": "off"})), None, progress=False)
-    assert [r["loss"] for r in full.metrics] == [r["loss"] for r in memory.metrics]
+    assert [r["loss"] for r in full.provenance.metrics] == [r["loss"] for r in memory.provenance.metrics]
     for a, b in zip(full.model.state_dict().values(), memory.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     part = tmp_path / "part"

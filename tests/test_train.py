@@ -17,9 +17,11 @@ from safetensors.torch import load_file
 
 import scoresde as sd
 from scoresde import checkpoint as ckpt
+from scoresde.build import validate
 from scoresde.config import from_dict
 from scoresde.metrics import sliced_wasserstein
-from scoresde.train import Trainer, TrainingDiverged, latest_run, load_run, train, validate
+from scoresde.run_folder import latest_run, load_run
+from scoresde.trainer import Trainer, TrainingDiverged, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -69,7 +71,7 @@ def test_short_2d_training_lowers_loss_and_moves_samples_to_the_data(tmp_path, r
     assert losses[-1] < 0.8 * losses[0], losses
 
     run = load_run(tmp_path / "run")
-    assert run.step == result.step == 400 and run.kind == "points" and run.data_shape == (2,)
+    assert run.provenance.step == result.provenance.step == 400 and run.kind == "points" and run.data_shape == (2,)
     g = torch.Generator().manual_seed(0)
 
     def sw2(model) -> float:
@@ -88,7 +90,7 @@ KILL_DRIVER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from scoresde.config import from_dict
-    from scoresde.train import Trainer
+    from scoresde.trainer import Trainer
 
     original = Trainer.save_checkpoint
 
@@ -122,14 +124,14 @@ def test_resume_after_kill_is_bitwise_identical(tmp_path):
     resumed = train(
         from_dict(tiny_images(steps=2 * k, checkpoint_every=k)), tmp_path / "r", resume=True, progress=False
     )
-    assert resumed.step == straight.step == 2 * k
+    assert resumed.provenance.step == straight.provenance.step == 2 * k
     a = load_file(tmp_path / "straight" / "checkpoints" / f"step_{2 * k:08d}.safetensors")
     b = load_file(tmp_path / "r" / "checkpoints" / f"step_{2 * k:08d}.safetensors")
     assert a.keys() == b.keys() and any(key.startswith("optim.") for key in a)
     assert all(torch.equal(a[key], b[key]) for key in a)
     # and different from an unrelated seed (the comparison can fail)
     other = train(from_dict(tiny_images(steps=2 * k, seed=1)), tmp_path / "other", progress=False)
-    c = load_file(other.checkpoint.with_suffix(".safetensors"))
+    c = load_file(other.provenance.checkpoint.with_suffix(".safetensors"))
     assert not torch.equal(a["model.net.conv_in.weight"], c["model.net.conv_in.weight"])
 
 
@@ -144,7 +146,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"non-finite by step \d+; .*last good checkpoint is .*step_00000004"):
         poisoned.run()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == good
-    assert load_run(tmp_path).step == 4
+    assert load_run(tmp_path).provenance.step == 4
     assert torch.isfinite(load_run(tmp_path).model.net.conv_in.weight).all()
 
 
@@ -199,12 +201,12 @@ def test_load_run_falls_back_past_newer_checkpoints_that_are_corrupt_or_do_not_f
     weights.write_bytes(weights.read_bytes()[:-7])  # step 4 cut short
     warned: list[str] = []
     run = load_run(tmp_path, warn=warned.append)
-    assert run.step == 2 and run.checkpoint == files[0] and len(warned) == 2
+    assert run.provenance.step == 2 and run.provenance.checkpoint == files[0] and len(warned) == 2
     assert files[2].name in warned[0] and "does not match" in warned[0] and weights.name in warned[1]
     saved = ckpt.read_checkpoint(files[0])[1]
     assert all(torch.equal(v, saved[f"ema.{k}"]) for k, v in run.model.state_dict().items())
     with pytest.warns(UserWarning, match="skipped it, using the older"):
-        assert load_run(tmp_path).step == 2
+        assert load_run(tmp_path).provenance.step == 2
 
 
 DDP_DRIVER = textwrap.dedent(
@@ -212,7 +214,7 @@ DDP_DRIVER = textwrap.dedent(
     import hashlib, json, os, sys
     import torch
     from scoresde.config import from_dict
-    from scoresde.train import Trainer
+    from scoresde.trainer import Trainer
 
     trainer = Trainer(from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)
     trainer.run()
@@ -267,7 +269,8 @@ def test_train_in_memory_gives_the_model_load_run_gives(tmp_path, monkeypatch):
     on_disk = train(config, tmp_path / "run", progress=False)
     monkeypatch.chdir(tmp_path / "run")
     in_memory = train(config, None, progress=False)
-    assert in_memory.run_dir is None and in_memory.checkpoint is None and in_memory.step == 4
+    origin = in_memory.provenance
+    assert origin.source == "training" and origin.run_dir is None and origin.checkpoint is None and origin.step == 4
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         ".lock",
         "checkpoints",
@@ -277,7 +280,7 @@ def test_train_in_memory_gives_the_model_load_run_gives(tmp_path, monkeypatch):
     ]  # nothing written by the in-memory run
     run = load_run(tmp_path / "run")
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    for records in (on_disk.metrics, in_memory.metrics):
+    for records in (on_disk.provenance.metrics, in_memory.provenance.metrics):
         assert [(r["step"], r["loss"], r["loss_by_t"]) for r in records] == [
             (r["step"], r["loss"], r["loss_by_t"]) for r in logged
         ]
@@ -296,8 +299,8 @@ def test_train_in_memory_gives_the_model_load_run_gives(tmp_path, monkeypatch):
 
 
 def test_loss_parts_come_from_the_registry_entries_with_their_config_options():
+    from scoresde.build import loss_parts
     from scoresde.losses import TIME_SAMPLERS, WEIGHTINGS, TimeDraw, make_weighting
-    from scoresde.train import loss_parts
 
     sde = sd.make_sde("vp")
     t = torch.linspace(0.01, 1, 7, dtype=torch.float64)
@@ -345,7 +348,7 @@ def test_a_reporter_receives_every_record_and_the_sample_pictures():
     collect = Collect()
     config = from_dict(tiny_images(steps=4, log_every=2, sample_every=2, sample_num=4, sample_steps=2))
     result = train(config, None, progress=False, reporters=[collect])
-    assert collect.records == result.metrics and [r["step"] for r in collect.records] == [2, 4]
+    assert collect.records == list(result.provenance.metrics) and [r["step"] for r in collect.records] == [2, 4]
     assert [s for s, _ in collect.images] == [2, 4] and all(
         len(shape) in (2, 3) and min(shape[:2]) >= 32 for _, shape in collect.images
     )
@@ -356,7 +359,7 @@ def test_a_reporter_receives_every_record_and_the_sample_pictures():
 def test_clip_grad_norm_matches_torch_bit_for_bit(scale):
     """The trainer's clipping is torch's clip_grad_norm_ arithmetic: equal results (so resuming a run
     trained with either is unchanged), below and above the threshold."""
-    from scoresde.train import clip_grad_norm
+    from scoresde.trainer import clip_grad_norm
 
     g = torch.Generator().manual_seed(0)
     shapes = [(64, 2), (64,), (128, 64), (128,), (2, 128)]

@@ -1,13 +1,19 @@
-"""The typer application object shared by every command module, the error helper and output-path checks."""
+"""The typer application object shared by every command module, the error helper, output-path checks
+and the options that name a model (``--model``, ``--run``, ``--diffusers``, ``--data``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from ..diffusion_model import DiffusionModel
 
 app = typer.Typer(
     name="scoresde",
@@ -81,6 +87,63 @@ def output_folder(path: Path, option: str = "--out") -> Path:
     return path
 
 
-def write_failed(path: Path, err: OSError, option: str = "--out") -> NoReturn:
-    """One line for an output write that failed after the checks (disk full, a race)."""
-    fail(f"cannot write {option} {path}: {err.strerror or err}")
+def split_names(text: str, what: str) -> list[str]:
+    """A comma-separated option (``--solver a,b``) as its names; at least one."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        fail(f"--{what} needs at least one name")
+    return items
+
+
+@contextlib.contextmanager
+def writing(path: Path, option: str = "--out") -> Iterator[None]:
+    """Inside, an OSError (no permission, no such folder, a special file system, a full disk) is one
+    line naming ``option`` and ``path``, and exit code 2."""
+    try:
+        yield
+    except OSError as err:
+        fail(f"cannot write {option} {path}: {err.strerror or err}")
+
+
+def check_device(device: str) -> None:
+    """``--device``: cpu, cuda or cuda:N, and a CUDA device torch can see."""
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError:
+        fail(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail("--device cuda was asked for but torch sees no CUDA device")
+
+
+# the options that name a model and its reference data, shared by sample, likelihood and evaluate
+RunOption = Annotated[Path | None, typer.Option("--run", help="trained run folder (default: the newest under ./runs)")]
+DiffusersOption = Annotated[
+    Path | None, typer.Option("--diffusers", help="diffusers folder (UNet2DModel + scheduler, save_pretrained)")
+]
+DataOption = Annotated[
+    str | None, typer.Option(help="reference data, a dataset name or path (default: the run's held-out split)")
+]
+
+
+def open_source(
+    *, model: str | None = None, run: Path | None = None, diffusers: Path | None = None, data: str | None = None,
+    device: str = "cpu",
+) -> DiffusionModel:  # fmt: skip
+    """:func:`scoresde.sources.open_model`, its notes printed one per line, its errors one line each.
+    The command line runs unconditional diffusers models only."""
+    from ..sources import open_model
+
+    try:
+        dm = open_model(model=model, run=run, diffusers=diffusers, data=data, device=device)
+    except (ValueError, TypeError, ImportError) as err:
+        fail(str(err))
+    for note in dm.provenance.notes:
+        typer.echo(f"note: {note}", err=True)
+    if dm.provenance.source == "diffusers" and dm.num_classes is not None:
+        fail(
+            f"{diffusers} holds a class-conditional UNet ({dm.num_classes} classes); the command line runs "
+            "unconditional models: in Python call dm.model(x, t, y=labels)"
+        )
+    return dm

@@ -8,9 +8,7 @@ config is used and only the fields marked resumable (the run-length and logging 
 
 from __future__ import annotations
 
-import datetime
 import inspect
-import json
 import os
 import types
 import typing
@@ -21,9 +19,6 @@ import typer
 
 from .. import config as cfg
 from .app import app, fail
-
-RESUMABLE = cfg.resumable()
-"""The dotted config paths that may differ from the saved config when resuming."""
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -89,19 +84,12 @@ _QUIET = _keyword("quiet", False, bool, "--quiet", help="No progress bar.")
 
 def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool, **flags: Any) -> None:
     """Train a score model: `scoresde train` alone trains a small UNet on 8x8 digits in a few minutes."""
-    from .. import checkpoint as ckpt
-    from ..runlock import lock_run
-    from ..train import Trainer, TrainingDiverged
+    from ..trainer import TrainingDiverged, train_in_folder
 
-    def warn(message: str) -> None:
-        typer.echo(f"warning: {message}", err=True)
+    def echo_err(message: str) -> None:
+        typer.echo(message, err=True)
 
-    lock = None
     try:
-        if out is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 writes
-            # held from before the folder is looked at (re-entrant: the trainer takes it again before it writes);
-            # a folder that does not exist yet is locked by the trainer when it creates it
-            lock = lock_run(out, create=False)
         overrides = cfg.load_toml(config_file) if config_file is not None else {}
         for info in cfg.fields():
             value = flags.get(_param_name(info))
@@ -109,70 +97,23 @@ def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool,
                 item = _tuple_item(info.type)
                 value = _ints(value, info.flag) if item is int else _names(value) if item is str else value
                 cfg.replace_path(overrides, info.path, value)
-        checkpoint = None
-        if resume:
-            if out is None:
-                fail("--resume needs --out, the run folder to continue")
-            if not out.is_dir() or ckpt.latest_checkpoint(out) is None:
-                fail(f"nothing to resume: {out} has no checkpoint")
-            checkpoint = ckpt.load_latest(out, warn=warn)  # read once; the trainer resumes from it
-            refuse_changes(checkpoint.config, overrides)
-            config = cfg.from_dict(cfg.merge(checkpoint.config, overrides))
-        else:
-            config = cfg.from_dict(overrides)
-            if out is None:
-                stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-                out = Path("runs") / f"{Path(config.data.name).stem}-{stamp}"
-            if ckpt.latest_checkpoint(out) is not None:
-                fail(
-                    f"run folder {out} already holds checkpoints; pass --resume to continue it or choose another --out"
-                )
-        trainer = Trainer(
-            config, out, resume=checkpoint or False, progress=not quiet, log=lambda m: typer.echo(m, err=True)
+        result = train_in_folder(
+            out, overrides, resume=resume, progress=not quiet, log=echo_err, announce=None if quiet else typer.echo
         )
-        if not quiet and trainer.rank == 0:
-            typer.echo(f"training {config.steps} steps into {out} on {trainer.device} ({trainer.world} rank(s))")
-        try:
-            result = trainer.run()
-        finally:
-            trainer.close()
     except KeyboardInterrupt:
         fail("aborted by a second Ctrl-C; the newest complete checkpoint is kept", code=130)
-    except TrainingDiverged as err:
+    except (TrainingDiverged, ValueError, TypeError, OSError) as err:
         fail(str(err))
-    except (ValueError, TypeError, OSError) as err:
-        fail(str(err))
-    finally:
-        if lock is not None:
-            lock.release()
-    if result.interrupted:
-        typer.echo(
-            f"interrupted at step {result.step}; checkpoint saved: {result.checkpoint}\n"
-            f"continue with: scoresde train --out {out} --resume",
-            err=True,
+    run = result.provenance
+    if run.interrupted:
+        echo_err(
+            f"interrupted at step {run.step}; checkpoint saved: {run.checkpoint}\n"
+            f"continue with: scoresde train --out {run.run_dir} --resume"
         )
         raise typer.Exit(130)
-    if trainer.rank == 0:
-        loss = f", final loss {result.loss:.4f}" if result.loss is not None else ""
-        typer.echo(f"done: step {result.step}{loss}; run folder {out}")
-
-
-def refuse_changes(saved: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> None:
-    """ValueError if ``overrides`` changes a field of the ``saved`` config that is not resumable."""
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            refuse_changes(saved.get(key, {}), value, f"{prefix}{key}.")
-            continue
-        old = saved.get(key)
-        if isinstance(value, tuple):
-            value = list(value)
-        if f"{prefix}{key}" in RESUMABLE:
-            continue
-        if json.dumps(old) != json.dumps(value):
-            raise ValueError(
-                f"cannot change {prefix}{key} when resuming (the run has {old!r}, got {value!r}); "
-                f"only {', '.join(sorted(RESUMABLE))} may change"
-            )
+    if int(os.environ.get("RANK", "0")) == 0:
+        loss = f", final loss {run.loss:.4f}" if run.loss is not None else ""
+        typer.echo(f"done: step {run.step}{loss}; run folder {run.run_dir}")
 
 
 # the command's signature: the fixed options, one option per config field, then --quiet

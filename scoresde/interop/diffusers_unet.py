@@ -1,64 +1,38 @@
-"""Models from other libraries as scoresde models: diffusers pipelines and EDM / k-diffusion denoisers.
+"""A diffusers ``UNet2DModel`` and its scheduler as a scoresde model, offline and exactly.
 
-A scoresde model is ``model(x, t, **cond) -> prediction`` in continuous time t ∈ [0, T] with a
-``.prediction`` attribute (eps, score, x0 or v; docs/conventions.md §3). This module turns foreign models
-into that one protocol, offline and exactly:
-
-* :func:`from_diffusers` — a diffusers ``UNet2DModel`` and its scheduler (a ``save_pretrained``
-  folder or the objects). The scheduler's betas β_1..β_N become ``VPSDE.from_betas(betas)``, the
-  continuous VP SDE that is exact on the grid t_i = iT/N (ᾱ(t_i) = ``alphas_cumprod[i − 1]``), and
-  the UNet is shown the DDPM timestep i − 1 at t = t_i (the ``index`` time label). Its
-  ``prediction_type`` becomes ``.prediction``: epsilon → eps, v_prediction → v, sample → x0.
-* :func:`from_denoiser` / :func:`to_denoiser` — the denoiser D(x̃, σ̃) ≈ E[x_0 | x_0 + σ̃ n = x̃] of
-  Karras et al. (2022, "Elucidating the Design Space…", §2 and eq. 2–3) and k-diffusion, as an
-  x0-prediction model for *any* of our SDEs and back.
-
-The change of variables. Every SDE here has the marginal x_t = α(t) x_0 + σ(t) ε (docs/conventions.md §1).
-Dividing by α(t),
-
-    x̃ := x_t / α(t) = x_0 + σ̃ ε,    σ̃(t) := σ(t) / α(t) = exp(−λ(t)/2),
-
-which is EDM's variance-exploding form at noise level σ̃ (λ = log α²/σ² the log-SNR). Since
-x ↦ x/α is invertible, conditioning on x_t is conditioning on x̃, so
-
-    x̂_0(x_t, t) = E[x_0 | x_t] = E[x_0 | x_0 + σ̃ ε = x̃] = D(x_t/α(t), σ(t)/α(t))          (1)
-
-exactly, for VP, sub-VP and VE alike (VE: α = 1, σ̃ = σ). Conversely, given σ̃ the time is
-t = λ⁻¹(−2 log σ̃) (``sde.t_from_log_snr``) and
-
-    D(x̃, σ̃) = x̂_0(α(t) x̃, t).                                                            (2)
-
-(Karras et al. 2022, Table 1 and App. C.2 write VP in this form: x = s(t) x̃ with s = α, σ_EDM = σ̃.)
+The scheduler's betas β_1..β_N become ``VPSDE.from_betas(betas)``, the continuous VP SDE that is
+exact on the grid t_i = iT/N (ᾱ(t_i) = ``alphas_cumprod[i − 1]``), and the UNet is shown the DDPM
+timestep i − 1 at t = t_i (the ``index`` time label). Its ``prediction_type`` becomes
+``.prediction``: epsilon → eps, v_prediction → v, sample → x0. :func:`from_diffusers` returns a
+:class:`~scoresde.diffusion_model.DiffusionModel` whose sampling defaults are the scheduler's:
+``clip_sample`` → ``clip_x0`` (on by default in diffusers' DDPM and DDIM schedulers) and, for
+``ancestral``, ``variance_type`` fixed_small / fixed_large → ``variance`` small / large. scoresde's
+solvers keep ε̂ consistent with the clipped x̂_0 (DDIM's ``use_clipped_model_output=True``). The time
+grid is scoresde's; :func:`scheduler_grid` gives the exact times a diffusers scheduler visits, to
+reproduce it step for step.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._checks import append_dims
-from .param import PREDICTIONS, TIME_LABELS, convert
-from .sde import SDE, VPSDE
+from ..diffusion_model import DiffusionModel, Provenance
+from ..param import PREDICTIONS, TIME_LABELS
+from ..sde import VPSDE
 
 __all__ = [
     "DIFFUSERS_PREDICTIONS",
     "SUPPORTED_SCHEDULERS",
-    "DenoiserModel",
     "DiffusersModel",
-    "ModelDenoiser",
-    "Pretrained",
-    "from_denoiser",
     "from_diffusers",
-    "to_denoiser",
+    "scheduler_grid",
 ]
 
 DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
@@ -142,71 +116,6 @@ class DiffusersModel(nn.Module):
         if out.shape[1] == 2 * x.shape[1]:  # learned variance (Nichol & Dhariwal 2021): keep the mean part
             out = out[:, : x.shape[1]]
         return out
-
-
-@dataclass(frozen=True)
-class Pretrained:
-    """A foreign model made a scoresde model, with what describes it.
-
-    Attributes:
-        model: ``model(x, t, **cond) -> prediction`` in continuous t; ``model.prediction``.
-        sde: the forward SDE it was trained on (``VPSDE.from_betas`` of the scheduler's betas).
-        prediction: what ``model`` returns (``eps``, ``v`` or ``x0``), also ``model.prediction``.
-        data_shape: (C, H, W) of one sample.
-        num_classes: the number of classes of a class-embedding UNet, else ``None``.
-        N: the number of training timesteps (``num_train_timesteps``).
-        clip_x0: the scheduler's x̂_0 clipping (``clip_sample`` → ``clip_sample_range``), or ``None``.
-        variance: the ancestral variance its ``variance_type`` implies (``small`` β̃_i or ``large`` β_i).
-        notes: scheduler settings scoresde does not reproduce (e.g. dynamic thresholding), one line each.
-        unet, scheduler: the diffusers objects (the scheduler is never stepped here).
-        source: where it came from (a folder or "objects").
-
-    Sampling defaults: :meth:`sample_options` gives the keyword arguments of ``sd.sample`` that the
-    scheduler implies — ``clip_x0`` for every solver (diffusers' ``DDPMScheduler`` and
-    ``DDIMScheduler`` clip x̂_0 to [−1, 1] by default) and, for ``ancestral``, ``variance``
-    (``fixed_small`` → ``small``, ``fixed_large`` → ``large``). scoresde's solvers keep ε̂
-    consistent with the clipped x̂_0 (DDIM's ``use_clipped_model_output=True``). The time grid is
-    scoresde's (``grid=``, ``steps=``); :meth:`scheduler_grid` gives the exact times a diffusers
-    scheduler visits (its ``timestep_spacing`` and ``steps_offset``), to reproduce it step for step.
-    """
-
-    model: DiffusersModel = field(repr=False)
-    sde: VPSDE
-    prediction: str
-    data_shape: tuple[int, ...]
-    num_classes: int | None
-    N: int
-    clip_x0: float | None = None
-    variance: str = "small"
-    notes: tuple[str, ...] = ()
-    unet: Any = field(default=None, repr=False)
-    scheduler: Any = field(default=None, repr=False)
-    source: str = "objects"
-
-    def sample_options(self, solver: str = "ancestral") -> dict[str, Any]:
-        """Keyword arguments of ``sd.sample`` implied by the scheduler, for ``solver``."""
-        options: dict[str, Any] = {}
-        if self.clip_x0 is not None:
-            options["clip_x0"] = self.clip_x0
-        if solver == "ancestral":
-            options["variance"] = self.variance
-        return options
-
-    def scheduler_grid(self, steps: int) -> Tensor:
-        """The float64 times t_0 = 0 < … of the timesteps ``scheduler.set_timesteps(steps)`` visits.
-
-        Timestep k is t = (k + 1)T/N (the inverse of the ``index`` label); t_0 = 0 is the clean end
-        (DDIM's ``set_alpha_to_one``). Pass it as ``sd.sample(..., grid=pre.scheduler_grid(50))``.
-        """
-        if self.scheduler is None:
-            raise ValueError("this Pretrained has no diffusers scheduler to read timesteps from")
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        scheduler = copy.deepcopy(self.scheduler)  # set_timesteps mutates the scheduler
-        scheduler.set_timesteps(int(steps))
-        k = torch.as_tensor(scheduler.timesteps, dtype=torch.float64).unique()  # sorted ascending
-        times = (k + 1) * (self.sde.T / self.N)
-        return torch.cat([times.new_zeros(1), times])
 
 
 def _num_classes(config) -> int | None:
@@ -304,7 +213,7 @@ def from_diffusers(
     *,
     time_label: str = "index",
     device: str | torch.device | None = None,
-) -> Pretrained:
+) -> DiffusionModel:
     """A diffusers UNet2DModel + scheduler as a scoresde model, its exact VP SDE and its defaults.
 
     Args:
@@ -318,9 +227,11 @@ def from_diffusers(
         device: move the UNet there (default: where it is).
 
     Returns:
-        A :class:`Pretrained`: ``.model`` (eval mode, no grad), ``.sde`` with
-        ``sde.discretize(N).alpha_bars[1:] == scheduler.alphas_cumprod`` (to float32 rounding),
-        ``.prediction``, ``.data_shape``, ``.num_classes`` and the sampling defaults.
+        A :class:`~scoresde.diffusion_model.DiffusionModel`: ``.model`` (eval mode, no grad; the UNet
+        is ``.model.unet``), ``.sde`` with ``sde.discretize(N).alpha_bars[1:] == scheduler.alphas_cumprod``
+        (to float32 rounding), ``.N``, ``.data_shape``, ``.num_classes``, the sampling defaults
+        ``.clip_x0`` and ``.variance``, and ``.provenance``: ``notes`` (scheduler settings scoresde does
+        not reproduce, e.g. dynamic thresholding; also warned) and ``origin``, the scheduler.
 
     Raises:
         ValueError: a folder without a UNet or scheduler, a hub id with no local copy, an unsupported
@@ -401,132 +312,33 @@ def from_diffusers(
     model.requires_grad_(False).eval()
     if device is not None:
         model.to(device)
-    return Pretrained(
-        model=model,
-        sde=sde,
-        prediction=prediction,
-        data_shape=data_shape,
+    description = f"diffusers {where} ({type(scheduler).__name__}, {prediction}-prediction, N={N})"
+    return DiffusionModel(
+        model,
+        sde,
+        data_shape,
+        "images",
+        Provenance("diffusers", description, notes=tuple(notes), origin=scheduler),
         num_classes=model.num_classes,
         N=N,
         clip_x0=clip_x0,
         variance=variance,
-        notes=tuple(notes),
-        unet=unet,
-        scheduler=scheduler,
-        source=where,
     )
 
 
-# --------------------------------------------------------------------------- EDM / k-diffusion
+def scheduler_grid(dm: DiffusionModel, steps: int) -> Tensor:
+    """The float64 times t_0 = 0 < … of the timesteps ``scheduler.set_timesteps(steps)`` visits, for a
+    model made by :func:`from_diffusers`.
 
-DenoiserFn = Callable[..., Tensor]
-
-
-def _check_output(out: Any, x: Tensor, who: str, where: str) -> Tensor:
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"{who} returned shape {got} at {where}; it must have the shape of its input, {tuple(x.shape)}"
-        )
-    if not math.isfinite(out.sum().item()) and not bool(torch.isfinite(out).all()):
-        raise ValueError(f"{who} returned non-finite values (NaN or inf) at {where}")
-    return out
-
-
-class DenoiserModel(nn.Module):
-    """An EDM / k-diffusion denoiser as an x0-prediction model of ``sde``, by eq. (1) of the module:
-
-        x̂_0(x, t) = D(x/α(t), σ(t)/α(t)).
-
-    ``D(x̃, sigma, **cond)`` gets σ̃ as a tensor of shape (batch,) in x's dtype (as k-diffusion's
-    wrappers and EDM's networks take it). Its output is checked: the shape of x and finite.
+    Timestep k is t = (k + 1)T/N (the inverse of the ``index`` label); t_0 = 0 is the clean end
+    (DDIM's ``set_alpha_to_one``). Pass it as ``sd.sample(..., grid=scheduler_grid(dm, 50))``.
     """
-
-    prediction = "x0"
-
-    def __init__(self, denoiser: DenoiserFn, sde: SDE) -> None:
-        super().__init__()
-        if not callable(denoiser):
-            raise TypeError(f"the denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a scoresde SDE (sd.VPSDE(), ...), got {type(sde).__name__}")
-        self.denoiser, self.sde = denoiser, sde
-
-    def forward(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        alpha, sigma = self.sde.marginal(t.to(torch.float64))  # float64, checked in [0, T]
-        x_tilde = x / append_dims(alpha.to(x.dtype), x.ndim)  # (1): x̃ = x/α
-        sigma_tilde = (sigma / alpha).to(x.dtype)  # σ̃ = σ/α = exp(−λ/2)
-        out = self.denoiser(x_tilde, sigma_tilde, **cond)
-        where = f"sigma={sigma_tilde.max().item():.6g} (t={t.max().item():.6g})"
-        return _check_output(out, x, "the denoiser", where)
-
-
-class ModelDenoiser(nn.Module):
-    """A scoresde model as an EDM / k-diffusion denoiser D(x̃, σ̃), by eq. (2) of the module:
-
-        t = λ⁻¹(−2 log σ̃),   D(x̃, σ̃) = x̂_0(α(t) x̃, t).
-
-    ``sigma`` is a scalar or a tensor of shape (batch,). Attributes ``sigma_min`` / ``sigma_max``
-    are σ̃ at t = 1e-5 and at T (k-diffusion's ``DiscreteSchedule`` exposes the same); σ̃ above
-    ``sigma_max`` is refused (it lies beyond the SDE's end time T).
-    """
-
-    def __init__(self, model: Callable[..., Tensor], sde: SDE, prediction: str) -> None:
-        super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-        self.model, self.sde, self.prediction = model, sde, prediction
-        ends = torch.tensor([1e-5, sde.T], dtype=torch.float64)
-        self.sigma_min, self.sigma_max = torch.exp(-0.5 * sde.log_snr(ends)).tolist()
-
-    def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(
-                f"sigma must be a scalar or have shape (batch,) = ({x.shape[0]},), got {tuple(sigma.shape)}"
-            )
-        if not bool(torch.isfinite(sigma).all()) or bool((sigma < 0).any()):
-            raise ValueError(f"sigma must be finite and >= 0, got values in [{sigma.min():.6g}, {sigma.max():.6g}]")
-        if sigma.max().item() > self.sigma_max * (1 + 1e-6):
-            raise ValueError(
-                f"sigma={sigma.max().item():.6g} exceeds the SDE's largest noise level σ(T)/α(T) = {self.sigma_max:.6g}"
-            )
-        t = self.sde.t_from_log_snr(-2 * torch.log(sigma)).clamp(0, self.sde.T)  # λ = −2 log σ̃
-        alpha, sig = self.sde.marginal(t)
-        a, s = append_dims(alpha.to(x.dtype), x.ndim), append_dims(sig.to(x.dtype), x.ndim)
-        x_t = a * x  # (2): x_t = α(t) x̃
-        pred = self.model(x_t, t.to(x.dtype), **cond)
-        _check_output(pred, x, "the model", f"t={t.max().item():.6g}")
-        return convert(pred, self.prediction, "x0", x_t, a, s)
-
-
-def from_denoiser(denoiser: DenoiserFn, sde: SDE | None = None) -> DenoiserModel:
-    """Wrap an EDM / k-diffusion denoiser D(x̃, σ̃) ≈ E[x_0 | x_0 + σ̃ n = x̃] as a model of ``sde``.
-
-    The result is ``model(x, t, **cond) -> x̂_0`` with ``model.prediction == "x0"``, through
-    x̂_0(x, t) = D(x/α(t), σ(t)/α(t)) (the module's eq. 1; exact for every SDE with Gaussian
-    marginals x_t = α x_0 + σ ε). Any of our solvers and likelihoods then run it:
-    ``sd.sample(m, sde, shape, "dpm-solver++", 20, prediction=m.prediction)``. The SDE only sets
-    which σ̃ each t visits (default: ``VPSDE()``); D's own training range of σ̃ should cover
-    [σ(t_min)/α(t_min), σ(T)/α(T)] (≈ [0.03, 157] for the default VP SDE and t_min = 1e-3).
-    """
-    return DenoiserModel(denoiser, VPSDE() if sde is None else sde)
-
-
-def to_denoiser(model: Callable[..., Tensor], sde: SDE, prediction: str | None = None) -> ModelDenoiser:
-    """A scoresde model as an EDM / k-diffusion denoiser ``D(x̃, sigma, **cond) -> x̂_0``.
-
-    D(x̃, σ̃) = x̂_0(α(t) x̃, t) with t = λ⁻¹(−2 log σ̃) (the module's eq. 2), so k-diffusion-style
-    samplers (Karras et al. 2022, Alg. 1–2, which integrate dx̃/dσ̃ = (x̃ − D)/σ̃) run a scoresde
-    model. ``prediction`` defaults to ``model.prediction``.
-    """
-    if prediction is None:
-        prediction = getattr(model, "prediction", None)
-        if prediction is None:
-            raise ValueError("to_denoiser needs prediction=... (the model has no .prediction attribute)")
-    return ModelDenoiser(model, sde, prediction)
+    if dm.provenance.source != "diffusers":
+        raise ValueError(f"scheduler_grid needs a model made by from_diffusers, got {dm.description}")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    scheduler = copy.deepcopy(dm.provenance.origin)  # set_timesteps mutates the scheduler
+    scheduler.set_timesteps(int(steps))
+    k = torch.as_tensor(scheduler.timesteps, dtype=torch.float64).unique()  # sorted ascending
+    times = (k + 1) * (dm.sde.T / dm.N)
+    return torch.cat([times.new_zeros(1), times])

@@ -1,0 +1,159 @@
+"""A model ready to use: the network, its SDE, the data it models and where it came from.
+
+Every way of getting a model hands back one frozen :class:`DiffusionModel`:
+:func:`scoresde.run_folder.load_run` (a trained run folder), :func:`scoresde.trainer.train` (a model
+trained just now, in memory or in a run folder), :func:`scoresde.interop.from_diffusers`,
+:func:`scoresde.interop.from_denoiser` and the analytic distributions' ``.diffusion_model(sde)``
+(:mod:`scoresde.analytic`); :func:`scoresde.sources.open_model` opens any of them by name, as the
+commands do. Sampling to a file (:func:`scoresde.generation.generate`), evaluation and likelihoods
+(:mod:`scoresde.evaluation`) take it, typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from .sde import SDE
+
+__all__ = ["SOURCES", "DiffusionModel", "Provenance"]
+
+SOURCES = ("run", "training", "diffusers", "denoiser", "analytic")
+"""Where a :class:`DiffusionModel` can come from (:attr:`Provenance.source`)."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a :class:`DiffusionModel` came from.
+
+    Attributes:
+        source: one of :data:`SOURCES`.
+        description: one line naming it, for reports (``run runs/x (step 1200)``, ``analytic gmm``, …).
+        run_dir: the run folder (a run, or a model trained into one), else None.
+        step: the training step of its weights (runs and training), else None.
+        checkpoint: the checkpoint's JSON path, else None.
+        config: the :class:`~scoresde.config.TrainConfig` it was trained with, else None.
+        metrics: the metrics records logged by :func:`~scoresde.trainer.train` (oldest first).
+        interrupted: training stopped early by Ctrl-C (a checkpoint was saved first).
+        notes: settings of the original that scoresde does not reproduce, one line each (diffusers).
+        origin: the object it was made from: the analytic distribution (its exact ``log_prob`` and
+            components), the diffusers scheduler, or the EDM denoiser.
+    """
+
+    source: str
+    description: str
+    run_dir: Path | None = None
+    step: int | None = None
+    checkpoint: Path | None = None
+    config: Any = None
+    metrics: tuple[dict[str, Any], ...] = ()
+    interrupted: bool = False
+    notes: tuple[str, ...] = ()
+    origin: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown source {self.source!r}; choose one of: {', '.join(SOURCES)}")
+
+    @property
+    def loss(self) -> float | None:
+        """The mean training loss of the last metrics record, or None."""
+        return self.metrics[-1]["loss"] if self.metrics else None
+
+
+@dataclass(frozen=True)
+class DiffusionModel:
+    """A model ready to use.
+
+    Attributes:
+        model: ``model(x, t, **cond) -> prediction`` in continuous t, eval mode, carrying
+            ``.prediction`` (docs/conventions.md §3); a class-conditional model takes ``y=labels``.
+        sde: the forward SDE it was trained with.
+        data_shape: the shape of one sample (no batch dimension); None when unknown (a denoiser
+            given without one).
+        kind: ``points`` (vectors) or ``images``.
+        num_classes: K of a class-conditional model (labels 0 … K − 1, K the null label), else None.
+        class_names: the name of each class id, else None.
+        reference: reference data (a run's held-out split, ``--data``, draws of an analytic model) or None.
+        reference_labels: the class labels of ``reference`` (labelled data), else None.
+        dataset: the reference data's name or path (decides quantization levels and the classifier).
+        N: the default chain length of the discrete VLB (the training N; a scheduler's timesteps).
+        clip_x0: x̂_0 clipping every solver applies by default (1 for images; a scheduler's
+            ``clip_sample_range``), or None.
+        variance: the ancestral variance the original implies (a diffusers ``variance_type``), or
+            None for the solver's own default.
+        provenance: where it came from (:class:`Provenance`).
+    """
+
+    model: Any
+    sde: SDE
+    data_shape: tuple[int, ...] | None
+    kind: str
+    provenance: Provenance
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    reference: Tensor | None = field(default=None, repr=False)
+    reference_labels: Tensor | None = field(default=None, repr=False)
+    dataset: str | None = None
+    N: int = 1000
+    clip_x0: float | None = None
+    variance: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("points", "images"):
+            raise ValueError(f"kind must be 'points' or 'images', got {self.kind!r}")
+        if getattr(self.model, "prediction", None) is None:
+            raise TypeError("the model must carry .prediction (wrap it with sd.as_model(net, prediction=...))")
+
+    @property
+    def prediction(self) -> str:
+        """What :attr:`model` returns: ``eps``, ``score``, ``x0`` or ``v``."""
+        return self.model.prediction
+
+    @property
+    def description(self) -> str:
+        return self.provenance.description
+
+    def sample_options(self, solver: str) -> dict[str, Any]:
+        """The keyword arguments of ``sd.sample`` this model implies for ``solver``."""
+        options: dict[str, Any] = {}
+        if self.clip_x0 is not None:
+            options["clip_x0"] = self.clip_x0
+        if self.variance is not None and solver == "ancestral":
+            options["variance"] = self.variance
+        return options
+
+    def class_id(self, text: int | str, option: str = "--class") -> int | str:
+        """A class given as an id, a class name or ``all``, checked against the model.
+
+        ValueError (naming ``option``) for any class on an unconditional model, an unknown name
+        or an id out of range.
+        """
+        if self.num_classes is None:
+            raise ValueError(
+                f"{option} needs a class-conditional model, but {self.description} is unconditional "
+                "(train one with `scoresde train --conditional`)"
+            )
+        given_id = isinstance(text, int) and not isinstance(text, bool)
+        text = str(text).strip()
+        if text == "all":
+            return "all"
+        names = self.class_names or tuple(str(i) for i in range(self.num_classes))
+        if not given_id and text in names:  # a name first: class names may look like other ids
+            return names.index(text)
+        try:
+            k = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{option} {text!r} is not a class of {self.description}; give an id 0 … {self.num_classes - 1}, "
+                f"a class name ({', '.join(names)}) or all"
+            ) from None
+        if not 0 <= k < self.num_classes:
+            raise ValueError(
+                f"{option} {k} is out of range: {self.description} has {self.num_classes} classes, "
+                f"ids 0 … {self.num_classes - 1}"
+            )
+        return k
