@@ -102,8 +102,10 @@ def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool,
         )
     except KeyboardInterrupt:
         fail("aborted by a second Ctrl-C; the newest complete checkpoint is kept", code=130)
-    except (TrainingDiverged, ValueError, TypeError, OSError) as err:
+    except (TrainingDiverged, ValueError, TypeError) as err:
         fail(str(err))
+    except OSError as err:  # writing the run folder failed (the data's readers raise ValueError)
+        fail(f"cannot write --out {out or 'runs/'}: {err.strerror or err}")
     run = result.provenance
     if run.interrupted:
         echo_err(
