@@ -71,7 +71,7 @@ def trainer_loop(config, dataset, steps: int, clip=None) -> tuple[float, float]:
 
 def clip_micro(model, repeats: int, calls: int = 300) -> dict[str, float]:
     """µs per clipping call on ``model``'s parameter shapes (random gradients of norm > 1): median of ``repeats``."""
-    from scoresde.trainer import clip_grad_norm
+    from scoresde.optim import clip_grad_norm
 
     params = [p for p in model.parameters() if p.requires_grad]
     out = {}

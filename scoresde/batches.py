@@ -4,7 +4,8 @@ Epochs are seeded permutations of the training set laid end to end and batch ``s
 next ``batch_size`` positions of that sequence (:func:`batch_indices`); ``--hflip`` mirrors the
 rows :func:`hflip_mask` draws from (seed, step). Nothing depends on what ran before, so a resumed
 run sees the same batches as an uninterrupted one, every rank takes its own slice of the same
-global batch, and the in-memory and streaming paths (:mod:`scoresde.streaming`) agree bitwise.
+global batch, and the in-memory (:class:`MemoryBatches`) and streaming paths
+(:class:`scoresde.streaming.StreamingBatches`) agree bitwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["batch_indices", "epoch_permutation", "hflip", "hflip_mask"]
+__all__ = ["MemoryBatches", "batch_indices", "epoch_permutation", "hflip", "hflip_mask"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,3 +58,43 @@ def hflip_mask(step: int, batch_size: int, seed: int) -> Tensor:
 def hflip(x: Tensor, mask: Tensor) -> Tensor:
     """``x`` (B, C, H, W) with the rows where ``mask`` holds mirrored along the width."""
     return torch.where(mask.to(x.device).view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
+
+
+class MemoryBatches:
+    """``batches(step)`` → this rank's slice of global batch ``step`` of a training set held in memory
+    (on ``device``), flipped by ``flip`` (:func:`hflip_mask`); ``batches.labels(step)`` its labels.
+
+    The in-memory twin of :class:`scoresde.streaming.StreamingBatches` (same batches, bitwise).
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        labels: Tensor | None,
+        batch_size: int,
+        seed: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        flip: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.x = x.to(device)
+        self.y = labels.to(device) if labels is not None else None
+        self.batch_size, self.seed, self.flip, self.device = batch_size, seed, flip, torch.device(device)
+        per_rank = batch_size // world
+        self.ranks = slice(rank * per_rank, (rank + 1) * per_rank)
+
+    def rows(self, step: int) -> Tensor:
+        """The indices into the training set of this rank's slice of batch ``step``."""
+        return batch_indices(step, len(self.x), self.batch_size, self.seed)[self.ranks].to(self.device)
+
+    def __call__(self, step: int) -> Tensor:
+        x = self.x[self.rows(step)]
+        return hflip(x, hflip_mask(step, self.batch_size, self.seed)[self.ranks]) if self.flip else x
+
+    def labels(self, step: int) -> Tensor | None:
+        return None if self.y is None else self.y[self.rows(step)]
+
+    def close(self) -> None:
+        pass

@@ -1,5 +1,5 @@
 """Everything a :class:`~scoresde.config.TrainConfig` describes, built: the SDE, the model, the
-optimizer, the loss's weighting and time sampler, and the training data.
+loss's weighting and time sampler, and the training data (the optimizer: :mod:`scoresde.optim`).
 
 :func:`validate` checks a config before any work (the trainer calls it first); the builders
 assume a valid config. Loading and writing run folders is :mod:`scoresde.run_folder`'s job; the
@@ -12,10 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import torch
-from torch import nn
-
-from .config import OptimConfig, TrainConfig, check, registry_options
+from .config import TrainConfig, check, registry_options
 from .data import Dataset
 from .losses import TIME_SAMPLERS, WEIGHTINGS, TimeSampler, Weighting
 from .nets import make_network
@@ -25,7 +22,6 @@ from .sde import SDE, make_sde
 __all__ = [
     "build_dataset",
     "build_model",
-    "build_optimizer",
     "build_sde",
     "check_conditional",
     "loss_parts",
@@ -68,19 +64,6 @@ def build_model(
 def model_prediction(config: TrainConfig) -> str:
     """What the built model returns: ``x0`` under the ``edm`` preconditioning, else ``model.prediction``."""
     return "x0" if config.model.precondition == "edm" else config.model.prediction
-
-
-def build_optimizer(params: list[nn.Parameter], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW as ``optim`` says; the learning rate is set every step (:meth:`Trainer.lr`)."""
-    # fused AdamW: one kernel over all parameters (CPU and CUDA); on the CPU ~6x cheaper than the default
-    # per-tensor loop, ~4% of a tiny-UNet step (benchmarks/peers.py)
-    return torch.optim.AdamW(
-        params,
-        lr=optim.lr,
-        betas=(optim.beta1, optim.beta2),
-        weight_decay=optim.weight_decay,
-        fused=device.type in ("cpu", "cuda"),
-    )
 
 
 def loss_parts(config: TrainConfig) -> tuple[Weighting, TimeSampler]:

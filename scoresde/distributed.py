@@ -4,11 +4,17 @@
 :func:`setup` joins the group it describes (NCCL on GPUs, each rank on ``cuda:LOCAL_RANK``; gloo
 on CPU) and returns a :class:`Distributed` handle. Without ``torchrun`` the handle is a single
 rank and every method is a no-op, so the trainer runs the same code either way.
+
+:func:`stop_on_sigint` turns the first Ctrl-C into a stop request (the trainer finishes the step,
+every rank agreeing through :meth:`Distributed.any`, and saves a checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Distributed", "setup"]
+__all__ = ["Distributed", "setup", "stop_on_sigint"]
 
 
 @dataclass
@@ -90,3 +96,31 @@ def setup(device: str = "auto") -> Distributed:
     if dist.is_initialized():
         return Distributed(dist.get_world_size(), dist.get_rank(), chosen, owns)
     return Distributed(1, 0, chosen, owns)
+
+
+@contextlib.contextmanager
+def stop_on_sigint(stop: Callable[[], None]):
+    """While inside, the first Ctrl-C calls ``stop()`` (finish the step, save, return), the second one
+    raises KeyboardInterrupt. Only in the main thread (signals cannot be caught elsewhere)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    requested = False
+
+    def handler(signum, frame):
+        nonlocal requested
+        if requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        requested = True
+        stop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------- the trainer

@@ -7,7 +7,7 @@ turn (the same numbers as one call of :func:`scoresde.samplers.sample` with ``ba
 shows is kept (64 images; one row per class; every vector), so memory does not grow with ``num``.
 For an analytic model the ground truth is known, and running statistics of the samples come back
 in :attr:`Generated.stats`: mean log p_data, the mode-weight error, and the share of samples in
-their class's component.
+their class's component. :func:`preview` is the trainer's picture of its EMA model.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,7 +29,19 @@ from .diffusion_model import DiffusionModel
 from .imageio import fsync_folder, image_grid, save_png, scatter_image
 from .labels import class_rows
 
-__all__ = ["AUTO_SOLVER", "GRID_PER_CLASS", "Generated", "NpzWriter", "auto_solver", "generate", "picture"]
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = [
+    "AUTO_SOLVER",
+    "GRID_PER_CLASS",
+    "Generated",
+    "NpzWriter",
+    "auto_solver",
+    "generate",
+    "picture",
+    "preview",
+]
 
 AUTO_SOLVER = {"exact": "unipc", "trained": "sde-dpm-solver++"}
 """``solver="auto"``: with an exact score (an analytic model) the accurate ODE solve is best (unipc wins
@@ -260,3 +272,25 @@ def generate(
             stats["mode_error"] = 0.5 * (counts / counts.sum() - truth.weights).abs().sum().item()
     where = Path(out) if out is not None else None
     return Generated(samples, labels, where, solver, steps, num, nfe, seconds, per_class, cond.get("guidance"), stats)
+
+
+@torch.no_grad()
+def preview(
+    model: torch.nn.Module, sde, config: TrainConfig, kind: str, heldout: Tensor, num_classes: int | None = None
+):
+    """A picture of samples of ``model``: a grid (images) or a scatter plot over ``heldout`` (points).
+
+    Always the same noise (seeded by ``config.seed``), so pictures of successive steps compare.
+    A class-conditional model (``num_classes`` K) is sampled at w = 1 with one row per class
+    (``sample_num // K`` per class, at least one).
+    """
+    from .samplers import sample
+
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(config.seed + 12345)
+    per_class = max(1, config.sample_num // num_classes) if num_classes else None
+    y = {"y": class_rows(num_classes, per_class).to(device)} if num_classes else {}
+    shape = (per_class * num_classes if num_classes else config.sample_num, *heldout.shape[1:])
+    clip = {"clip_x0": 1.0} if kind == "images" else {}
+    x = sample(model, sde, shape, config.sample_solver, config.sample_steps, generator=g, **y, **clip)
+    return picture(x, kind, heldout, nrow=per_class)

@@ -41,13 +41,16 @@ from .runlock import RunLock, lock_run
 __all__ = [
     "REFERENCE_MAX",
     "PreparedRun",
+    "check_fits",
     "latest_run",
     "load_run",
+    "model_meta",
     "new_run_dir",
     "prepare_run",
     "read_metrics",
     "refuse_changes",
     "resume_point",
+    "run_model",
     "write_run_files",
 ]
 
@@ -186,6 +189,32 @@ def prepare_run(
     return PreparedRun(config, run_dir, checkpoint, lock)
 
 
+def model_meta(config: cfg.TrainConfig, dataset: Dataset, num_classes: int | None) -> dict[str, Any]:
+    """What a checkpoint records about its model (:func:`load_run` rebuilds the model from it)."""
+    return {
+        "config": cfg.to_dict(config),
+        "data_shape": list(dataset.data_shape),
+        "kind": dataset.kind,
+        "num_classes": num_classes,
+        "class_names": list(dataset.class_names) if num_classes else None,
+    }
+
+
+def check_fits(checkpoint: ckpt.Checkpoint, data_shape: tuple[int, ...], num_classes: int | None) -> None:
+    """ValueError unless ``checkpoint`` was trained on data of ``data_shape`` with ``num_classes`` (resume)."""
+    meta, path = checkpoint.meta, checkpoint.path
+    if tuple(meta["data_shape"]) != data_shape:
+        raise ValueError(
+            f"checkpoint {path} was trained on data of shape {tuple(meta['data_shape'])}, "
+            f"the data now has shape {data_shape}"
+        )
+    if meta["num_classes"] != num_classes:
+        raise ValueError(
+            f"checkpoint {path} was trained with num_classes={meta['num_classes']}, "
+            f"the run now has num_classes={num_classes}"
+        )
+
+
 def load_run(
     run_dir: str | os.PathLike, *, device: str | torch.device = "cpu", warn: Callable[[str], None] | None = None
 ) -> DiffusionModel:
@@ -238,9 +267,10 @@ def load_run(
         checkpoint=checkpoint.path,
         config=config,
     )
-    return DiffusionModel(
+    return run_model(
         built["model"],
         built["sde"],
+        config,
         built["data_shape"],
         built["kind"],
         provenance,
@@ -248,7 +278,23 @@ def load_run(
         class_names=built["class_names"],
         reference=reference,
         reference_labels=reference_labels,
-        dataset=config.data.path or config.data.name,
-        N=config.loss.N,
-        clip_x0=1.0 if built["kind"] == "images" else None,
+    )
+
+
+def run_model(
+    model: Any,
+    sde: Any,
+    config: cfg.TrainConfig,
+    data_shape: tuple[int, ...],
+    kind: str,
+    provenance: Provenance,
+    **fields: Any,
+) -> DiffusionModel:
+    """A model trained by scoresde as a :class:`DiffusionModel`: its reference data are named by the
+    config, the VLB's chain length is the training N, images are sampled with x̂_0 clipped to [−1, 1].
+    ``fields``: the record's other fields (classes, reference data)."""
+    dataset = config.data.path or config.data.name
+    clip = 1.0 if kind == "images" else None
+    return DiffusionModel(
+        model, sde, data_shape, kind, provenance, dataset=dataset, N=config.loss.N, clip_x0=clip, **fields
     )

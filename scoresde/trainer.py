@@ -18,11 +18,9 @@ each rank draws its own slice of every global batch and its own noise; rank 0 wr
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,15 +31,18 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .batches import batch_indices, hflip, hflip_mask
-from .build import build_dataset, build_model, build_optimizer, build_sde, check_conditional, validate
+from .batches import MemoryBatches
+from .build import build_dataset, build_model, build_sde, check_conditional, validate
 from .config import TrainConfig, to_dict
 from .data import Dataset
 from .diffusion_model import DiffusionModel, Provenance
 from .distributed import setup as setup_distributed
+from .distributed import stop_on_sigint
 from .ema import EMA
-from .labels import class_rows, drop_labels
+from .generation import preview
+from .labels import drop_labels
 from .losses import denoising_loss
+from .optim import build_optimizer, clip_grad_norm, learning_rate
 from .reporting import (
     EchoReporter,
     LossTally,
@@ -52,81 +53,23 @@ from .reporting import (
     metrics_record,
     truncate_metrics,
 )
-from .run_folder import REFERENCE_MAX, prepare_run, resume_point, write_run_files
+from .run_folder import (
+    REFERENCE_MAX,
+    check_fits,
+    model_meta,
+    prepare_run,
+    resume_point,
+    run_model,
+    write_run_files,
+)
 from .runlock import RunLock, lock_run
 from .streaming import StreamingBatches
 
-__all__ = ["Trainer", "TrainingDiverged", "clip_grad_norm", "stop_on_sigint", "train", "train_in_folder"]
+__all__ = ["Trainer", "TrainingDiverged", "train", "train_in_folder"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@torch.no_grad()
-def clip_grad_norm(grads: list[Tensor], max_norm: float) -> Tensor:
-    """Scale ``grads`` in place so that their joint 2-norm is at most ``max_norm``; returns the norm before.
-
-    The arithmetic of ``torch.nn.utils.clip_grad_norm_`` (the same result, bit for bit, for
-    gradients of one device and dtype: one ``_foreach_norm``, the norm of the norms, one
-    ``_foreach_mul_`` by min(1, max_norm/(norm + 1e-6))) without its per-call grouping and checks:
-    about a third of its cost on the small MLPs, where the trainer's fixed costs show
-    (benchmarks/results/training.md).
-    """
-    if not grads:
-        return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-    return total
-
-
-@torch.no_grad()
-def preview(model: nn.Module, sde, config: TrainConfig, kind: str, heldout: Tensor, num_classes: int | None = None):
-    """A picture of samples of ``model``: a grid (images) or a scatter plot over ``heldout`` (points).
-
-    Always the same noise (seeded by ``config.seed``), so pictures of successive steps compare.
-    A class-conditional model (``num_classes`` K) is sampled at w = 1 with one row per class
-    (``sample_num // K`` per class, at least one).
-    """
-    from .generation import picture
-    from .samplers import sample
-
-    device = next(model.parameters()).device
-    g = torch.Generator(device).manual_seed(config.seed + 12345)
-    per_class = max(1, config.sample_num // num_classes) if num_classes else None
-    y = {"y": class_rows(num_classes, per_class).to(device)} if num_classes else {}
-    shape = (per_class * num_classes if num_classes else config.sample_num, *heldout.shape[1:])
-    clip = {"clip_x0": 1.0} if kind == "images" else {}
-    x = sample(model, sde, shape, config.sample_solver, config.sample_steps, generator=g, **y, **clip)
-    return picture(x, kind, heldout, nrow=per_class)
-
-
-@contextlib.contextmanager
-def stop_on_sigint(stop: Callable[[], None]):
-    """While inside, the first Ctrl-C calls ``stop()`` (finish the step, save, return), the second one
-    raises KeyboardInterrupt. Only in the main thread (signals cannot be caught elsewhere)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    requested = False
-
-    def handler(signum, frame):
-        nonlocal requested
-        if requested:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        requested = True
-        stop()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-# --------------------------------------------------------------------------- the trainer
 
 
 class Trainer:
@@ -180,23 +123,15 @@ class Trainer:
         self.optimizer = build_optimizer(self.params, c.optim, self.device)
         self.weighting, self.time_sampler = weighting, time_sampler
         self.generator = torch.Generator(self.device).manual_seed(c.seed * 7919 + 101 + self.rank)
-        if isinstance(self.dataset.train, Tensor):  # in memory, on the device
-            self.train_x, self.stream = self.dataset.train.to(self.device), None
-        else:  # read batch by batch by DataLoader workers (scoresde.streaming)
-            self.train_x = None
-            self.stream = StreamingBatches(
-                self.dataset.train,
-                c.batch_size,
-                c.seed,
-                rank=self.rank,
-                world=self.world,
-                workers=c.data.workers,
-                flip=c.data.hflip,
-                device=self.device,
-            )
-        if self.num_classes and self.stream is not None:
+        d = self.dataset
+        if self.num_classes and not isinstance(d.train, Tensor):
             raise ValueError("conditional training on streamed data is not supported yet; use --stream off")
-        self.train_y = self.dataset.train_labels.to(self.device) if self.num_classes else None
+        where = {"rank": self.rank, "world": self.world, "flip": c.data.hflip, "device": self.device}
+        if isinstance(d.train, Tensor):  # in memory, on the device
+            labels = d.train_labels if self.num_classes else None
+            self.batches = MemoryBatches(d.train, labels, c.batch_size, c.seed, **where)
+        else:  # read batch by batch by DataLoader workers (scoresde.streaming)
+            self.batches = StreamingBatches(d.train, c.batch_size, c.seed, workers=c.data.workers, **where)
         self.step, self.metrics = 0, []
         self.last_checkpoint: Path | None = None
         # before anything is written: one writer per run folder (rank 0 writes for every rank)
@@ -243,8 +178,8 @@ class Trainer:
     def close(self) -> None:
         """Close the reporters, stop the data workers, release the run folder and leave the process group
         if this trainer created it."""
-        if getattr(self, "stream", None) is not None:
-            self.stream.close()
+        if getattr(self, "batches", None) is not None:
+            self.batches.close()
         self.reporter.close()
         self._release()
         self.dist.close()
@@ -258,16 +193,7 @@ class Trainer:
     def _restore(self, checkpoint: ckpt.Checkpoint) -> None:
         meta, path = checkpoint.meta, checkpoint.path
         try:
-            if tuple(meta["data_shape"]) != self.dataset.data_shape:
-                raise ValueError(
-                    f"checkpoint {path} was trained on data of shape {tuple(meta['data_shape'])}, "
-                    f"the data now has shape {self.dataset.data_shape}"
-                )
-            if meta.get("num_classes") != self.num_classes:
-                raise ValueError(
-                    f"checkpoint {path} was trained with num_classes={meta.get('num_classes')}, "
-                    f"the run now has num_classes={self.num_classes}"
-                )
+            check_fits(checkpoint, self.dataset.data_shape, self.num_classes)
             ckpt.load_training_state(checkpoint, self.model, self.ema, self.optimizer, self.device)
             rng = meta["rng"]
             if len(rng) != self.world:
@@ -285,34 +211,16 @@ class Trainer:
 
     # ---- one step ------------------------------------------------------------------------
     def lr(self, step: int) -> float:
-        """The learning rate of step ``step``: linear warm-up to ``optim.lr``."""
-        warmup = self.config.optim.warmup
-        return self.config.optim.lr * min(1.0, (step + 1) / warmup) if warmup else self.config.optim.lr
-
-    def rows(self, step: int) -> Tensor:
-        """The indices into the training set of this rank's slice of global batch ``step``
-        (a pure function of seed and step)."""
-        c = self.config
-        idx = batch_indices(step, len(self.train_x), c.batch_size, c.seed)
-        per_rank = c.batch_size // self.world
-        return idx[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.device)
+        """The learning rate of step ``step`` (:func:`scoresde.optim.learning_rate`)."""
+        return learning_rate(self.config.optim, step)
 
     def batch(self, step: int) -> Tensor:
-        """This rank's slice of global batch ``step`` (a pure function of seed and step), flipped by
-        ``--hflip`` (:func:`~scoresde.batches.hflip_mask`); streamed data are read ahead by workers."""
-        if self.stream is not None:
-            return self.stream(step)
-        c = self.config
-        x = self.train_x[self.rows(step)]
-        if not c.data.hflip:
-            return x
-        per_rank = c.batch_size // self.world
-        mask = hflip_mask(step, c.batch_size, c.seed)[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return hflip(x, mask)
+        """This rank's slice of global batch ``step`` (a pure function of seed and step, :mod:`scoresde.batches`)."""
+        return self.batches(step)
 
     def labels(self, step: int) -> Tensor | None:
         """The class labels of :meth:`batch` ``step`` (a conditional run), else None."""
-        return None if self.train_y is None else self.train_y[self.rows(step)]
+        return self.batches.labels(step) if self.num_classes else None
 
     def train_step(self, x0: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One optimizer step on batch ``x0`` (with labels ``y`` for a conditional run); returns
@@ -411,11 +319,11 @@ class Trainer:
             metrics=tuple(self.metrics),
             interrupted=interrupted,
         )
-        data, c = self.dataset, self.config
-        labels = data.heldout_labels
-        return DiffusionModel(
+        data, labels = self.dataset, self.dataset.heldout_labels
+        return run_model(
             ema,
             self.sde,
+            self.config,
             data.data_shape,
             data.kind,
             provenance,
@@ -423,9 +331,6 @@ class Trainer:
             class_names=data.class_names if self.num_classes else None,
             reference=data.heldout[:REFERENCE_MAX].cpu(),
             reference_labels=labels[:REFERENCE_MAX].cpu() if labels is not None else None,
-            dataset=c.data.path or c.data.name,
-            N=c.loss.N,
-            clip_x0=1.0 if data.kind == "images" else None,
         )
 
     def _diverged(self) -> NoReturn:
@@ -467,11 +372,7 @@ class Trainer:
             tensors, optim_meta = ckpt.training_tensors(self.model, self.ema, self.optimizer)
             meta = {
                 "step": self.step,
-                "config": to_dict(self.config),
-                "data_shape": list(self.dataset.data_shape),
-                "kind": self.dataset.kind,
-                "num_classes": self.num_classes,
-                "class_names": list(self.dataset.class_names) if self.num_classes else None,
+                **model_meta(self.config, self.dataset, self.num_classes),
                 "world_size": self.world,
                 "optimizer": optim_meta,
                 "rng": rng,

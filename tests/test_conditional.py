@@ -209,7 +209,7 @@ def test_conditional_training_refuses_unlabelled_data_before_writing(tmp_path):
 def test_conditional_preview_has_one_row_per_class():
     config = from_dict(tiny_conditional(steps=1, sample_num=20, sample_steps=2))
     trainer = Trainer(config, None, progress=False)
-    from scoresde.trainer import preview
+    from scoresde.generation import preview
 
     pixels = preview(trainer.ema, trainer.sde, config, "images", trainer.dataset.heldout, trainer.num_classes)
     side = 8 * 4  # 8×8 digits enlarged 4× in the picture, 1-pixel padding

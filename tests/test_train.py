@@ -359,7 +359,7 @@ def test_a_reporter_receives_every_record_and_the_sample_pictures():
 def test_clip_grad_norm_matches_torch_bit_for_bit(scale):
     """The trainer's clipping is torch's clip_grad_norm_ arithmetic: equal results (so resuming a run
     trained with either is unchanged), below and above the threshold."""
-    from scoresde.trainer import clip_grad_norm
+    from scoresde.optim import clip_grad_norm
 
     g = torch.Generator().manual_seed(0)
     shapes = [(64, 2), (64,), (128, 64), (128,), (2, 128)]

@@ -31,20 +31,22 @@ def run(tmp_path_factory) -> Path:
 
 
 def commands(run: Path, out: Path) -> dict[str, list[str]]:
-    """Each writing command with its output at ``out`` (a file name with the right suffix is added)."""
+    """Each writing command with its output under ``out``."""
     return {
         "train": ["train", "--out", str(out / "run"), *TRAIN],
-        "sample png": ["sample", "--model", "gmm", "--steps", "3", "--num", "8", "--out", str(out / "x.png")],
-        "sample npz": ["sample", "--run", str(run), "--steps", "2", "--num", "4", "--batch-size", "2",
-                       "--out", str(out / "x.npz")],  # fmt: skip
-        "likelihood": ["likelihood", "--run", str(run), "--method", "vlb", "--steps", "4", "--num", "4",
-                       "--json", str(out / "l.json")],  # fmt: skip
-        "evaluate": ["evaluate", "--run", str(run), "--solver", "ddim", "--steps", "2", "--num", "8",
-                     "--nll-num", "0", "--json", str(out / "e.json")],  # fmt: skip
+        "sample png": [*"sample --model gmm --steps 3 --num 8 --out".split(), str(out / "x.png")],
+        "sample npz": [*f"sample --run {run} --steps 2 --num 4 --batch-size 2 --out".split(), str(out / "x.npz")],
+        "likelihood": [*f"likelihood --run {run} --method vlb --steps 4 --num 4 --json".split(), str(out / "l.json")],
+        "evaluate": [
+            *f"evaluate --run {run} --solver ddim --steps 2 --num 8 --nll-num 0 --json".split(),
+            str(out / "e.json"),
+        ],
         "plot": ["plot", str(run), "--out", str(out / "p.png")],
-        "compare-losses": ["compare-losses", "--data", "moons", "--weightings", "simple", "--time", "discrete",
-                           "--budget", "2", "--batch-size", "8", "--solver", "ddim", "--sample-steps", "2",
-                           "--num", "8", "--nll-num", "2", "--out", str(out / "cmp")],  # fmt: skip
+        "compare-losses": [
+            *"compare-losses --data moons --weightings simple --time discrete --budget 2 --batch-size 8".split(),
+            *"--solver ddim --sample-steps 2 --num 8 --nll-num 2 --out".split(),
+            str(out / "cmp"),
+        ],
     }
 
 

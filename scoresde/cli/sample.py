@@ -127,18 +127,26 @@ def sample(
             )  # fmt: skip
     except ValueError as err:
         fail(str(err))
+    typer.echo(_report(dm, done, out, classes))
+
+
+def _report(dm, done, out: Path, classes: int | str | None) -> str:
+    """What was written and, for an analytic model, how close the samples are to the truth."""
     what = ""
     if done.labels is not None:
         names = dm.class_names or tuple(str(i) for i in range(dm.num_classes))
         which = f"{done.per_class} per class" if done.per_class else f"class {names[classes]}"
         what = f" ({which}, guidance {done.guidance:g})"
-    typer.echo(
-        f"wrote {out}: {done.num} samples{what} from {dm.description}, solver {done.solver}, {steps} steps, "
+    lines = [
+        f"wrote {out}: {done.num} samples{what} from {dm.description}, solver {done.solver}, {done.steps} steps, "
         f"NFE {done.nfe}, {done.seconds:.2f} s"
-    )
-    if "class_hit_rate" in done.stats:
-        typer.echo(f"samples in their class's component: {done.stats['class_hit_rate']:.1%}")
-    elif done.stats:
-        typer.echo(f"mean log p_data(samples) = {done.stats['mean_log_prob']:.3f} "
-                   f"(data itself: {done.stats['data_log_prob']:.3f})")  # fmt: skip
-        typer.echo(f"mode-weight error (total variation) = {done.stats['mode_error']:.3f}")
+    ]
+    stats = done.stats
+    if "class_hit_rate" in stats:
+        lines.append(f"samples in their class's component: {stats['class_hit_rate']:.1%}")
+    elif stats:
+        lines.append(
+            f"mean log p_data(samples) = {stats['mean_log_prob']:.3f} (data itself: {stats['data_log_prob']:.3f})"
+        )
+        lines.append(f"mode-weight error (total variation) = {stats['mode_error']:.3f}")
+    return "\n".join(lines)
