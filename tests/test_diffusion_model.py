@@ -34,7 +34,7 @@ def test_every_source_gives_the_same_record_type(trained):
     assert loaded.dataset == "moons" and loaded.N == in_memory.N == 1000 and loaded.clip_x0 is None
     assert torch.equal(in_memory.reference, loaded.reference)
     assert analytic.num_classes == 6 and analytic.provenance.origin.K == 6 and analytic.reference.shape == (4000, 2)
-    with pytest.raises(TypeError, match="must carry .prediction"):
+    with pytest.raises(TypeError, match=r"must carry \.prediction"):
         DiffusionModel(lambda x, t: x, sd.VPSDE(), (2,), "points", Provenance("denoiser", "f"))
     with pytest.raises(ValueError, match="unknown source 'nowhere'"):
         Provenance("nowhere", "f")
@@ -64,7 +64,7 @@ def test_class_ids_names_and_refusals():
         with pytest.raises(ValueError, match=message):
             dm.class_id(bad)
     plain = sd.from_denoiser(lambda x, s: x, data_shape=(2,))
-    with pytest.raises(ValueError, match="needs a class-conditional model, but denoiser .* is unconditional"):
+    with pytest.raises(ValueError, match=r"needs a class-conditional model, but denoiser .* is unconditional"):
         plain.class_id(0)
 
 
