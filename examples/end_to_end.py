@@ -7,7 +7,7 @@ The per-dataset scripts call :func:`main` with their preset::
     python examples/digits.py --steps 6000 --num 2000 --solvers ancestral:1000,ddim:100,dpm-solver++:20
     python examples/mnist.py --unet-size small --steps 20000 --batch-size 128 --device cuda
 
-Steps: (1) ``scoresde.train.train`` with the preset's config (the flags override it); (2) for every
+Steps: (1) ``scoresde.trainer.train`` with the preset's config (the flags override it); (2) for every
 ``solver:steps`` pair, a 64-sample grid ``grid_<solver>.png`` and ``--num`` samples scored by
 Fréchet distance and KID in the features of a classifier trained on the dataset
 (``scoresde.metrics``); (3) the negative log-likelihood of ``--nll-num`` held-out images in

@@ -60,7 +60,7 @@ INSTALL_WANDB = 'pip install -c constraints.txt -e ".[wandb]"'
 
 class Reporter(Protocol):
     """What a training run reports. A record is a JSON-ready dict with at least ``step`` and ``loss``
-    (see :class:`scoresde.train.Trainer`); pixels are a (H, W) or (H, W, 3) uint8 array."""
+    (see :class:`scoresde.trainer.Trainer`); pixels are a (H, W) or (H, W, 3) uint8 array."""
 
     def log_metrics(self, record: dict[str, Any]) -> None: ...
 

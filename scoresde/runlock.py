@@ -5,8 +5,9 @@ for as long as it runs, with its process id written in the file for the message 
 gets: ``runs/x is in use by process 1234``. The operating system releases the lock when the process
 ends, however it ends (return, exception, SIGKILL, power cut), so a lock left by a dead process is
 no lock: the next trainer takes it. Readers (``load_run``, ``scoresde sample``/``evaluate``/
-``likelihood``) never take it. Within one process the lock is re-entrant (the CLI takes it before
-it checks the folder, the :class:`~scoresde.train.Trainer` again before it writes).
+``likelihood``) never take it. It is taken once: by :func:`scoresde.run_folder.prepare_run` before
+the folder is looked at, or by the :class:`~scoresde.trainer.Trainer` before it writes; within one
+process it is re-entrant.
 """
 
 from __future__ import annotations
