@@ -34,9 +34,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_SOLVER",
+    "CPU_VALUES_PER_BATCH",
     "GRID_PER_CLASS",
     "Generated",
     "NpzWriter",
+    "auto_batch_size",
     "auto_solver",
     "generate",
     "picture",
@@ -51,6 +53,22 @@ one (benchmarks/results/sweep_digits.md, sweep_mnist.md, samplers_precise.md).""
 
 GRID_PER_CLASS = 16
 """At most this many samples of each class in the picture of ``classes="all"``."""
+
+
+CPU_VALUES_PER_BATCH = 49_152
+"""On the CPU a solve is chunked so that a batch holds about this many values (batch × values per
+sample): the time per image of a forward pass grows with the batch once activations leave the cache
+(benchmarks/results/sampling_throughput.md)."""
+
+
+def auto_batch_size(dm: DiffusionModel, num: int, device: str | torch.device = "cpu") -> int:
+    """The chunk size :func:`generate` uses when none is given: on the CPU a power of two with about
+    :data:`CPU_VALUES_PER_BATCH` values per batch (64-dimensional digits: 512; MNIST: 32; 3×32×32: 16),
+    elsewhere all ``num`` at once."""
+    if torch.device(device).type != "cpu":
+        return num
+    per_sample = math.prod(dm.data_shape)
+    return min(num, 2 ** max(3, int(math.log2(max(1, CPU_VALUES_PER_BATCH // per_sample)))))
 
 
 def auto_solver(dm: DiffusionModel) -> str:
@@ -174,7 +192,8 @@ def generate(
         classes: a class id or name (a class-conditional model), ``"all"`` for every class in turn
             (one row per class in the picture), or None: unconditional (the null label).
         guidance: the classifier-free guidance scale with ``classes`` (default 1: conditional).
-        batch_size: solve this many at a time (default: all at once).
+        batch_size: solve this many at a time (default :func:`auto_batch_size`: on the CPU about 49k
+            values per batch, elsewhere all at once).
         out: ``.npz`` (the samples, and ``solver``, ``steps``, ``nfe``, ``seed``, ``y`` for labels) or
             ``.png`` (:func:`picture` of the first 64 images, of 16 per class, or of every vector);
             written atomically. None keeps every sample in memory.
@@ -204,7 +223,7 @@ def generate(
     options = {**{k: v for k, v in dm.sample_options(solver).items() if k not in options}, **options}
     generator = torch.Generator(device).manual_seed(seed)
     truth = dm.provenance.origin if dm.provenance.source == "analytic" else None
-    chunk = batch_size or num
+    chunk = batch_size or auto_batch_size(dm, num, device)
     starts = range(0, num, chunk)
     sink = NpzWriter(out, (num, *dm.data_shape)) if suffix == ".npz" else None
     kept, nfe, logp, counts, hits = [], 0, 0.0, None, 0

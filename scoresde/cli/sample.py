@@ -88,7 +88,10 @@ def sample(
     option: Annotated[
         list[str] | None, typer.Option("--option", "-o", help="solver option key=value (e.g. eta=1, order=3)")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="solve in chunks of this size")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="solve in chunks of this size (default: ~49k values a chunk on CPU)"),
+    ] = None,
     out: Annotated[Path, typer.Option(help="output: .png (scatter plot or image grid) or .npz (raw samples)")] = Path(
         "samples.png"
     ),
