@@ -44,6 +44,7 @@ from ..reporting import progress_bar
 from ..sde import SDE
 from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver, unipc  # noqa: F401  (register solvers)
 from .common import SOLVERS, Context, Denoiser, Solver
+from .steering import Steering, check_steering
 
 __all__ = ["SOLVERS", "SampleInfo", "Solver", "sample"]
 
@@ -95,6 +96,11 @@ def sample(
     device: torch.device | str | None = None,
     y: int | Tensor | None = None,
     guidance: float | None = None,
+    known: Tensor | None = None,
+    mask: Tensor | None = None,
+    resample: int | None = None,
+    init: Tensor | None = None,
+    strength: float | None = None,
     **options: Any,
 ) -> Tensor | tuple[Tensor, SampleInfo]:
     """Draw samples by integrating ``sde``'s reverse process from its prior with ``solver``.
@@ -133,6 +139,27 @@ def sample(
         guidance: the classifier-free guidance scale w with ``y`` (default 1, the conditional
             model; 0 unconditional, > 1 sharper classes); both branches run in one batched forward,
             so the NFE is that of the unguided solve.
+        known, mask: imputation / inpainting (:mod:`scoresde.samplers.steering`): ``known`` holds
+            observed values and ``mask`` is 1 (or True) where they are observed, 0 where the sample
+            is drawn; each of one sample's shape (the same for all samples), the batch's, or
+            broadcastable to it (entries of ``known`` where the mask is 0 are ignored, NaN allowed).
+            Every solver: after each step to a grid time t_k the observed part is set to a fresh draw
+            α(t_k) x_obs + σ(t_k) z from the forward marginal (Song et al. 2021, App. I.2, the
+            "replacement" method; Lugmayr et al. 2022), the start x_T too, and the returned samples
+            carry x_obs exactly. ``ode`` and ``torchsde`` then integrate each grid interval on its own
+            (so ``steps`` says how often the observations are imposed). Replacement approximates
+            p(x_unobs | x_obs); it is closest for stochastic solvers (measured in
+            benchmarks/results/steering.md).
+        resample: with ``known``/``mask``, RePaint's resampling (Lugmayr et al. 2022, Alg. 1): after
+            each step but the last, ``resample − 1`` times jump back one grid step with the forward
+            transition and come down again with one ancestral (DDPM posterior) step, replacing
+            each time; each pass costs one NFE. Default 1 (none).
+        init, strength: SDEdit (Meng et al. 2022, Alg. 1): start the solve at t_start = strength·T,
+            strength in (0, 1], from x = α(t_start) init + σ(t_start) z instead of the prior; the
+            ``steps``-step grid is built on [t_min, t_start] (the paper's Δt = t_start/N: ``steps``
+            stays the number of steps, and strength 1 is the ordinary grid; an explicit ``grid``
+            tensor must then end at t_start). ``init`` of one sample's shape or the batch's.
+            Combines with imputation.
         **options: solver options, e.g. ``variance="large"`` (ancestral), ``eta=1`` (ddim),
             ``order=3, lower_order_final=True`` (dpm-solver++), ``snr=0.16, corrector_steps=1`` (pc),
             ``method="srk"`` (torchsde), ``method="RK45", rtol=1e-5, atol=1e-5`` (ode).
@@ -143,7 +170,10 @@ def sample(
     Raises:
         ValueError: unknown solver, steps < 1, an option the solver does not take, a model output
             of the wrong shape or not finite (the message names the time), bad grid or t_min,
-            ``guidance`` without ``y``, labels y that are not one per sample.
+            ``guidance`` without ``y``, labels y that are not one per sample; ``known``, ``mask`` or
+            ``init`` of a shape that is not one sample's or the batch's (the message names both),
+            a mask that observes everything or nothing, ``strength`` outside (0, 1] or without
+            ``init``, ``resample`` without a mask.
         TypeError: ``y`` for an unconditional model.
     """
     spec = SOLVERS.get(solver)
@@ -151,7 +181,6 @@ def sample(
         raise ValueError(f"guidance={guidance!r} needs class labels y (the class to guide towards); pass y= as well")
     if isinstance(grid, str) and grid == "auto":
         grid = spec.grid  # the solver's measured best grid (benchmarks/results/samplers_defaults.md)
-    times = _times(spec, sde, steps, grid, t_min)
     prediction = resolve_prediction(model, prediction)
     opts = spec.check_options(options)
     shape = _check_shape(shape)
@@ -174,6 +203,12 @@ def sample(
     device = torch.device(device)
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"the generator is on {generator.device} but sampling runs on {device}; create it there")
+    steering = check_steering(
+        shape, known=known, mask=mask, init=init, strength=strength, resample=resample, dtype=dtype, device=device
+    )
+    times = _times(spec, sde, steps, grid, t_min, steering)
+    if steering is not None:
+        steering = steering.on_grid(sde, times)
     denoise = bool(times[0] > 0) if denoise is None else bool(denoise)
     if denoise and times[0] <= 0:
         denoise = False  # x at t = 0 is already noise-free
@@ -184,14 +219,21 @@ def sample(
     with torch.inference_mode(), progress_bar(progress, callback) as callback:
         for c, start in enumerate(chunks):
             size = min(int(batch_size), n - start)
-            x = sde.prior_sample((size, *shape[1:]), generator, dtype=dtype, device=device)
             den.model = for_rows(model, start, start + size)  # per-sample labels: this chunk's rows
             ctx = Context(den, sde, times, generator, callback, record=trajectory, chunk=(c, len(chunks)))
+            if steering is None:
+                x = sde.prior_sample((size, *shape[1:]), generator, dtype=dtype, device=device)
+            else:  # this chunk's observations; the replacement hook where there is a mask
+                steer = steering.chunk(start, start + size)
+                ctx.steer = steer if steer.imputes else None
+                x = steer.initial(ctx, (size, *shape[1:]), dtype, device)
             if trajectory:
                 ctx.trajectory.append(x)
             x = spec.fn(ctx, x, **opts)
             if denoise:
                 x = den.x0(x, 0)
+            if steering is not None:
+                x = steer.final(x)
             den.raise_if_nonfinite()
             outputs.append(x)
             if trajectory:
@@ -200,23 +242,56 @@ def sample(
     if not return_info:
         return x
     path = None if not trajectory else paths[0] if len(paths) == 1 else torch.cat(paths, dim=1)
-    return x, SampleInfo(spec.name, den.nfe, times, path, denoise, {**opts, **conditioning})
+    return x, SampleInfo(
+        spec.name, den.nfe, times, path, denoise, {**opts, **conditioning, **_steered(steering, times, sde)}
+    )
 
 
-def _times(spec: Solver, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None) -> Tensor:
-    """The float64 grid a solve walks: explicit, or ``steps`` steps of a named grid from t_min."""
+def _times(
+    spec: Solver, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None, steering: Steering | None
+) -> Tensor:
+    """The float64 grid a solve walks: explicit, or ``steps`` steps of a named grid from t_min to T
+    (SDEdit: to t_start = strength·T, Meng et al. 2022, Alg. 1)."""
+    sdedit = steering is not None and steering.init is not None
     if isinstance(grid, Tensor):
         times = time_grid(sde, 1, grid)
+        if sdedit and steering.strength is not None and abs(times[-1].item() - steering.strength * sde.T) > 1e-9:
+            raise ValueError(
+                f"strength={steering.strength} starts SDEdit at t={steering.strength * sde.T:.6g}, but the explicit "
+                f"grid ends at t={times[-1].item():.6g}; end the grid at the start time (or leave strength out)"
+            )
     else:
         steps = check_int(steps, "steps")
         if t_min is None:  # the solver's default; grids in log-SNR cannot start at t = 0 (λ = ∞)
             t_min = spec.t_min if spec.t_min > 0 or grid not in _LOG_SNR_GRIDS else 1e-3
-        times = time_grid(sde, steps, grid, t_min=float(t_min))
+        t_max = None
+        if sdedit:
+            if steering.strength is None:
+                raise ValueError("init= needs strength= in (0, 1]: SDEdit starts at t_start = strength·T")
+            t_max = steering.strength * sde.T
+            if t_max <= t_min:
+                raise ValueError(
+                    f"strength={steering.strength} starts SDEdit at t={t_max:.6g}, not above the grid's end "
+                    f"t_min={t_min}; raise strength or lower t_min"
+                )
+        times = time_grid(sde, steps, grid, t_min=float(t_min), t_max=t_max)
     if spec.needs_positive_t_min and times[0] <= 0:
         raise ValueError(
             f"solver {spec.name!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
         )
     return times
+
+
+def _steered(steering: Steering | None, times: Tensor, sde: SDE) -> dict[str, Any]:
+    """SampleInfo's record of the observations: SDEdit's strength (t_start/T), imputation's resampling."""
+    if steering is None:
+        return {}
+    record: dict[str, Any] = {}
+    if steering.init is not None:
+        record["strength"] = times[-1].item() / sde.T
+    if steering.imputes:
+        record["resample"] = steering.resample
+    return record
 
 
 def _check_shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:

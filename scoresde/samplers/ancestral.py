@@ -40,7 +40,7 @@ def ancestral(ctx: Context, x: Tensor, *, variance: str = "small") -> Tensor:
         if i > 1:  # Alg. 2 line 3: z = 0 in the last step
             x_next.add_(ctx.noise(x), alpha=std[i - 1])
         x = x_next
-        ctx.report(i - 1, x)
+        x = ctx.report(i - 1, x)
     return x
 
 
@@ -63,5 +63,5 @@ def ddim(ctx: Context, x: Tensor, *, eta: float = 0.0) -> Tensor:
         if i > 1 and std[i - 1] > 0:  # as in ancestral: no noise in the last step
             x_next.add_(ctx.noise(x), alpha=std[i - 1])
         x = x_next
-        ctx.report(i - 1, x)
+        x = ctx.report(i - 1, x)
     return x

@@ -11,7 +11,9 @@ solver may need is in the :class:`Context`:
   table in float64 once, before its loop (no per-step recomputation of the schedule);
 * ``ctx.noise(x)`` — standard normal noise drawn from the caller's generator (never the
   global RNG);
-* ``ctx.report(k, x)`` — progress callback and trajectory recording.
+* ``x = ctx.report(k, x)`` — after every step that leaves x at grid index k: the observation hook
+  (imputation, :mod:`scoresde.samplers.steering`; without it x is returned as it is), then the
+  progress callback and trajectory recording. Solvers continue from the state it returns.
 
 The options a solver accepts are the keyword-only parameters of its function; ``sample``
 refuses any other option with a sentence naming it and listing the accepted ones.
@@ -208,6 +210,7 @@ class Context:
     record: bool = False
     trajectory: list[Tensor] = field(default_factory=list)
     chunk: tuple[int, int] = (0, 1)
+    steer: Callable[[Context, int, Tensor], Tensor] | None = None  # the imputation hook (steering.Steering)
 
     @property
     def steps(self) -> int:
@@ -217,8 +220,12 @@ class Context:
         """z ~ N(0, I) shaped like x, from the caller's generator."""
         return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
 
-    def report(self, k: int, x: Tensor, t: float | None = None) -> None:
-        """Record that the state x now sits at grid index k (or at time t for adaptive solvers)."""
+    def report(self, k: int, x: Tensor, t: float | None = None) -> Tensor:
+        """Record that the state x now sits at grid index k, and return the state to continue from:
+        x itself, or with a ``steer`` hook its steered version (imputation). At a time t off the grid
+        (inside an adaptive solver's step) x is only reported, never changed."""
+        if self.steer is not None and t is None:
+            x = self.steer(self, k, x)
         if self.record and t is None:
             self.trajectory.append(x)
         if self.callback is not None:
@@ -235,6 +242,7 @@ class Context:
                     "chunks": self.chunk[1],
                 }
             )
+        return x
 
 
 def check_probability(value: float, name: str, *, upper: float = math.inf) -> float:

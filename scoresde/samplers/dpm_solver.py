@@ -135,5 +135,5 @@ def _walk(ctx: Context, x: Tensor, table: list[tuple[float, ...]], noise_std: li
         if noise_std is not None and noise_std[n] > 0.0:
             x_next.add_(ctx.noise(x), alpha=noise_std[n])
         x = x_next
-        ctx.report(i - 1, x)
+        x = ctx.report(i - 1, x)
     return x

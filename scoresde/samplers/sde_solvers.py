@@ -32,7 +32,7 @@ def euler_maruyama(ctx: Context, x: Tensor) -> Tensor:
     for i in range(ctx.steps, 0, -1):
         eps = ctx.den.eps(x, i)
         x = x.mul(c_x[i - 1]).add_(eps, alpha=c_eps[i - 1]).add_(ctx.noise(x), alpha=std[i - 1])
-        ctx.report(i - 1, x)
+        x = ctx.report(i - 1, x)
     return x
 
 
@@ -52,7 +52,7 @@ def reverse_diffusion(ctx: Context, x: Tensor) -> Tensor:
     for i in range(ctx.steps, 0, -1):
         eps = ctx.den.eps(x, i)
         x = x.mul(c_x[i - 1]).add_(eps, alpha=c_eps[i - 1]).add_(ctx.noise(x), alpha=std[i - 1])
-        ctx.report(i - 1, x)
+        x = ctx.report(i - 1, x)
     return x
 
 
@@ -78,5 +78,5 @@ def predictor_corrector(ctx: Context, x: Tensor, *, snr: float = 0.16, corrector
             x = x + step * score + torch.sqrt(2 * step) * z
         eps = ctx.den.eps(x, i)
         x = x.mul(c_x[i - 1]).add_(eps, alpha=c_eps[i - 1]).add_(ctx.noise(x), alpha=std[i - 1])
-        ctx.report(i - 1, x)
+        x = ctx.report(i - 1, x)
     return x

@@ -7,7 +7,8 @@ torchsde integrates forward in time, so we integrate y(s) = x(T − s) for s ∈
 (the reverse SDE of Anderson 1982 with s = −ε̂/σ). Its noise is additive (g depends on t only),
 so the Itô and Stratonovich forms coincide and every torchsde method for diagonal noise
 applies. The Brownian motion is a ``BrownianInterval`` whose entropy is drawn from the caller's
-generator, so a seeded generator reproduces the samples.
+generator, so a seeded generator reproduces the samples. With an imputation hook (``ctx.steer``)
+each grid interval is one ``sdeint`` call on the same Brownian path, steered at every t_k.
 """
 
 from __future__ import annotations
@@ -36,7 +37,18 @@ class _ReverseInS:
     def _s_to_t(self, s: Tensor) -> Tensor:
         return torch.as_tensor(self.T - float(s), dtype=torch.float64).clamp(0, self.T)
 
+    memo = False  # reuse the drift at an unchanged (s, y): sdeint's checks evaluate it before the first step
+    _last: tuple[float, Tensor, Tensor] | None = None
+
     def f(self, s: Tensor, y: Tensor) -> Tensor:
+        if self.memo and self._last is not None and self._last[0] == float(s) and torch.equal(self._last[1], y):
+            return self._last[2]
+        drift = self._f(s, y)
+        if self.memo:
+            self._last = (float(s), y.clone(), drift)
+        return drift
+
+    def _f(self, s: Tensor, y: Tensor) -> Tensor:
         t = self._s_to_t(s)
         f, g2 = (v.item() for v in self.reverse.drift_coefs(t, check=False))
         t = t.item()
@@ -69,7 +81,8 @@ def torchsde_solver(ctx: Context, x: Tensor, *, method: str = "euler") -> Tensor
     entropy = int(torch.randint(0, 2**62, (1,), generator=ctx.generator, device=x.device).item())
     levy = {"srk": "space-time", "log_ode": "foster"}.get(method, "none")
     # output times in s, in the state's dtype; the Brownian interval spans exactly [s_0, s_end]
-    s_grid = (T - times.flip(0)) if ctx.record else torch.tensor([0.0, T - t_min], dtype=torch.float64)
+    steered = ctx.steer is not None  # imputation: one sdeint per grid interval, steering at each t_k
+    s_grid = (T - times.flip(0)) if ctx.record or steered else torch.tensor([0.0, T - t_min], dtype=torch.float64)
     s_grid = s_grid.to(x.dtype)
     s_grid[0] = 0.0
     bm = torchsde.BrownianInterval(
@@ -82,6 +95,13 @@ def torchsde_solver(ctx: Context, x: Tensor, *, method: str = "euler") -> Tensor
         dt=dt,
         levy_area_approximation=levy,
     )
+    if steered:
+        sde.memo = True  # sdeint's shape checks evaluate f at the start: reuse that evaluation
+        s_grid = s_grid.to(x.device)
+        for j in range(steps):  # s_j → s_{j+1} is t_{N−j} → t_{N−j−1}; one step of at most 2dt ends there
+            y = torchsde.sdeint(sde, x.flatten(1), s_grid[j : j + 2], bm=bm, method=method, dt=2 * dt)[-1]
+            x = ctx.report(steps - 1 - j, y.reshape(x.shape))
+        return x
     ys = torchsde.sdeint(sde, y0, s_grid.to(x.device), bm=bm, method=method, dt=dt)
     if ctx.record:
         ctx.trajectory[:] = [y.reshape(x.shape) for y in ys]

@@ -153,11 +153,10 @@ def unipc(ctx: Context, x: Tensor, *, order: int = 2, variant: str = "bh2", lowe
             x = _combine(c_x, x_s, v[:-1], history)
             x.add_(m_t, alpha=v[-1])
         if n > 0:
-            ctx.report(i, x)  # the corrected state at t_i
+            x = ctx.report(i, x)  # the corrected state at t_i
         history.insert(0, m_t)
         del history[3:]
         x_s = x
         c_x, w = predictor[n]
         x = _combine(c_x, x, w, history)
-    ctx.report(0, x)
-    return x
+    return ctx.report(0, x)
