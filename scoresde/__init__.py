@@ -18,6 +18,8 @@ from .sde import SDE, SDES, VESDE, VPSDE, DiscreteChain, ReverseSDE, SubVPSDE, m
 _LAZY = {
     "sample": "scoresde.samplers",
     "SOLVERS": "scoresde.samplers",
+    "encode": "scoresde.encoding",
+    "decode": "scoresde.encoding",
     "log_likelihood": "scoresde.likelihood",
     "ode_nll": "scoresde.likelihood",
     "vlb_nll": "scoresde.likelihood",

@@ -1,0 +1,580 @@
+"""Encode and decode: the probability-flow ODE from data to x_T and back (Song et al. 2021, eq. 13).
+
+The probability-flow ODE dx/dt = f(t) x − ½ g(t)² ∇log p_t(x) (docs/conventions.md §1) is a
+deterministic, invertible map between the data at t_min and the latent x_T at T:
+
+* :func:`decode` integrates it down from a given x_T with a deterministic sampler. It *is*
+  :func:`scoresde.sample` started from that x_T: the same grid, the same solver function and the
+  same final noise-free step x ← x̂_0(x, t_min), so ``decode(model, sde, sde.prior_sample(shape, g),
+  solver, steps)`` equals ``sample(model, sde, shape, solver, steps, generator=g)`` bitwise.
+* :func:`encode` is decode's inverse: it walks the same grid up from x_0 to x_T. Per solver
+  (:data:`ENCODERS`):
+
+  - ``ode``: ``solve_ivp`` on the same right-hand side (:func:`scoresde.samplers.ode.solve_flow`)
+    from t_min up to T; the round trip is exact up to the tolerances ``rtol``/``atol``.
+  - ``ddim`` (η = 0) and ``heun``: with ``inversion="fixed-point"`` (the default) each decoder step
+    x_{i−1} = Φ_i(x_i) = c_i x_i + (terms in ε̂) is inverted exactly: x_i solves Φ_i(x_i) = x_{i−1},
+    found by the fixed-point iteration x_i ← x_i − (Φ_i(x_i) − x_{i−1})/c_i, which converges when
+    the ε̂ terms are a contraction (small steps; Wallace et al. 2023 "EDICT" and Pan et al. 2023
+    discuss this exact inversion). Its start, and the whole step with ``inversion="explicit"``, is
+    the same update walked with increasing t, ε̂ taken at the lower time: for ``ddim`` this is
+    the usual "DDIM inversion" (Song, Meng & Ermon 2021, §4.3 and eq. 14: the DDIM update is an
+    Euler step of the ODE dx̄ = ε̂ dσ̂ in x̄ = x/α, σ̂ = σ/α, so it can be run from x_0 to x_T), for
+    ``heun`` Heun's method (Karras et al. 2022, Alg. 1) run upwards. Explicit inversion costs one
+    step's NFE but its round trip is only as exact as the solver (order 1 / 2 in the step).
+  - the final denoising step (when ``denoise``; the default whenever t_min > 0, as in ``sample``)
+    is inverted too: x_{t_min} solves x̂_0(x, t_min) = x_0, by the fixed-point iteration
+    x ← α x_0 + σ ε̂(x, t_min) (Tweedie's formula read backwards). It converges when σ ε̂ is a
+    contraction, which holds for data with a density (the Lipschitz constant of σ ε̂ is
+    σ²/(α² s² + σ²) < 1 for a Gaussian of std s) but not on a data manifold, where x̂_0 forgets
+    the normal directions; encode then warns, and ``denoise=False`` (in both calls) avoids it.
+
+Stochastic solvers (``ancestral``, the SDE solvers, ``ddim`` with η > 0) have no inverse and are
+refused; the multistep solvers ``dpm-solver++`` and ``unipc`` decode but do not encode.
+:func:`round_trip` reports |decode(encode(x_0)) − x_0| and :func:`interpolate` decodes the
+spherical interpolation of two latents (DDIM §5). benchmarks/encoding.py measures the round trip.
+
+>>> import scoresde as sd
+>>> data, sde = sd.analytic.gmm(), sd.VPSDE()
+>>> model = data.model(sde, "eps")
+>>> x0 = data.sample(100, dtype=torch.float64)
+>>> xT = sd.encode(model, sde, x0, "ode", rtol=1e-7, atol=1e-7)
+>>> x = sd.decode(model, sde, xT, "ode", rtol=1e-7, atol=1e-7)   # ≈ x0 (max error ~1e-5)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._checks import append_dims, check_int, check_name
+from .grids import time_grid
+from .guidance import guided
+from .param import resolve_prediction
+from .registry import Registry
+from .samplers import SOLVERS, SampleInfo
+from .samplers.common import Context, Denoiser
+from .samplers.ode import solve_flow
+from .sde import SDE
+
+__all__ = ["ENCODERS", "EncodeInfo", "Encoder", "RoundTrip", "decode", "encode", "interpolate", "round_trip"]
+
+INVERSIONS = ("fixed-point", "explicit")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """How :func:`encode` inverts one solver.
+
+    Attributes:
+        name: the solver's name (``SOLVERS``).
+        fn: ``fn(ctx, x, fp, inversion, **solver_options) -> x_T``, walking ``ctx.times`` up from x at t_0.
+        inversions: the ``inversion`` values it takes; the first is the default.
+    """
+
+    name: str
+    fn: Callable[..., Tensor]
+    inversions: tuple[str, ...]
+
+
+ENCODERS: Registry[Encoder] = Registry("encoder")
+"""The solvers :func:`encode` can invert, keyed by solver name."""
+
+
+def _encoder(name: str, inversions: tuple[str, ...]) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    def add(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        ENCODERS.register(name)(Encoder(name, fn, inversions))
+        return fn
+
+    return add
+
+
+@dataclass
+class EncodeInfo:
+    """What a call to :func:`encode` did.
+
+    Attributes:
+        solver: the solver whose decoder was inverted.
+        inversion: ``fixed-point`` or ``explicit`` (``ode``: ``explicit``, solve_ivp run upwards).
+        nfe: model evaluations, the fixed-point iterations included.
+        times: the float64 grid t_0 < … < t_N walked up (the one :func:`decode` walks down).
+        denoised: whether the final denoising step x̂_0(·, t_0) was inverted (as ``denoise`` in decode).
+        residual: the largest max-abs residual |Φ(x) − target| over the fixed-point solves (None if none ran).
+        iterations: fixed-point iterations, all solves together.
+        unconverged: solves that stopped at ``max_iter`` above the tolerance (encode warns then).
+        options: the solver options as used, and ``y``/``guidance`` for a conditional model.
+    """
+
+    solver: str
+    inversion: str
+    nfe: int
+    times: Tensor
+    denoised: bool
+    residual: float | None = None
+    iterations: int = 0
+    unconverged: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RoundTrip:
+    """decode(encode(x_0)) against x_0 (:func:`round_trip`).
+
+    Attributes:
+        latent: x_T = encode(x_0).
+        reconstruction: decode(x_T).
+        error: (batch,) float64, the largest |reconstruction − x_0| over each sample's coordinates.
+        mean_error: (batch,) float64, the mean |reconstruction − x_0| over each sample's coordinates.
+        encode_info, decode_info: the two calls' reports.
+    """
+
+    latent: Tensor
+    reconstruction: Tensor
+    error: Tensor
+    mean_error: Tensor
+    encode_info: EncodeInfo
+    decode_info: SampleInfo
+
+    @property
+    def max_abs(self) -> float:
+        """The largest coordinate error over the batch."""
+        return float(self.error.max())
+
+    @property
+    def mean_abs(self) -> float:
+        """The mean coordinate error over the batch."""
+        return float(self.mean_error.mean())
+
+
+# ---- the public calls -----------------------------------------------------------------------
+def decode(
+    model: Callable[..., Tensor],
+    sde: SDE,
+    xT: Tensor,
+    solver: str = "ode",
+    steps: int = 100,
+    prediction: str | None = None,
+    *,
+    grid: str | Tensor = "auto",
+    t_min: float | None = None,
+    denoise: bool | None = None,
+    return_info: bool = False,
+    y: int | Tensor | None = None,
+    guidance: float | None = None,
+    **options: Any,
+) -> Tensor | tuple[Tensor, SampleInfo]:
+    """Integrate the probability-flow ODE down from the latents ``xT`` with a deterministic ``solver``.
+
+    The same solve as :func:`scoresde.sample` (same arguments, defaults and result) with x_T given
+    instead of drawn: ``decode(model, sde, sde.prior_sample(shape, g, dtype=d), solver, steps)``
+    equals ``sample(model, sde, shape, solver, steps, generator=g, dtype=d)`` bitwise. The
+    computation runs in ``xT``'s dtype and on its device.
+
+    Args:
+        model, sde, prediction, grid, t_min, y, guidance, **options: as in :func:`scoresde.sample`.
+        xT: latents of shape (batch, ...) (finite, floating point), e.g. from :func:`encode`.
+        solver: a deterministic solver: ``ode``, ``heun``, ``ddim`` (η = 0), ``dpm-solver++``, ``unipc``.
+        steps: grid steps N (``ode``: adaptive, the grid only fixes t_min and T).
+        denoise: the final noise-free step x ← x̂_0(x, t_min); default: when t_min > 0.
+        return_info: also return a :class:`scoresde.samplers.SampleInfo`.
+
+    Raises:
+        ValueError: a stochastic or unknown solver, bad xT, steps < 1, an unknown option, a model
+            output of the wrong shape or not finite.
+        TypeError: xT not a floating-point tensor; y for an unconditional model.
+    """
+    xT = _check_x(xT, "xT")
+    spec, opts, ctx, denoise, conditioning = _prepare(
+        model, sde, xT, solver, steps, prediction, grid, t_min, denoise, y, guidance, options, "decode"
+    )
+    with torch.inference_mode():
+        x = spec.fn(ctx, xT, **opts)
+        if denoise:
+            x = ctx.den.x0(x, 0)
+        ctx.den.raise_if_nonfinite()
+    if not return_info:
+        return x
+    return x, SampleInfo(spec.name, ctx.den.nfe, ctx.times, None, denoise, {**opts, **conditioning})
+
+
+def encode(
+    model: Callable[..., Tensor],
+    sde: SDE,
+    x0: Tensor,
+    solver: str = "ode",
+    steps: int = 100,
+    prediction: str | None = None,
+    *,
+    grid: str | Tensor = "auto",
+    t_min: float | None = None,
+    denoise: bool | None = None,
+    inversion: str | None = None,
+    tol: float | None = None,
+    max_iter: int = 50,
+    return_info: bool = False,
+    y: int | Tensor | None = None,
+    guidance: float | None = None,
+    **options: Any,
+) -> Tensor | tuple[Tensor, EncodeInfo]:
+    """Map data ``x0`` to latents x_T: the inverse of :func:`decode` with the same arguments.
+
+    Walks the grid :func:`decode` walks (same ``solver``, ``steps``, ``grid``, ``t_min``,
+    ``denoise``, options), upwards; see the module docstring for how each solver is inverted.
+    For the ``ode`` solver the adaptive steps are shared by the batch, so a sample's latent depends
+    on its batch within the tolerances.
+
+    Args:
+        model, sde, prediction, grid, t_min, y, guidance, **options: as in :func:`decode` (and
+            :func:`scoresde.sample`); ``ode`` takes ``method``, ``rtol``, ``atol``; ``ddim`` only η = 0.
+        x0: data of shape (batch, ...) in the model's scaling, finite, floating point (the
+            computation runs in its dtype and on its device).
+        solver: one of :data:`ENCODERS` (``ode``, ``ddim``, ``heun``).
+        steps: grid steps N.
+        denoise: invert decode's final step x ← x̂_0(x, t_min) (default: when t_min > 0, as decode).
+        inversion: ``fixed-point`` (``ddim``/``heun`` default: each decoder step inverted exactly)
+            or ``explicit`` (one explicit step with increasing t: the classic DDIM inversion; the
+            only one for ``ode``).
+        tol: fixed-point tolerance on max |Φ(x) − target| per sample (default 256 ε_dtype (1 + max |target|)).
+        max_iter: fixed-point iterations per solve at most (then encode warns and keeps the best x).
+        return_info: also return an :class:`EncodeInfo`.
+
+    Returns:
+        x_T shaped like ``x0`` (and the :class:`EncodeInfo` if ``return_info``).
+
+    Raises:
+        ValueError: a solver without an encoder (stochastic ones: no inverse), bad x0, steps < 1,
+            an unknown option or inversion, tol ≤ 0, max_iter < 1.
+        TypeError: x0 not a floating-point tensor; y for an unconditional model.
+    """
+    x0 = _check_x(x0, "x0")
+    if solver not in SOLVERS:
+        ENCODERS.get(solver)  # raises, listing the encoders
+    if solver not in ENCODERS and not SOLVERS[solver].stochastic:
+        raise ValueError(
+            f"solver {solver!r} decodes but has no encoder (a multistep solver's step cannot be inverted one at "
+            f"a time); encode with one of: {', '.join(ENCODERS)}"
+        )
+    spec, opts, ctx, denoise, conditioning = _prepare(
+        model, sde, x0, solver, steps, prediction, grid, t_min, denoise, y, guidance, options, "encode"
+    )
+    enc = ENCODERS[spec.name]
+    inversion = enc.inversions[0] if inversion is None else inversion
+    if inversion not in enc.inversions:
+        check_name(inversion, "inversion", INVERSIONS)
+        raise ValueError(
+            f"solver {solver!r} takes inversion {' or '.join(map(repr, enc.inversions))}, not {inversion!r}"
+        )
+    fp = _FixedPoint(tol, max_iter)
+    with torch.inference_mode():
+        x = x0
+        if denoise:  # invert x ← x̂_0(x, t_0): x = α x0 + σ ε̂(x, t_0) (Tweedie backwards)
+            alpha = ctx.den.alphas[0]
+            x = fp.solve(lambda z: ctx.den.x0(z, 0), x0, x0 * alpha, 1 / alpha, ctx.den.t_list[0])
+        x = enc.fn(ctx, x, fp, inversion, **opts)
+        ctx.den.raise_if_nonfinite()
+    fp.warn()
+    if not return_info:
+        return x
+    info = EncodeInfo(
+        spec.name, inversion, ctx.den.nfe, ctx.times, denoise, fp.residual, fp.iterations, fp.unconverged,
+        {**opts, **conditioning},
+    )  # fmt: skip
+    return x, info
+
+
+def round_trip(
+    model: Callable[..., Tensor],
+    sde: SDE,
+    x0: Tensor,
+    solver: str = "ode",
+    steps: int = 100,
+    prediction: str | None = None,
+    *,
+    inversion: str | None = None,
+    tol: float | None = None,
+    max_iter: int = 50,
+    **kwargs: Any,
+) -> RoundTrip:
+    """Encode ``x0``, decode the latents, and report the error |decode(encode(x0)) − x0| per sample.
+
+    ``kwargs`` (grid, t_min, denoise, y, guidance, solver options) go to both calls; ``inversion``,
+    ``tol``, ``max_iter`` to :func:`encode`.
+    """
+    xT, enc = encode(
+        model, sde, x0, solver, steps, prediction, inversion=inversion, tol=tol, max_iter=max_iter,
+        return_info=True, **kwargs,
+    )  # fmt: skip
+    x, dec = decode(model, sde, xT, solver, steps, prediction, return_info=True, **kwargs)
+    diff = (x.to(torch.float64) - x0.to(torch.float64)).abs().reshape(x0.shape[0], -1)
+    return RoundTrip(xT, x, diff.amax(1), diff.mean(1), enc, dec)
+
+
+def interpolate(
+    model: Callable[..., Tensor],
+    sde: SDE,
+    x_a: Tensor,
+    x_b: Tensor,
+    n: int = 8,
+    solver: str = "ode",
+    steps: int = 100,
+    prediction: str | None = None,
+    *,
+    y: int | Tensor | None = None,
+    inversion: str | None = None,
+    tol: float | None = None,
+    max_iter: int = 50,
+    **kwargs: Any,
+) -> Tensor:
+    """Decode ``n`` points of the spherical interpolation between the latents of ``x_a`` and ``x_b``.
+
+    x_a, x_b: (batch, ...) pairs, row r of each an endpoint. With z_a, z_b = encode(x_a), encode(x_b)
+    per row and θ the angle between them, the latents z(λ) = sin((1 − λ)θ)/sin θ z_a + sin(λθ)/sin θ
+    z_b (slerp, Shoemake 1985; used on diffusion latents by Song, Meng & Ermon 2021, §5) at
+    λ = 0, 1/(n − 1), …, 1 keep the norm a Gaussian latent has, which a straight line would shrink.
+    θ = 0 (equal latents) falls back to the straight line. Returns (n, batch, ...): the decoded path,
+    whose ends are the round trips of x_a and x_b. ``y`` (an int, or one label per row) and the other
+    keyword arguments go to :func:`encode` and :func:`decode`.
+    """
+    x_a, x_b = _check_x(x_a, "x_a"), _check_x(x_b, "x_b")
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    if x_a.dtype != x_b.dtype or x_a.device != x_b.device:
+        raise ValueError(
+            f"x_a and x_b must share dtype and device, got {x_a.dtype}/{x_a.device} and {x_b.dtype}/{x_b.device}"
+        )
+    n = check_int(n, "n", minimum=2, detail=" (the path's points, ends included)")
+    b = x_a.shape[0]
+    y_enc, y_dec = y, y
+    if isinstance(y, Tensor):
+        if y.ndim != 1 or y.shape[0] != b:
+            raise ValueError(f"y must be one label per row of x_a, shape ({b},), got {tuple(y.shape)}")
+        y_enc, y_dec = y.repeat(2), y.repeat(n)
+    z = encode(
+        model, sde, torch.cat([x_a, x_b]), solver, steps, prediction, y=y_enc, inversion=inversion, tol=tol,
+        max_iter=max_iter, **kwargs,
+    )  # fmt: skip
+    z_a, z_b = z[:b].to(torch.float64).flatten(1), z[b:].to(torch.float64).flatten(1)
+    cos = (z_a * z_b).sum(1) / (z_a.norm(dim=1) * z_b.norm(dim=1)).clamp_min(1e-300)
+    theta = torch.arccos(cos.clamp(-1.0, 1.0))[None, :, None]  # (1, b, 1)
+    lam = torch.linspace(0.0, 1.0, n, dtype=torch.float64)[:, None, None]  # (n, 1, 1)
+    sin = torch.sin(theta)
+    straight = sin < 1e-8
+    w_a = torch.where(straight, 1 - lam, torch.sin((1 - lam) * theta) / torch.where(straight, 1.0, sin))
+    w_b = torch.where(straight, lam, torch.sin(lam * theta) / torch.where(straight, 1.0, sin))
+    path = (w_a * z_a + w_b * z_b).to(z.dtype).reshape(n * b, *x_a.shape[1:])
+    x = decode(model, sde, path, solver, steps, prediction, y=y_dec, **kwargs)
+    return x.reshape(n, *x_a.shape)
+
+
+# ---- encoders: one per invertible solver, walking the grid up ---------------------------------
+@_encoder("ode", inversions=("explicit",))
+def _ode(
+    ctx: Context, x: Tensor, fp: _FixedPoint, inversion: str, *, method: str = "RK45", rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> Tensor:  # fmt: skip
+    """solve_ivp from t_0 up to T on the right-hand side the ``ode`` sampler integrates down."""
+    times = ctx.times.tolist()
+    sol = solve_flow(ctx, x, times[0], times[-1], method=method, rtol=rtol, atol=atol)
+    return torch.from_numpy(sol.y[:, -1].copy()).to(device=x.device, dtype=x.dtype).reshape(x.shape)
+
+
+def _euler_table(ctx: Context) -> tuple[list[float], list[float]]:
+    """(c_x, c_eps) of x_{i−1} = c_x x_i + c_eps ε̂(x_i, t_i), the DDIM (η = 0) step, as ``ddim`` builds it.
+
+    In x̄ = x/α and σ̂ = σ/α it is Euler's step x̄_{i−1} = x̄_i + (σ̂_{i−1} − σ̂_i) ε̂ (DDIM eq. 14),
+    which is also Heun's predictor (``heun``'s c_eps = A_{i−1}(σ̂_{i−1} − σ̂_i) is the same number).
+    """
+    A, S = ctx.sde.marginal(ctx.times)
+    ratio = A[:-1] / A[1:]
+    return ratio.tolist(), (S[:-1] - ratio * S[1:]).tolist()
+
+
+@_encoder("ddim", inversions=INVERSIONS)
+def _ddim(ctx: Context, x: Tensor, fp: _FixedPoint, inversion: str, *, eta: float = 0.0) -> Tensor:
+    """DDIM (η = 0) walked up: x_i from x_{i−1} = c_x x_i + c_eps ε̂(x_i, t_i)."""
+    if eta != 0:
+        raise ValueError(
+            f"ddim with eta={eta!r} is stochastic (it adds noise in every step), so it has no inverse; encode and "
+            "decode with eta=0"
+        )
+    c_x, c_eps = _euler_table(ctx)
+    den = ctx.den
+    for i in range(1, ctx.steps + 1):
+        target = x
+        # DDIM inversion (Song et al. 2021, §4.3): the update with ε̂ taken at the lower time t_{i−1}
+        x = (target - c_eps[i - 1] * den.eps(target, i - 1)) / c_x[i - 1]
+        if inversion == "fixed-point":  # solve x_{i−1} = c_x x + c_eps ε̂(x, t_i) for x
+            x = fp.solve(lambda z, i=i: z * c_x[i - 1] + c_eps[i - 1] * den.eps(z, i), target, x, c_x[i - 1],
+                         den.t_list[i])  # fmt: skip
+    return x
+
+
+@_encoder("heun", inversions=INVERSIONS)
+def _heun(ctx: Context, x: Tensor, fp: _FixedPoint, inversion: str) -> Tensor:
+    """Heun (Karras et al. 2022, Alg. 1) walked up; fixed-point: the inverse of each decoder step."""
+    c_x, c_eps = _euler_table(ctx)
+    den = ctx.den
+    last_is_data = den.sigmas[0] == 0
+
+    def step(z: Tensor, i: int) -> Tensor:  # the decoder's step t_i → t_{i−1} (heun in samplers/ode.py)
+        d = den.eps(z, i)
+        z_euler = z * c_x[i - 1] + c_eps[i - 1] * d
+        if i == 1 and last_is_data:
+            return z_euler
+        return z * c_x[i - 1] + (0.5 * c_eps[i - 1]) * (d + den.eps(z_euler, i - 1))
+
+    for i in range(1, ctx.steps + 1):
+        target = x
+        # Heun with increasing t: Euler predictor from t_{i−1}, trapezoidal corrector at t_i
+        d = den.eps(target, i - 1)
+        x_euler = (target - c_eps[i - 1] * d) / c_x[i - 1]
+        x = (target - (0.5 * c_eps[i - 1]) * (d + den.eps(x_euler, i))) / c_x[i - 1]
+        if inversion == "fixed-point":
+            x = fp.solve(lambda z, i=i: step(z, i), target, x, c_x[i - 1], den.t_list[i])
+    return x
+
+
+# ---- the fixed-point inversion -------------------------------------------------------------
+class _FixedPoint:
+    """Solves Φ(x) = target for x when Φ(x) = c x + r(x), r/c a contraction, sample by sample.
+
+    Iterates x ← x − (Φ(x) − target)/c (Picard). Each sample keeps its iterate of smallest
+    residual max |Φ(x) − target| and stops at the tolerance, or after ``PATIENCE`` iterations
+    without improving (the step is not a contraction there: the iteration stalls or diverges), or
+    at ``max_iter``; it then sits at its best iterate while the others go on. Records the largest
+    final residual and the (step, sample) solves left above the tolerance.
+    """
+
+    PATIENCE = 3
+
+    def __init__(self, tol: float | None, max_iter: int) -> None:
+        if tol is not None and not (
+            isinstance(tol, numbers.Real) and not isinstance(tol, bool) and math.isfinite(tol) and tol > 0
+        ):
+            raise ValueError(f"tol must be a positive finite number or None (automatic), got {tol!r}")
+        self.tol = tol
+        self.max_iter = check_int(max_iter, "max_iter")
+        self.residual: float | None = None
+        self.iterations = 0
+        self.unconverged = 0
+        self.worst: tuple[float, float] | None = None  # (residual, t) of the worst unconverged solve
+
+    def solve(self, phi: Callable[[Tensor], Tensor], target: Tensor, x: Tensor, c: float, t: float) -> Tensor:
+        n = target.shape[0]
+
+        def per_sample(v: Tensor) -> Tensor:
+            return v.abs().reshape(n, -1).amax(1).to(torch.float64)
+
+        if self.tol is None:  # a few ulps of the target's magnitude
+            tol = 256 * torch.finfo(target.dtype).eps * (1 + per_sample(target))
+        else:
+            tol = torch.full((n,), float(self.tol), dtype=torch.float64, device=target.device)
+        best, best_res = x, torch.full_like(tol, math.inf)
+        stall = torch.zeros(n, dtype=torch.long, device=target.device)
+        for _ in range(self.max_iter):
+            r = phi(x) - target
+            self.iterations += 1
+            res = per_sample(r).nan_to_num(nan=math.inf)
+            x_next = x - r / c
+            improved = (res < best_res) & torch.isfinite(per_sample(x_next))
+            keep = append_dims(improved, x.ndim)
+            best, best_res = torch.where(keep, x_next, best), torch.where(improved, res, best_res)
+            stall = torch.where(improved, 0, stall + 1)
+            active = (best_res > tol) & (stall < self.PATIENCE)
+            if not bool(active.any()):
+                break
+            x = torch.where(append_dims(active & improved, x.ndim), x_next, best)
+        left = best_res > tol
+        self.residual = max(self.residual or 0.0, float(best_res.max()))
+        if bool(left.any()):
+            self.unconverged += int(left.sum())
+            worst = float(best_res.max())
+            if self.worst is None or worst > self.worst[0]:
+                self.worst = (worst, t)
+        return best
+
+    def warn(self) -> None:
+        if self.worst is None:
+            return
+        res, t = self.worst
+        warnings.warn(
+            f"encode: the fixed-point inversion stopped above its tolerance for {self.unconverged} (step, sample) "
+            f"pair(s), the worst at t={t:.4g} with residual {res:.3g}: the decoder's step is not a contraction "
+            "there (too few steps for a steep ε̂, or data on a manifold at the denoising step), so decode(encode(x)) "
+            "misses x there; use more steps, the 'ode' solver, denoise=False, or a larger max_iter/tol",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+# ---- checks shared by the public calls -------------------------------------------------------
+def _check_x(x: Tensor, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim < 1 or x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(
+            f"{name} must have shape (batch, ...) with batch >= 1 and no empty dimension, got {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _prepare(model, sde, x, solver, steps, prediction, grid, t_min, denoise, y, guidance, options, call):
+    """The solver, its options, the run context and the denoise flag, as :func:`scoresde.sample` sets them."""
+    spec = SOLVERS.get(solver)
+    opts = spec.check_options(options)
+    if spec.stochastic or (spec.name == "ddim" and opts["eta"] != 0):
+        what = "is stochastic" if spec.stochastic else f"with eta={opts['eta']!r} is stochastic"
+        if call == "encode":
+            valid = ", ".join(f"{n} (eta=0)" if n == "ddim" else n for n in ENCODERS)
+        else:
+            valid = ", ".join(f"{n} (eta=0)" if n == "ddim" else n for n, s in SOLVERS.items() if not s.stochastic)
+        raise ValueError(
+            f"solver {spec.name!r} {what} (it adds noise in every step), so it has no deterministic inverse; "
+            f"{call} with one of: {valid}"
+        )
+    if y is None and guidance is not None:
+        raise ValueError(f"guidance={guidance!r} needs class labels y (the class to guide towards); pass y= as well")
+    if isinstance(grid, str) and grid == "auto":
+        grid = spec.grid
+    times = _grid(spec, sde, steps, grid, t_min)
+    prediction = resolve_prediction(model, prediction)
+    conditioning: dict[str, Any] = {}
+    if y is not None:
+        w = 1.0 if guidance is None else guidance
+        model = guided(model, y, w)
+        if model.rows is not None and model.rows != x.shape[0]:
+            raise ValueError(f"y holds {model.rows} labels but x has {x.shape[0]} rows; give one label per row")
+        conditioning = {"y": model.y if isinstance(model.y, int) else model.y.tolist(), "guidance": float(w)}
+    denoise = bool(times[0] > 0) if denoise is None else bool(denoise) and bool(times[0] > 0)
+    den = Denoiser(model, sde, prediction, times, dtype=x.dtype, device=x.device)
+    ctx = Context(den, sde, times, None)
+    return spec, opts, ctx, denoise, conditioning
+
+
+def _grid(spec, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None) -> Tensor:
+    """The float64 grid ``sample`` walks for these arguments (its rule, kept equal by test_encoding's
+    decode-equals-sample test): explicit, or ``steps`` steps of a named grid from t_min (the solver's
+    default; 1e-3 for log-SNR grids, which cannot start at t = 0) to T."""
+    if isinstance(grid, Tensor):
+        times = time_grid(sde, 1, grid)
+    else:
+        steps = check_int(steps, "steps")
+        if t_min is None:
+            t_min = spec.t_min if spec.t_min > 0 or grid not in ("log-snr", "karras") else 1e-3
+        times = time_grid(sde, steps, grid, t_min=float(t_min))
+    if spec.needs_positive_t_min and times[0] <= 0:
+        raise ValueError(
+            f"solver {spec.name!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
+        )
+    return times
