@@ -173,6 +173,39 @@ class GaussianMixture:
         e = sigma[:, None] * (r[..., None] * diff / var_t).sum(1)
         return e.reshape(x.shape).to(x.dtype)
 
+    def classifier(self, sde: SDE):
+        """The exact time-dependent classifier of the components: ``classifier(x, t) -> (batch, K)``
+        logits, log P(component k | x_t = x) (ground truth for classifier guidance)."""
+
+        def logits(x: Tensor, t: Tensor) -> Tensor:
+            *_, log_joint = self._prepare(x, sde, t)
+            return torch.log_softmax(log_joint, dim=1).to(x.dtype)
+
+        return logits
+
+    def posterior(self, mask: Tensor, y: Tensor, noise_std: float) -> GaussianMixture:
+        """The law of x_0 given y = m ⊙ x_0 + n, n ~ N(0, noise_std² I) on the observed coordinates
+        (``mask`` m of 0/1, shaped like one sample; ``y`` one observation): again a mixture with
+        diagonal covariances. Component k: on observed coordinates the Gaussian update
+        μ ← μ + s² (y − μ)/(s² + σ_y²), s² ← s² σ_y²/(s² + σ_y²); weight ∝ w_k N(y; μ_k, s_k² + σ_y²)."""
+        m = torch.as_tensor(mask, dtype=torch.float64).expand(self.data_shape).flatten().bool()
+        y = torch.as_tensor(y, dtype=torch.float64).expand(self.data_shape).flatten()
+        if not (math.isfinite(noise_std) and noise_std > 0):
+            raise ValueError(f"noise_std must be positive (exact observation: take it small), got {noise_std}")
+        if not m.any():
+            raise ValueError("the mask observes nothing: the posterior is the prior")
+        v_y = float(noise_std) ** 2
+        mu, var = self._mu.clone(), self._var.clone()
+        gain = var[:, m] / (var[:, m] + v_y)
+        log_evidence = -0.5 * (
+            ((y[m] - mu[:, m]) ** 2 / (var[:, m] + v_y)) + torch.log(2 * math.pi * (var[:, m] + v_y))
+        )
+        mu[:, m] = mu[:, m] + gain * (y[m] - mu[:, m])
+        var[:, m] = var[:, m] * v_y / (var[:, m] + v_y)
+        weights = torch.softmax(torch.log(self.weights) + log_evidence.sum(1), dim=0)
+        shape = (self.K, *self.data_shape)
+        return GaussianMixture(weights, mu.reshape(shape), var.sqrt().reshape(shape))
+
     def model(self, sde: SDE, prediction: str = "eps") -> AnalyticModel:
         """``model(x, t, y=None) -> prediction`` (eps, score, x0 or v), exact for ``sde``.
 
