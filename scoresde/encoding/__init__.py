@@ -7,46 +7,36 @@ deterministic, invertible map between the data at t_min and the latent x_T at T:
   :func:`scoresde.sample` started from that x_T: the same grid, the same solver function and the
   same final noise-free step x ← x̂_0(x, t_min), so ``decode(model, sde, sde.prior_sample(shape, g),
   solver, steps)`` equals ``sample(model, sde, shape, solver, steps, generator=g)`` bitwise.
-* :func:`encode` is decode's inverse: it walks the same grid up from x_0 to x_T. Per solver
-  (:data:`ENCODERS`):
-
-  - ``ode``: ``solve_ivp`` on the same right-hand side (:func:`scoresde.samplers.ode.solve_flow`)
-    from t_min up to T; the round trip is exact up to the tolerances ``rtol``/``atol``.
-  - ``ddim`` (η = 0) and ``heun``: with ``inversion="fixed-point"`` (the default) each decoder step
-    x_{i−1} = Φ_i(x_i) = c_i x_i + (terms in ε̂) is inverted exactly: x_i solves Φ_i(x_i) = x_{i−1},
-    found by the fixed-point iteration x_i ← x_i − (Φ_i(x_i) − x_{i−1})/c_i, which converges when
-    the ε̂ terms are a contraction (small steps; Wallace et al. 2023 "EDICT" and Pan et al. 2023
-    discuss this exact inversion). Its start, and the whole step with ``inversion="explicit"``, is
-    the same update walked with increasing t, ε̂ taken at the lower time: for ``ddim`` this is
-    the usual "DDIM inversion" (Song, Meng & Ermon 2021, §4.3 and eq. 14: the DDIM update is an
-    Euler step of the ODE dx̄ = ε̂ dσ̂ in x̄ = x/α, σ̂ = σ/α, so it can be run from x_0 to x_T), for
-    ``heun`` Heun's method (Karras et al. 2022, Alg. 1) run upwards. Explicit inversion costs one
-    step's NFE but its round trip is only as exact as the solver (order 1 / 2 in the step).
-  - the final denoising step (when ``denoise``; the default whenever t_min > 0, as in ``sample``)
-    is inverted too: x_{t_min} solves x̂_0(x, t_min) = x_0, by the fixed-point iteration
-    x ← α x_0 + σ ε̂(x, t_min) (Tweedie's formula read backwards). It converges when σ ε̂ is a
-    contraction, which holds for data with a density (the Lipschitz constant of σ ε̂ is
-    σ²/(α² s² + σ²) < 1 for a Gaussian of std s) but not on a data manifold, where x̂_0 forgets
-    the normal directions; encode then warns, and ``denoise=False`` (in both calls) avoids it.
+* :func:`encode` is decode's inverse: it walks the same grid up from x_0 to x_T, undoing decode's
+  steps (:mod:`scoresde.encoding.inverses`, :data:`ENCODERS`): ``ode`` by ``solve_ivp`` on the
+  same right-hand side upwards (exact up to ``rtol``/``atol``); ``ddim`` (η = 0) and ``heun`` by
+  solving each decoder step for its start (``inversion="fixed-point"``, exact up to ``tol``) or by
+  the same update walked with increasing t (``inversion="explicit"``: the classic "DDIM
+  inversion", Song, Meng & Ermon 2021, §4.3; only as exact as the solver's order).
+* Decode's final denoising step (``denoise``; the default whenever t_min > 0, as in ``sample``)
+  is inverted too: x_{t_min} solves x̂_0(x, t_min) = x_0, i.e. x = α x_0 + σ ε̂(x, t_min) (Tweedie's
+  formula read backwards). That is well posed for data with a density (for a Gaussian of std s,
+  x ↦ σ ε̂ has Lipschitz constant σ²/(α² s² + σ²) < 1) but not on a data manifold, where x̂_0 forgets
+  the normal directions; encode then warns, and ``denoise=False`` (in both calls) avoids it.
 
 Stochastic solvers (``ancestral``, the SDE solvers, ``ddim`` with η > 0) have no inverse and are
 refused; the multistep solvers ``dpm-solver++`` and ``unipc`` decode but do not encode.
-:func:`round_trip` reports |decode(encode(x_0)) − x_0| and :func:`interpolate` decodes the
-spherical interpolation of two latents (DDIM §5). benchmarks/encoding.py measures the round trip.
+:func:`round_trip` reports |decode(encode(x_0)) − x_0|; :func:`interpolate` decodes the spherical
+interpolation of two latents (Song, Meng & Ermon 2021, §5). benchmarks/encoding.py measures the
+round trip per solver and steps (benchmarks/results/encoding.md).
 
->>> import scoresde as sd
+>>> import scoresde as sd, torch
 >>> data, sde = sd.analytic.gmm(), sd.VPSDE()
 >>> model = data.model(sde, "eps")
->>> x0 = data.sample(100, dtype=torch.float64)
+>>> x0 = data.sample(100, torch.Generator().manual_seed(0), dtype=torch.float64)
 >>> xT = sd.encode(model, sde, x0, "ode", rtol=1e-7, atol=1e-7)
->>> x = sd.decode(model, sde, xT, "ode", rtol=1e-7, atol=1e-7)   # ≈ x0 (max error ~1e-5)
+>>> x = sd.decode(model, sde, xT, "ode", rtol=1e-7, atol=1e-7)
+>>> bool((x - x0).abs().max() < 1e-4)
+True
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,46 +44,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import append_dims, check_int, check_name
-from .grids import time_grid
-from .guidance import guided
-from .param import resolve_prediction
-from .registry import Registry
-from .samplers import SOLVERS, SampleInfo
-from .samplers.common import Context, Denoiser
-from .samplers.ode import solve_flow
-from .sde import SDE
+from .._checks import check_int, check_name
+from ..grids import time_grid
+from ..guidance import guided
+from ..param import resolve_prediction
+from ..samplers import SOLVERS, SampleInfo
+from ..samplers.common import Context, Denoiser
+from ..sde import SDE
+from .inverses import ENCODERS, INVERSIONS, Encoder, FixedPoint
 
 __all__ = ["ENCODERS", "EncodeInfo", "Encoder", "RoundTrip", "decode", "encode", "interpolate", "round_trip"]
-
-INVERSIONS = ("fixed-point", "explicit")
-
-
-@dataclass(frozen=True)
-class Encoder:
-    """How :func:`encode` inverts one solver.
-
-    Attributes:
-        name: the solver's name (``SOLVERS``).
-        fn: ``fn(ctx, x, fp, inversion, **solver_options) -> x_T``, walking ``ctx.times`` up from x at t_0.
-        inversions: the ``inversion`` values it takes; the first is the default.
-    """
-
-    name: str
-    fn: Callable[..., Tensor]
-    inversions: tuple[str, ...]
-
-
-ENCODERS: Registry[Encoder] = Registry("encoder")
-"""The solvers :func:`encode` can invert, keyed by solver name."""
-
-
-def _encoder(name: str, inversions: tuple[str, ...]) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
-    def add(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        ENCODERS.register(name)(Encoder(name, fn, inversions))
-        return fn
-
-    return add
 
 
 @dataclass
@@ -108,7 +68,7 @@ class EncodeInfo:
         denoised: whether the final denoising step x̂_0(·, t_0) was inverted (as ``denoise`` in decode).
         residual: the largest max-abs residual |Φ(x) − target| over the fixed-point solves (None if none ran).
         iterations: fixed-point iterations, all solves together.
-        unconverged: solves that stopped at ``max_iter`` above the tolerance (encode warns then).
+        unconverged: (step, sample) solves left above the tolerance (encode warns then).
         options: the solver options as used, and ``y``/``guidance`` for a conditional model.
     """
 
@@ -238,11 +198,12 @@ def encode(
         solver: one of :data:`ENCODERS` (``ode``, ``ddim``, ``heun``).
         steps: grid steps N.
         denoise: invert decode's final step x ← x̂_0(x, t_min) (default: when t_min > 0, as decode).
-        inversion: ``fixed-point`` (``ddim``/``heun`` default: each decoder step inverted exactly)
-            or ``explicit`` (one explicit step with increasing t: the classic DDIM inversion; the
-            only one for ``ode``).
-        tol: fixed-point tolerance on max |Φ(x) − target| per sample (default 256 ε_dtype (1 + max |target|)).
-        max_iter: fixed-point iterations per solve at most (then encode warns and keeps the best x).
+        inversion: ``fixed-point`` (``ddim``/``heun`` default: each decoder step solved for its
+            start, :class:`~scoresde.encoding.inverses.FixedPoint`) or ``explicit`` (the update walked
+            with increasing t: the classic DDIM inversion; the only one for ``ode``).
+        tol: the fixed-point tolerance on max |Φ(x) − target| per sample (default 256 ε_dtype ·
+            (1 + max |target|)); also used for the inverse of the denoising step.
+        max_iter: fixed-point iterations per step at most (then encode warns and keeps the best x).
         return_info: also return an :class:`EncodeInfo`.
 
     Returns:
@@ -271,7 +232,7 @@ def encode(
         raise ValueError(
             f"solver {solver!r} takes inversion {' or '.join(map(repr, enc.inversions))}, not {inversion!r}"
         )
-    fp = _FixedPoint(tol, max_iter)
+    fp = FixedPoint(tol, max_iter)
     with torch.inference_mode():
         x = x0
         if denoise:  # invert x ← x̂_0(x, t_0): x = α x0 + σ ε̂(x, t_0) (Tweedie backwards)
@@ -371,147 +332,6 @@ def interpolate(
     path = (w_a * z_a + w_b * z_b).to(z.dtype).reshape(n * b, *x_a.shape[1:])
     x = decode(model, sde, path, solver, steps, prediction, y=y_dec, **kwargs)
     return x.reshape(n, *x_a.shape)
-
-
-# ---- encoders: one per invertible solver, walking the grid up ---------------------------------
-@_encoder("ode", inversions=("explicit",))
-def _ode(
-    ctx: Context, x: Tensor, fp: _FixedPoint, inversion: str, *, method: str = "RK45", rtol: float = 1e-5,
-    atol: float = 1e-5,
-) -> Tensor:  # fmt: skip
-    """solve_ivp from t_0 up to T on the right-hand side the ``ode`` sampler integrates down."""
-    times = ctx.times.tolist()
-    sol = solve_flow(ctx, x, times[0], times[-1], method=method, rtol=rtol, atol=atol)
-    return torch.from_numpy(sol.y[:, -1].copy()).to(device=x.device, dtype=x.dtype).reshape(x.shape)
-
-
-def _euler_table(ctx: Context) -> tuple[list[float], list[float]]:
-    """(c_x, c_eps) of x_{i−1} = c_x x_i + c_eps ε̂(x_i, t_i), the DDIM (η = 0) step, as ``ddim`` builds it.
-
-    In x̄ = x/α and σ̂ = σ/α it is Euler's step x̄_{i−1} = x̄_i + (σ̂_{i−1} − σ̂_i) ε̂ (DDIM eq. 14),
-    which is also Heun's predictor (``heun``'s c_eps = A_{i−1}(σ̂_{i−1} − σ̂_i) is the same number).
-    """
-    A, S = ctx.sde.marginal(ctx.times)
-    ratio = A[:-1] / A[1:]
-    return ratio.tolist(), (S[:-1] - ratio * S[1:]).tolist()
-
-
-@_encoder("ddim", inversions=INVERSIONS)
-def _ddim(ctx: Context, x: Tensor, fp: _FixedPoint, inversion: str, *, eta: float = 0.0) -> Tensor:
-    """DDIM (η = 0) walked up: x_i from x_{i−1} = c_x x_i + c_eps ε̂(x_i, t_i)."""
-    if eta != 0:
-        raise ValueError(
-            f"ddim with eta={eta!r} is stochastic (it adds noise in every step), so it has no inverse; encode and "
-            "decode with eta=0"
-        )
-    c_x, c_eps = _euler_table(ctx)
-    den = ctx.den
-    for i in range(1, ctx.steps + 1):
-        target = x
-        # DDIM inversion (Song et al. 2021, §4.3): the update with ε̂ taken at the lower time t_{i−1}
-        x = (target - c_eps[i - 1] * den.eps(target, i - 1)) / c_x[i - 1]
-        if inversion == "fixed-point":  # solve x_{i−1} = c_x x + c_eps ε̂(x, t_i) for x
-            x = fp.solve(lambda z, i=i: z * c_x[i - 1] + c_eps[i - 1] * den.eps(z, i), target, x, c_x[i - 1],
-                         den.t_list[i])  # fmt: skip
-    return x
-
-
-@_encoder("heun", inversions=INVERSIONS)
-def _heun(ctx: Context, x: Tensor, fp: _FixedPoint, inversion: str) -> Tensor:
-    """Heun (Karras et al. 2022, Alg. 1) walked up; fixed-point: the inverse of each decoder step."""
-    c_x, c_eps = _euler_table(ctx)
-    den = ctx.den
-    last_is_data = den.sigmas[0] == 0
-
-    def step(z: Tensor, i: int) -> Tensor:  # the decoder's step t_i → t_{i−1} (heun in samplers/ode.py)
-        d = den.eps(z, i)
-        z_euler = z * c_x[i - 1] + c_eps[i - 1] * d
-        if i == 1 and last_is_data:
-            return z_euler
-        return z * c_x[i - 1] + (0.5 * c_eps[i - 1]) * (d + den.eps(z_euler, i - 1))
-
-    for i in range(1, ctx.steps + 1):
-        target = x
-        # Heun with increasing t: Euler predictor from t_{i−1}, trapezoidal corrector at t_i
-        d = den.eps(target, i - 1)
-        x_euler = (target - c_eps[i - 1] * d) / c_x[i - 1]
-        x = (target - (0.5 * c_eps[i - 1]) * (d + den.eps(x_euler, i))) / c_x[i - 1]
-        if inversion == "fixed-point":
-            x = fp.solve(lambda z, i=i: step(z, i), target, x, c_x[i - 1], den.t_list[i])
-    return x
-
-
-# ---- the fixed-point inversion -------------------------------------------------------------
-class _FixedPoint:
-    """Solves Φ(x) = target for x when Φ(x) = c x + r(x), r/c a contraction, sample by sample.
-
-    Iterates x ← x − (Φ(x) − target)/c (Picard). Each sample keeps its iterate of smallest
-    residual max |Φ(x) − target| and stops at the tolerance, or after ``PATIENCE`` iterations
-    without improving (the step is not a contraction there: the iteration stalls or diverges), or
-    at ``max_iter``; it then sits at its best iterate while the others go on. Records the largest
-    final residual and the (step, sample) solves left above the tolerance.
-    """
-
-    PATIENCE = 3
-
-    def __init__(self, tol: float | None, max_iter: int) -> None:
-        if tol is not None and not (
-            isinstance(tol, numbers.Real) and not isinstance(tol, bool) and math.isfinite(tol) and tol > 0
-        ):
-            raise ValueError(f"tol must be a positive finite number or None (automatic), got {tol!r}")
-        self.tol = tol
-        self.max_iter = check_int(max_iter, "max_iter")
-        self.residual: float | None = None
-        self.iterations = 0
-        self.unconverged = 0
-        self.worst: tuple[float, float] | None = None  # (residual, t) of the worst unconverged solve
-
-    def solve(self, phi: Callable[[Tensor], Tensor], target: Tensor, x: Tensor, c: float, t: float) -> Tensor:
-        n = target.shape[0]
-
-        def per_sample(v: Tensor) -> Tensor:
-            return v.abs().reshape(n, -1).amax(1).to(torch.float64)
-
-        if self.tol is None:  # a few ulps of the target's magnitude
-            tol = 256 * torch.finfo(target.dtype).eps * (1 + per_sample(target))
-        else:
-            tol = torch.full((n,), float(self.tol), dtype=torch.float64, device=target.device)
-        best, best_res = x, torch.full_like(tol, math.inf)
-        stall = torch.zeros(n, dtype=torch.long, device=target.device)
-        for _ in range(self.max_iter):
-            r = phi(x) - target
-            self.iterations += 1
-            res = per_sample(r).nan_to_num(nan=math.inf)
-            x_next = x - r / c
-            improved = (res < best_res) & torch.isfinite(per_sample(x_next))
-            keep = append_dims(improved, x.ndim)
-            best, best_res = torch.where(keep, x_next, best), torch.where(improved, res, best_res)
-            stall = torch.where(improved, 0, stall + 1)
-            active = (best_res > tol) & (stall < self.PATIENCE)
-            if not bool(active.any()):
-                break
-            x = torch.where(append_dims(active & improved, x.ndim), x_next, best)
-        left = best_res > tol
-        self.residual = max(self.residual or 0.0, float(best_res.max()))
-        if bool(left.any()):
-            self.unconverged += int(left.sum())
-            worst = float(best_res.max())
-            if self.worst is None or worst > self.worst[0]:
-                self.worst = (worst, t)
-        return best
-
-    def warn(self) -> None:
-        if self.worst is None:
-            return
-        res, t = self.worst
-        warnings.warn(
-            f"encode: the fixed-point inversion stopped above its tolerance for {self.unconverged} (step, sample) "
-            f"pair(s), the worst at t={t:.4g} with residual {res:.3g}: the decoder's step is not a contraction "
-            "there (too few steps for a steep ε̂, or data on a manifold at the denoising step), so decode(encode(x)) "
-            "misses x there; use more steps, the 'ode' solver, denoise=False, or a larger max_iter/tol",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
 
 # ---- checks shared by the public calls -------------------------------------------------------
