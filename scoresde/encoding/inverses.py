@@ -192,7 +192,8 @@ class FixedPoint:
             active = (best_res > tol) & (stall < self.PATIENCE)
             if not bool(active.any()):
                 break
-            xs, fs = [*xs[-self.MEMORY :], x.reshape(n, -1)], [*fs[-self.MEMORY :], (r / -c).reshape(n, -1)]
+            keep = max(0, len(xs) - self.MEMORY)  # the last m iterates (none for m = 0: plain iteration)
+            xs, fs = [*xs[keep:], x.reshape(n, -1)], [*fs[keep:], (r / -c).reshape(n, -1)]
             x_next = xs[-1] + fs[-1]  # the plain step G(x)
             if len(fs) > 1:  # Anderson's mixing of the last m steps
                 dF = torch.stack([b - a for a, b in pairwise(fs)], -1)  # (n, D, m)
