@@ -132,15 +132,15 @@ def decode(
 ) -> Tensor | tuple[Tensor, SampleInfo]:
     """Integrate the probability-flow ODE down from the latents ``xT`` with a deterministic ``solver``.
 
-    The same solve as :func:`scoresde.sample` (same arguments, defaults and result) with x_T given
-    instead of drawn: ``decode(model, sde, sde.prior_sample(shape, g, dtype=d), solver, steps)``
-    equals ``sample(model, sde, shape, solver, steps, generator=g, dtype=d)`` bitwise. The
-    computation runs in ``xT``'s dtype and on its device.
+    The same solve as :func:`scoresde.sample` (same arguments and result; only the defaults of
+    ``solver`` and ``steps`` differ) with x_T given instead of drawn: ``decode(model, sde,
+    sde.prior_sample(shape, g, dtype=d), solver, steps)`` equals ``sample(model, sde, shape, solver,
+    steps, generator=g, dtype=d)`` bitwise. The computation runs in ``xT``'s dtype and on its device.
 
     Args:
         model, sde, prediction, grid, t_min, y, guidance, **options: as in :func:`scoresde.sample`.
         xT: latents of shape (batch, ...) (finite, floating point), e.g. from :func:`encode`.
-        solver: a deterministic solver: ``ode``, ``heun``, ``ddim`` (η = 0), ``dpm-solver++``, ``unipc``.
+        solver: a deterministic solver (``SOLVERS[name].stochastic`` is False; ``ddim`` with η = 0).
         steps: grid steps N (``ode``: adaptive, the grid only fixes t_min and T).
         denoise: the final noise-free step x ← x̂_0(x, t_min); default: when t_min > 0.
         return_info: also return a :class:`scoresde.samplers.SampleInfo`.
