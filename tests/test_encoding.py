@@ -293,3 +293,16 @@ def test_registries_agree():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a converged encode does not warn
         encode(MODEL, SDE, data(10), "ddim", 20)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda():
+    cuda = torch.device("cuda")
+    x = sd.sample(MODEL, SDE, (64, 2), "ddim", 12, generator=torch.Generator(cuda).manual_seed(1), dtype=F64)
+    xT = SDE.prior_sample((64, 2), torch.Generator(cuda).manual_seed(1), dtype=F64)
+    assert torch.equal(decode(MODEL, SDE, xT, "ddim", 12), x)
+    x0 = data(64).to(cuda)
+    rt = round_trip(MODEL, SDE, x0, "heun", 10)
+    assert rt.latent.device.type == "cuda" and rt.max_abs <= 1e-9
+    path = interpolate(MODEL, SDE, x0[:2], x0[2:4], 3, "ddim", 20)
+    assert path.device.type == "cuda" and path.shape == (3, 2, 2)

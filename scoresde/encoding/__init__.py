@@ -324,7 +324,7 @@ def interpolate(
     z_a, z_b = z[:b].to(torch.float64).flatten(1), z[b:].to(torch.float64).flatten(1)
     cos = (z_a * z_b).sum(1) / (z_a.norm(dim=1) * z_b.norm(dim=1)).clamp_min(1e-300)
     theta = torch.arccos(cos.clamp(-1.0, 1.0))[None, :, None]  # (1, b, 1)
-    lam = torch.linspace(0.0, 1.0, n, dtype=torch.float64)[:, None, None]  # (n, 1, 1)
+    lam = torch.linspace(0.0, 1.0, n, dtype=torch.float64, device=z.device)[:, None, None]  # (n, 1, 1)
     sin = torch.sin(theta)
     straight = sin < 1e-8
     w_a = torch.where(straight, 1 - lam, torch.sin((1 - lam) * theta) / torch.where(straight, 1.0, sin))
