@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .diffusion_model import DiffusionModel
+from .guidance import for_rows
 from .imageio import fsync_folder, image_grid, save_png, scatter_image
 from .labels import class_rows
 
@@ -167,6 +168,20 @@ def _labels(dm: DiffusionModel, classes: int | str | None, num: int | None) -> t
     return torch.full((num,), int(classes), dtype=torch.long), None, num
 
 
+PER_SAMPLE = ("known", "mask", "init")
+"""Options of :func:`scoresde.samplers.sample` that may hold one value per sample (cut per chunk)."""
+
+
+def _rows(options: dict[str, Any], num: int, rank: int, first: int, stop: int) -> dict[str, Any]:
+    """``options`` with per-sample observations (a batch of ``num``) cut to the rows first … stop − 1."""
+    out = dict(options)
+    for key in PER_SAMPLE:
+        value = out.get(key)
+        if isinstance(value, Tensor) and value.ndim == rank + 1 and value.shape[0] == num and num > 1:
+            out[key] = value[first:stop]
+    return out
+
+
 def generate(
     dm: DiffusionModel,
     num: int | None = None,
@@ -197,7 +212,11 @@ def generate(
         out: ``.npz`` (the samples, and ``solver``, ``steps``, ``nfe``, ``seed``, ``y`` for labels) or
             ``.png`` (:func:`picture` of the first 64 images, of 16 per class, or of every vector);
             written atomically. None keeps every sample in memory.
-        options: solver options (``eta=1``, ``order=3``, …); they override ``dm.sample_options``.
+        options: solver options (``eta=1``, ``order=3``, …; they override ``dm.sample_options``) and
+            the observations of :func:`scoresde.samplers.sample`: ``known``/``mask``/``resample``
+            (inpainting), ``init``/``strength`` (SDEdit), each of one sample's shape or one per sample
+            (cut with the chunks). A model guided by gradients (:mod:`scoresde.gradient_guidance`)
+            with one observation per sample is cut the same way.
         grid, t_min, device, seed: as in :func:`scoresde.samplers.sample` (``seed`` seeds one generator).
         progress: a progress bar for long work.
     """
@@ -222,7 +241,9 @@ def generate(
     cond = {} if labels is None else {"guidance": 1.0 if guidance is None else float(guidance)}
     options = {**{k: v for k, v in dm.sample_options(solver).items() if k not in options}, **options}
     generator = torch.Generator(device).manual_seed(seed)
-    truth = dm.provenance.origin if dm.provenance.source == "analytic" else None
+    origin = dm.provenance.origin  # ground truth: the analytic model itself, not steered by observations
+    exact = dm.provenance.source == "analytic" and getattr(dm.model, "data", None) is origin
+    truth = origin if exact and not any(key in options for key in PER_SAMPLE) else None
     chunk = batch_size or auto_batch_size(dm, num, device)
     starts = range(0, num, chunk)
     sink = NpzWriter(out, (num, *dm.data_shape)) if suffix == ".npz" else None
@@ -232,8 +253,9 @@ def generate(
         with progress_bar(progress and num * steps >= 200_000, label=f"{solver} ({steps} steps)") as bar:
             for c, first in enumerate(starts):
                 y = None if labels is None else labels[first : first + chunk]
+                stop = min(first + chunk, num)
                 x, info = sample(
-                    dm.model,
+                    for_rows(dm.model, first, stop),  # per-sample observations of a guided model: these rows
                     dm.sde,
                     (min(chunk, num - first), *dm.data_shape),
                     solver=solver,
@@ -248,7 +270,7 @@ def generate(
                     device=device,
                     **({"y": y.to(device)} if y is not None else {}),
                     **cond,
-                    **options,
+                    **_rows(options, num, len(dm.data_shape), first, stop),
                 )
                 x, nfe = x.detach().cpu().float(), nfe + info.nfe
                 if sink is not None:

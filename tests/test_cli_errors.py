@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer.main
 from typer.testing import CliRunner
@@ -108,6 +109,32 @@ BAD = {
         ["--width", "-1"],
         ["--out", "a-file"],
     ],
+    "edit": [
+        [],
+        ["--from", "missing.npy", "--run", "good"],
+        ["--from", "garbage.npy", "--run", "good"],
+        ["--from", "a-file", "--run", "good"],
+        ["--from", "points.npy", "--run", "good", "--strength", "0"],
+        ["--from", "points.npy", "--run", "good", "--strength", "2"],
+        ["--from", "points.npy", "--run", "corrupt"],
+        ["--from", "points.npy", "--run", "good", "--solver", "nope"],
+        ["--from", "points.npy", "--run", "good", "--out", "x.txt"],
+        ["--from", "image.npy", "--run", "good"],
+    ],
+    "encode": [
+        ["--from", "points.npy", "--run", "good", "--solver", "euler-maruyama"],
+        ["--from", "points.npy", "--run", "good", "--solver", "nope"],
+        ["--from", "points.npy", "--run", "good", "--tol", "-1"],
+        ["--from", "points.npy", "--run", "good", "--steps", "0"],
+        ["--from", "missing.npy", "--run", "good"],
+        ["--from", "image.npy", "--run", "good"],
+    ],
+    "decode": [
+        ["--from", "points.npy", "--run", "good", "--solver", "ancestral"],
+        ["--from", "nan.npy", "--run", "good"],
+        ["--from", "points.npy", "--run", "missing"],
+        ["--from", "points.npy", "--run", "good", "--out", "a-file/x.png"],
+    ],
     "info": [["--bogus"]],
     "plot": [["no-such-run"], ["a-file"], ["--bogus"]],
 }
@@ -128,6 +155,9 @@ def workdir(tmp_path_factory) -> Path:
     (folder / "bad.toml").write_text("steps = [oops")
     (folder / "unknown-key.toml").write_text("stepz = 3\n")
     (folder / "garbage.npy").write_bytes(b"not an array")
+    np.save(folder / "points.npy", np.array([[0.5, -0.2], [1.0, 0.3]], np.float32))
+    np.save(folder / "image.npy", np.zeros((1, 8, 8), np.float32))  # not the moons run's shape
+    np.save(folder / "nan.npy", np.array([[np.nan, 0.0]], np.float32))
     return folder
 
 

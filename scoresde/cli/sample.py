@@ -11,6 +11,11 @@ its classes) samples one class with ``--class K`` (an id or a class name) at cla
 guidance ``--guidance W`` (default 1, :mod:`scoresde.guidance`), or every class with
 ``--class all``: ``--num`` samples per class, the picture one row per class. Without ``--class``
 it samples unconditionally (the null label). The work is :func:`scoresde.generation.generate`.
+
+Steered by observations: ``--inpaint IMG --mask MASK`` completes the pixels the mask leaves open
+(replacement, every solver; ``--resample K`` for RePaint's resampling), and ``--measure NAME
+--observe IMG`` samples the posterior given a simulated measurement y = A(IMG) + n
+(:mod:`scoresde.measurements`, :func:`scoresde.observations.measurement_guided`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import typer
 
 from ..analytic import MODELS
 from ..grids import TIME_GRIDS
+from ..measurements import MEASUREMENTS
+from ..observations import MASKS
 from ..samplers import SOLVERS
 from .app import DiffusersOption, RunOption, app, check_device, fail, open_source, output_file, set_threads, writing
 
@@ -50,53 +57,101 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _option(kind, *decls: str, help: str):
+    return Annotated[kind, typer.Option(*decls, help=help)]
+
+
+ModelOption = _option(str | None, "--model", help=f"analytic model, no training: {', '.join(MODELS)}")
+SolverOption = _option(
+    str,
+    help=f"auto (unipc for an exact --model score, sde-dpm-solver++ for a network) or one of: {', '.join(SOLVERS)}",
+)
+StepsOption = _option(int, help="number of steps of the time grid (+1 NFE for the denoising step)")
+NumOption = _option(
+    int | None, help="number of samples (default: 64 images, a grid; 2000 points; one per --inpaint image)"
+)
+ClassOption = _option(
+    str | None, "--class", help="class-conditional models: a class id or name, or all (one row per class)"
+)
+GuidanceOption = _option(float | None, help="classifier-free guidance scale w with --class (default 1)")
+SeedOption = _option(int, help="seed of the generator (all randomness)")
+GridOption = _option(str, help=f"time grid: auto (the solver's measured best) or one of: {', '.join(TIME_GRIDS)}")
+TMinOption = _option(float | None, "--t-min", help="end time ε (default: the solver's)")
+SolverOptions = _option(list[str] | None, "--option", "-o", help="solver option key=value (e.g. eta=1, order=3)")
+BatchOption = _option(
+    int | None, "--batch-size", help="solve in chunks of this size (default: ~49k values a chunk on CPU)"
+)
+OutOption = _option(Path, help="output: .png (scatter plot or image grid) or .npz (raw samples)")
+DeviceOption = _option(str, help="cpu or cuda")
+ThreadsOption = _option(int, help="CPU threads for torch (default 1; 0 = torch's default)")
+InpaintOption = _option(
+    Path | None, "--inpaint", help="images to complete (.png/.npy/.npz, one or a batch) with --mask"
+)
+MaskOption = _option(
+    str | None, help=f"with --inpaint: 1/white = kept, 0/black = filled (a file), or {', '.join(MASKS)}"
+)
+ResampleOption = _option(int | None, help="with --inpaint: RePaint resampling, K passes per step (default 1)")
+MeasureOption = _option(
+    str | None, help=f"sample the posterior of a measurement of --observe: {', '.join(MEASUREMENTS)}"
+)
+ObserveOption = _option(
+    Path | None, help="with --measure: the clean image(s) whose measurement y = A(x) + n is simulated"
+)
+NoiseOption = _option(float, "--noise-std", help="with --measure: the measurement noise σ_y")
+
+
+def _steering(dm, inpaint, mask, resample, measure, observe, noise_std: float, seed: int):
+    """(the model to sample, the observations for generate, their count) from the steering options."""
+    from ..observations import load_images, load_mask, measurement_guided
+
+    if (inpaint is None) != (mask is None):
+        fail("--inpaint IMG and --mask MASK go together (the images, and which of their pixels are kept)")
+    if (measure is None) != (observe is None):
+        fail("--measure NAME and --observe IMG go together (the operator, and the image it measures)")
+    if resample is not None and inpaint is None:
+        fail("--resample needs --inpaint and --mask")
+    if inpaint is not None and measure is not None:
+        fail("give either --inpaint or --measure, not both")
+    if inpaint is None and measure is None:
+        return dm, {}, None
+    if dm.data_shape is None:
+        fail(f"{dm.description} has no known data shape to read images for")
+    try:
+        if inpaint is not None:
+            known = load_images(inpaint, dm.data_shape, "--inpaint", finite=False)  # NaN where hidden
+            options = {"known": known if len(known) > 1 else known[0], "mask": load_mask(mask, dm.data_shape)}
+            return dm, {**options, **({"resample": resample} if resample is not None else {})}, len(known)
+        images = load_images(observe, dm.data_shape, "--observe")
+        guided, _ = measurement_guided(dm, measure, images, noise_std, seed=seed)
+        return guided, {}, len(images)
+    except ValueError as err:
+        fail(str(err))
+
+
 @app.command()
 def sample(
-    model: Annotated[
-        str | None, typer.Option("--model", help=f"analytic model, no training: {', '.join(MODELS)}")
-    ] = None,
+    model: ModelOption = None,
     run: RunOption = None,
     diffusers: DiffusersOption = None,
-    solver: Annotated[
-        str,
-        typer.Option(
-            help=f"auto (unipc for an exact --model score, sde-dpm-solver++ for a trained network) or one of: "
-            f"{', '.join(SOLVERS)}"
-        ),
-    ] = "auto",
-    steps: Annotated[int, typer.Option(help="number of steps of the time grid (+1 NFE for the denoising step)")] = 20,
-    num: Annotated[
-        int | None,
-        typer.Option(help="number of samples (default: 64 images, a grid; 2000 points); per class with --class all"),
-    ] = None,
-    class_: Annotated[
-        str | None,
-        typer.Option(
-            "--class",
-            help="class-conditional models: a class id or name, or all (one row per class); default: unconditional",
-        ),
-    ] = None,
-    guidance: Annotated[
-        float | None,
-        typer.Option(help="classifier-free guidance scale w with --class (0 unconditional, 1 conditional; default 1)"),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the generator (all randomness)")] = 0,
-    grid: Annotated[
-        str, typer.Option(help=f"time grid: auto (the solver's measured best) or one of: {', '.join(TIME_GRIDS)}")
-    ] = "auto",
-    t_min: Annotated[float | None, typer.Option("--t-min", help="end time ε (default: the solver's)")] = None,
-    option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="solver option key=value (e.g. eta=1, order=3)")
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", help="solve in chunks of this size (default: ~49k values a chunk on CPU)"),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="output: .png (scatter plot or image grid) or .npz (raw samples)")] = Path(
-        "samples.png"
-    ),
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default)")] = 1,
+    solver: SolverOption = "auto",
+    steps: StepsOption = 20,
+    num: NumOption = None,
+    class_: ClassOption = None,
+    guidance: GuidanceOption = None,
+    seed: SeedOption = 0,
+    grid: GridOption = "auto",
+    t_min: TMinOption = None,
+    option: SolverOptions = None,
+    batch_size: BatchOption = None,
+    inpaint: InpaintOption = None,
+    mask: MaskOption = None,
+    resample: ResampleOption = None,
+    measure: MeasureOption = None,
+    observe: ObserveOption = None,
+    noise_std: NoiseOption = 0.05,
+    out: OutOption = Path("samples.png"),
+    device: DeviceOption = "cpu",
+    threads: ThreadsOption = 1,
 ) -> None:
     """Sample an analytic model (--model gmm), a run or a diffusers model with any solver; write a PNG or .npz."""
     from ..generation import generate
@@ -117,6 +172,8 @@ def sample(
         fail(f"--guidance must be a finite number, got {guidance}")
     options = _parse_options(option or [])
     dm = open_source(model=model, run=run, diffusers=diffusers, device=device)
+    dm, observations, count = _steering(dm, inpaint, mask, resample, measure, observe, noise_std, seed)
+    num = count if num is None and count is not None and count > 1 else num
     if guidance is not None and class_ is None:
         if dm.num_classes is None:
             fail(f"--guidance needs a class-conditional model and --class, but {dm.description} is unconditional")
@@ -126,14 +183,15 @@ def sample(
         with writing(out):
             done = generate(
                 dm, num, solver=solver, steps=steps, seed=seed, grid=grid, t_min=t_min, classes=classes,
-                guidance=guidance, batch_size=batch_size, out=out, device=device, progress=True, **options,
+                guidance=guidance, batch_size=batch_size, out=out, device=device, progress=True, **observations,
+                **options,
             )  # fmt: skip
     except ValueError as err:
         fail(str(err))
-    typer.echo(_report(dm, done, out, classes))
+    typer.echo(sample_report(dm, done, out, classes))
 
 
-def _report(dm, done, out: Path, classes: int | str | None) -> str:
+def sample_report(dm, done, out: Path, classes: int | str | None) -> str:
     """What was written and, for an analytic model, how close the samples are to the truth."""
     what = ""
     if done.labels is not None:
