@@ -68,6 +68,10 @@ def test_measurement_posterior_and_edit_and_encode_decode(files, tmp_path):
                     "--steps", "3", "--out", tmp_path / "b.npz")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert np.load(tmp_path / "b.npz")["samples"].shape == (3, 1, 8, 8)
+    result = invoke("sample", "--run", files["run"], "--measure", "mask", "--mask", "keep-left", "--observe",
+                    files["digits"], "--steps", "3", "--out", tmp_path / "m.npz")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert np.load(tmp_path / "m.npz")["samples"].shape == (3, 1, 8, 8)
     result = invoke("edit", "--from", files["digits"], "--strength", "0.3", "--run", files["run"], "--steps", "4",
                     "--out", tmp_path / "e.npz")  # fmt: skip
     assert result.exit_code == 0 and "(strength 0.3)" in result.output, result.stderr
@@ -87,6 +91,7 @@ def test_bad_observations_are_one_line(files, tmp_path):
     sample = ["sample", "--run", run, "--steps", "2", "--out", out]
     one_line_error(r"--inpaint IMG and --mask MASK go together", *sample, "--inpaint", files["digits"])
     one_line_error(r"--measure NAME and --observe IMG go together", *sample, "--measure", "blur")
+    one_line_error(r"--measure mask needs --mask MASK", *sample, "--measure", "mask", "--observe", files["digits"])
     one_line_error(r"--resample needs --inpaint", *sample, "--resample", "2")
     one_line_error(r"--inpaint .*wrong.npy holds shape \(3, 5, 5\), but the model's samples have shape \(1, 8, 8\)",
                    *sample, "--inpaint", files["wrong"], "--mask", "keep-top")  # fmt: skip

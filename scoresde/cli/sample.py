@@ -104,7 +104,7 @@ def _steering(dm, inpaint, mask, resample, measure, observe, noise_std: float, s
     """(the model to sample, the observations for generate, their count) from the steering options."""
     from ..observations import load_images, load_mask, measurement_guided
 
-    if (inpaint is None) != (mask is None):
+    if (inpaint is None) != (mask is None) and measure != "mask":
         fail("--inpaint IMG and --mask MASK go together (the images, and which of their pixels are kept)")
     if (measure is None) != (observe is None):
         fail("--measure NAME and --observe IMG go together (the operator, and the image it measures)")
@@ -121,8 +121,11 @@ def _steering(dm, inpaint, mask, resample, measure, observe, noise_std: float, s
             known = load_images(inpaint, dm.data_shape, "--inpaint", finite=False)  # NaN where hidden
             options = {"known": known if len(known) > 1 else known[0], "mask": load_mask(mask, dm.data_shape)}
             return dm, {**options, **({"resample": resample} if resample is not None else {})}, len(known)
+        if measure == "mask" and mask is None:
+            fail("--measure mask needs --mask MASK (the pixels that are observed)")
         images = load_images(observe, dm.data_shape, "--observe")
-        guided, _ = measurement_guided(dm, measure, images, noise_std, seed=seed)
+        options = {"mask": load_mask(mask, dm.data_shape)} if measure == "mask" else {}
+        guided, _ = measurement_guided(dm, measure, images, noise_std, seed=seed, **options)
         return guided, {}, len(images)
     except ValueError as err:
         fail(str(err))
