@@ -88,7 +88,7 @@ InpaintOption = _option(
     Path | None, "--inpaint", help="images to complete (.png/.npy/.npz, one or a batch) with --mask"
 )
 MaskOption = _option(
-    str | None, help=f"with --inpaint: 1/white = kept, 0/black = filled (a file), or {', '.join(MASKS)}"
+    str | None, help=f"with --inpaint or --measure mask: 1/white kept, 0/black filled (a file), or {', '.join(MASKS)}"
 )
 ResampleOption = _option(int | None, help="with --inpaint: RePaint resampling, K passes per step (default 1)")
 MeasureOption = _option(
