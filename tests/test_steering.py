@@ -188,7 +188,8 @@ def _call(**kw):
         ({"strength": 0.5}, "give init= as well"),
         ({"init": torch.zeros(4, 2)}, "init= needs strength="),
         ({"init": torch.zeros(3, 2), "strength": 0.5}, r"init has shape \(3, 2\), but the samples have shape \(4, 2\)"),
-        ({"known": torch.zeros(2), "mask": torch.ones(3)}, r"mask has shape \(1, 3\), .*\(2,\).*\(4, 2\)"),
+        ({"known": torch.zeros(2), "mask": torch.ones(3)}, r"mask has shape \(3,\), .*\(2,\).*\(4, 2\)"),
+        ({"known": torch.zeros(2), "mask": torch.ones(4)}, r"mask has shape \(4,\), .*\(2,\).*\(4, 2\)"),
         ({"known": torch.zeros(5, 2), "mask": torch.tensor([1, 0])}, r"known has shape \(5, 2\)"),
         ({"known": torch.zeros(2), "mask": torch.ones(2)}, "observes every value leaves nothing to sample"),
         ({"known": torch.zeros(2), "mask": torch.zeros(4, 2)}, "observes nothing"),
@@ -204,6 +205,24 @@ def _call(**kw):
 def test_bad_observations_are_refused_with_a_sentence(kw, message):
     with pytest.raises(ValueError, match=message):
         _call(**kw)
+
+
+def test_images_with_a_mask_of_one_channel_and_resampling_on_every_solver():
+    """Rank-agnostic: (n, 3, 4, 4) samples, a (4, 4) mask broadcast over samples and channels (keep the top
+    half), a per-sample x_obs; every solver, RePaint included, returns the observed pixels exactly."""
+    shape = (2, 3, 4, 4)
+    known = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(4, 4)
+    mask[:2] = 1
+    data, sde = sd.analytic.Gaussian(torch.zeros(3, 4, 4), 0.5), sd.VPSDE()
+    for solver in sd.SOLVERS:
+        grid = {"grid": "uniform"} if solver == "torchsde" else {}
+        g = torch.Generator().manual_seed(1)
+        x, info = sd.sample(data.model(sde), sde, shape, solver, 4, generator=g, known=known, mask=mask, resample=2,
+                            return_info=True, **grid)  # fmt: skip
+        assert torch.equal(x[:, :, :2], known[:, :, :2]) and torch.isfinite(x).all(), solver
+        assert not torch.equal(x[:, :, 2:], known[:, :, 2:])
+        assert info.options["resample"] == 2 and (solver != "ancestral" or info.nfe == 4 + 3)
 
 
 def test_nan_in_unobserved_entries_is_ignored():

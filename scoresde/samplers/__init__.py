@@ -24,6 +24,13 @@ The order of ``ancestral`` and the SDE solvers is the strong order; ``ddim`` wit
 ``grid="auto"`` (the default) takes each solver's registered grid, chosen by measurement
 (benchmarks/results/samplers_defaults.md): ``quadratic`` for ddim, dpm-solver++, unipc and the SDE
 solvers; ``uniform`` for ancestral (so that 1000 steps are exactly DDPM), heun, ode and torchsde.
+
+Every solver can be steered by observations (:mod:`scoresde.samplers.steering`): imputation /
+inpainting by replacement (``known=``, ``mask=``; Song et al. 2021, App. I.2) with optional RePaint
+resampling (``resample=``; Lugmayr et al. 2022), applied through ``ctx.report`` after each step (``ode``
+and ``torchsde`` then integrate grid interval by interval), and SDEdit (``init=``, ``strength=``; Meng
+et al. 2022) on an N-step grid ending at t_start = strength·T. Without these arguments every solver
+runs exactly as before, bit for bit.
 """
 
 from __future__ import annotations

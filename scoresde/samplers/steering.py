@@ -182,15 +182,16 @@ def check_steering(
 
 
 def _rows(value, name: str, shape: tuple[int, ...], dtype: torch.dtype | None, device: torch.device) -> Tensor:
-    """``value`` as a tensor of rank len(shape), (1 or n, …), that broadcasts to ``shape``."""
+    """``value`` as a tensor of rank len(shape), (1 or n, …), that broadcasts to ``shape``: one sample's shape
+    (the same for every sample), the batch's, or anything that broadcasts to them (aligned on the right)."""
     v = value if isinstance(value, Tensor) else torch.as_tensor(value)
     v = v.detach().to(device=device, dtype=dtype if dtype is not None and v.dtype != torch.bool else v.dtype)
-    if v.ndim == len(shape) - 1:
-        v = v[None]  # one sample's shape: the same for every sample
-    ok = v.ndim == len(shape) and all(a in (1, b) for a, b in zip(v.shape, shape, strict=True))
-    if not ok:
+    received = tuple(v.shape)
+    if v.ndim < len(shape):
+        v = v.reshape((1,) * (len(shape) - v.ndim) + received)
+    if v.ndim != len(shape) or not all(a in (1, b) for a, b in zip(v.shape, shape, strict=True)):
         raise ValueError(
-            f"{name} has shape {tuple(v.shape)}, but the samples have shape {tuple(shape)}: give {name} of one "
+            f"{name} has shape {received}, but the samples have shape {tuple(shape)}: give {name} of one "
             f"sample's shape {tuple(shape[1:])} (the same for all) or of shape {tuple(shape)} (one per sample)"
         )
     return v
