@@ -4,7 +4,8 @@ Networks know nothing of the SDE: they are called as ``net(x, label)`` with the 
 that :class:`scoresde.param.Model` computes from t, or ``net(x, label, y)`` with class labels y
 when built with ``num_classes`` (id ``num_classes`` is the unconditional null label).
 :data:`NETWORKS` maps the CLI name to a factory ``make(data_shape, **options) -> nn.Module``;
-:data:`UNET_SIZES` holds named UNet sizes.
+:data:`UNET_SIZES` holds named UNet sizes. :class:`NoisyClassifier` is the time-dependent classifier
+``net(x, label) -> logits`` of classifier guidance (:mod:`scoresde.noisy_classifier` trains it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from ..registry import Registry
 from .embeddings import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
+from .noisy_classifier import NoisyClassifier
 from .unet import UNet
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "NETWORKS",
     "UNET_SIZES",
     "ClassEmbedding",
+    "NoisyClassifier",
     "TimeEmbedding",
     "UNet",
     "make_network",
