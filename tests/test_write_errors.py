@@ -28,13 +28,15 @@ def run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("writes") / "run"
     result = CliRunner().invoke(app, ["train", "--out", str(folder), *TRAIN])
     assert result.exit_code == 0, result.output + result.stderr
+    labelled = ["train", "--out", str(folder.parent / "labelled"), *TRAIN, "--data", "8gaussians"]  # train-classifier
+    assert CliRunner().invoke(app, labelled).exit_code == 0
     np.save(folder.parent / "points.npy", np.array([[0.5, -0.2], [1.0, 0.3]], np.float32))  # data, or latents
     return folder
 
 
 def commands(run: Path, out: Path) -> dict[str, list[str]]:
     """Each writing command with its output under ``out``."""
-    points = run.parent / "points.npy"
+    points, labelled = run.parent / "points.npy", run.parent / "labelled"
     return {
         "train": ["train", "--out", str(out / "run"), *TRAIN],
         "sample png": [*"sample --model gmm --steps 3 --num 8 --out".split(), str(out / "x.png")],
@@ -48,6 +50,7 @@ def commands(run: Path, out: Path) -> dict[str, list[str]]:
         "edit": [*f"edit --from {points} --run {run} --steps 2 --out".split(), str(out / "e.png")],
         "encode": [*f"encode --from {points} --run {run} --steps 4 --tol 1e-4 --out".split(), str(out / "z.npz")],
         "decode": [*f"decode --from {points} --run {run} --steps 4 --tol 1e-4 --out".split(), str(out / "d.png")],
+        "train-classifier": [*f"train-classifier --run {labelled} --steps 2 --quiet --out".split(), str(out / "c")],
         "compare-losses": [
             *"compare-losses --data moons --weightings simple --time discrete --budget 2 --batch-size 8".split(),
             *"--solver ddim --sample-steps 2 --num 8 --nll-num 2 --out".split(),
@@ -67,7 +70,7 @@ def one_line_error(args: list[str], path_fragment: str) -> str:
 
 
 NAMES = ["train", "sample png", "sample npz", "likelihood", "evaluate", "plot", "compare-losses", "edit", "encode",
-         "decode"]  # fmt: skip
+         "decode", "train-classifier"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", NAMES)
