@@ -70,7 +70,8 @@ class SampleInfo:
             (N+1, batch, ...) — for ``ode``/``torchsde`` the states at the grid times.
         denoised: whether a final noise-free denoising step x̂_0(x, t_0) was applied.
         options: the solver's options as used, and for a conditional solve ``y`` (the class, or the
-            list of per-sample labels) and ``guidance`` (the scale w).
+            list of per-sample labels) and ``guidance`` (the scale w); with observations ``resample``
+            (imputation) and ``strength`` (SDEdit: t_start / T).
     """
 
     solver: str
@@ -164,9 +165,9 @@ def sample(
         init, strength: SDEdit (Meng et al. 2022, Alg. 1): start the solve at t_start = strength·T,
             strength in (0, 1], from x = α(t_start) init + σ(t_start) z instead of the prior; the
             ``steps``-step grid is built on [t_min, t_start] (the paper's Δt = t_start/N: ``steps``
-            stays the number of steps, and strength 1 is the ordinary grid; an explicit ``grid``
-            tensor must then end at t_start). ``init`` of one sample's shape or the batch's.
-            Combines with imputation.
+            stays the number of steps, and strength 1 is the ordinary grid; with an explicit ``grid``
+            tensor the solve starts at its last time, and ``strength``, if given, must agree).
+            ``init`` of one sample's shape or the batch's. Combines with imputation.
         **options: solver options, e.g. ``variance="large"`` (ancestral), ``eta=1`` (ddim),
             ``order=3, lower_order_final=True`` (dpm-solver++), ``snr=0.16, corrector_steps=1`` (pc),
             ``method="srk"`` (torchsde), ``method="RK45", rtol=1e-5, atol=1e-5`` (ode).
@@ -178,9 +179,11 @@ def sample(
         ValueError: unknown solver, steps < 1, an option the solver does not take, a model output
             of the wrong shape or not finite (the message names the time), bad grid or t_min,
             ``guidance`` without ``y``, labels y that are not one per sample; ``known``, ``mask`` or
-            ``init`` of a shape that is not one sample's or the batch's (the message names both),
-            a mask that observes everything or nothing, ``strength`` outside (0, 1] or without
-            ``init``, ``resample`` without a mask.
+            ``init`` that does not broadcast to the samples (the message names both shapes), a mask
+            that observes everything or nothing or holds other values than 0 and 1, ``known`` without
+            ``mask`` or the reverse, ``strength`` outside (0, 1], ``strength`` without ``init`` or
+            ``init`` without it (on a named grid), a start time t_start ≤ t_min, ``resample`` without
+            a mask.
         TypeError: ``y`` for an unconditional model.
     """
     spec = SOLVERS.get(solver)

@@ -2,7 +2,7 @@
 
 **Imputation by replacement** (Song et al. 2021, App. I.2; Lugmayr et al. 2022, "RePaint"). The
 values x_obs where ``mask`` is 1 are known. Whenever the solver leaves the state x at a grid time
-t_k (it calls ``ctx.report(k, x)``, which calls :meth:`Steering.replace`), the observed part is
+t_k (it calls ``ctx.report(k, x)``, whose hook is a :class:`Steering`), the observed part is
 replaced by a draw from the forward marginal of the known data,
 
     x ← m ⊙ (α(t_k) x_obs + σ(t_k) z) + (1 − m) ⊙ x,   z ~ N(0, I) from the sampler's generator,
@@ -12,8 +12,10 @@ x_obs exactly (x ← m ⊙ x_obs + (1 − m) ⊙ x after the last step and the o
 The unobserved part then follows the solver's dynamics under the model's score of the joint
 state. This is an approximation of sampling p(x_unobs | x_obs): the score of p_t(x) at a noised
 x_obs is not the conditional score (Chung et al. 2022, §3; Ho et al. 2022, "Video Diffusion
-Models", §3.1), and the error is largest for deterministic solvers, whose state cannot forget a
-wrong early choice (tests/test_steering.py and benchmarks/results/steering.md measure it).
+Models", §3.1). Where the observation decides between modes of the hidden part only at low noise,
+the hidden part has already chosen by the prior, whatever the solver and NFE; where it decides
+early, every solver converges, the deterministic ones a little behind the stochastic ones
+(tests/test_steering.py and benchmarks/results/steering.md measure both).
 
 **RePaint resampling** (Lugmayr et al. 2022, Alg. 1), ``resample=K``: after each step to t_k
 (k ≥ 1; not after the final step, as in the paper), K − 1 times: jump back to t_{k+1} with the
