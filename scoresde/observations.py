@@ -55,18 +55,30 @@ def _picture(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return pixels[None] / 127.5 - 1.0
 
 
+HELD_OUT = "held-out"
+"""``held-out:N`` names the first N (default 8) samples of the model's reference data instead of a file."""
+
+
 def load_images(
-    path: str | os.PathLike, shape: tuple[int, ...], what: str = "--inpaint", *, finite: bool = True
+    path: str | os.PathLike,
+    shape: tuple[int, ...],
+    what: str = "--inpaint",
+    *,
+    finite: bool = True,
+    reference: Tensor | None = None,
 ) -> Tensor:
-    """The samples stored at ``path`` as a float32 batch (n, *shape) in the model's scaling.
+    """The samples stored at ``path`` as a float32 batch (n, *shape) in the model's scaling, or with
+    ``path`` = ``held-out:N`` the first N samples of ``reference`` (a run's held-out data).
 
     ValueError (naming ``what`` and the file) for a missing or unreadable file, values that are not
     finite (unless ``finite=False``: an image to inpaint may hold NaN where it is hidden), or a shape
     other than ``shape`` or (n, *shape).
     """
+    if str(path).split(":")[0] == HELD_OUT:
+        return _held_out(str(path), reference, what)
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{what} {path}: no such file")
+        raise ValueError(f"{what} {path}: no such file (or {HELD_OUT}:N, the model's held-out data)")
     suffix = path.suffix.lower()
     try:
         if suffix in (".npy", ".npz"):
@@ -88,6 +100,15 @@ def load_images(
     if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{what} {path} holds NaN or infinite values")
     return x
+
+
+def _held_out(spec: str, reference: Tensor | None, what: str) -> Tensor:
+    count = spec.partition(":")[2] or "8"
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{what} {spec}: give {HELD_OUT}:N with N a positive number of samples")
+    if reference is None:
+        raise ValueError(f"{what} {spec}: the model has no held-out data (give a file)")
+    return reference[: int(count)].float().clone()
 
 
 def load_mask(spec: str | os.PathLike, shape: tuple[int, ...]) -> Tensor:

@@ -76,6 +76,9 @@ def test_measurement_posterior_and_edit_and_encode_decode(files, tmp_path):
                     "--out", tmp_path / "e.npz")  # fmt: skip
     assert result.exit_code == 0 and "(strength 0.3)" in result.output, result.stderr
     assert np.load(tmp_path / "e.npz")["samples"].shape == (3, 1, 8, 8)
+    result = invoke("edit", "--from", "held-out:2", "--run", files["run"], "--steps", "2", "--out", tmp_path / "h.npz")
+    assert result.exit_code == 0, result.stderr  # the run's own held-out digits
+    assert np.load(tmp_path / "h.npz")["samples"].shape == (2, 1, 8, 8)
     result = invoke("encode", "--from", files["digits"], "--run", files["run"], "--out", tmp_path / "z.npz")
     assert result.exit_code == 0, result.stderr
     error = float(re.search(r"round trip max \|error\| ([0-9.e-]+)", result.output).group(1))
@@ -102,6 +105,7 @@ def test_bad_observations_are_one_line(files, tmp_path):
                    "--mask", "keep-top", "--out", out)  # fmt: skip
     one_line_error(r"--inpaint .*missing.npy: no such file", *sample, "--inpaint", tmp_path / "missing.npy",
                    "--mask", "keep-top")  # fmt: skip
+    one_line_error(r"--inpaint held-out:x: give held-out:N", *sample, "--inpaint", "held-out:x", "--mask", "keep-top")
     one_line_error(r"unknown measurement 'smear'", *sample, "--measure", "smear", "--observe", files["digits"])
     for strength in ("0", "1.5", "nan"):
         one_line_error(r"--strength must lie in \(0, 1\]", "edit", "--from", files["digits"], "--strength", strength,

@@ -19,7 +19,9 @@ import typer
 from .app import DiffusersOption, RunOption, app, check_device, fail, open_source, output_file, set_threads, writing
 from .sample import DeviceOption, ModelOption, SeedOption, SolverOption, ThreadsOption, sample_report
 
-FromOption = Annotated[Path, typer.Option("--from", help="images (.png/.npy/.npz, one or a batch); latents for decode")]
+FromOption = Annotated[
+    str, typer.Option("--from", help="images (.png/.npy/.npz, one or a batch; held-out:N); latents for decode")
+]
 StrengthOption = Annotated[float, typer.Option(help="how far to noise the images: t_start = S·T, S in (0, 1]")]
 EncodeSolver = Annotated[str, typer.Option(help="a deterministic solver with an inverse: ode, ddim or heun")]
 EncodeSteps = Annotated[int, typer.Option(help="grid steps (ode: only its grid; it adapts its own steps)")]
@@ -60,7 +62,7 @@ def edit(
     check_device(device)
     dm = open_source(model=model, run=run, diffusers=diffusers, device=device)
     try:
-        init = load_images(from_, dm.data_shape, "--from")
+        init = load_images(from_, dm.data_shape, "--from", reference=dm.reference)
         if num is not None and len(init) > 1:
             fail(f"--num applies to a single image; {from_} holds {len(init)} (one edit each)")
         count = num if len(init) == 1 else len(init)
@@ -74,7 +76,7 @@ def edit(
     typer.echo(sample_report(dm, done, out, None) + f" (strength {strength:g})")
 
 
-def _read(dm, from_: Path, out: Path):
+def _read(dm, from_: str, out: Path):
     """The images or latents at ``from_``, after checking ``out``."""
     from ..observations import load_images
 
@@ -82,7 +84,7 @@ def _read(dm, from_: Path, out: Path):
         fail(f"--out must end in .png or .npz, got {out}")
     output_file(out, "--out", "a file ending in .png or .npz")
     try:
-        return load_images(from_, dm.data_shape, "--from")
+        return load_images(from_, dm.data_shape, "--from", reference=dm.reference)
     except ValueError as err:
         fail(str(err))
 

@@ -85,7 +85,7 @@ OutOption = _option(Path, help="output: .png (scatter plot or image grid) or .np
 DeviceOption = _option(str, help="cpu or cuda")
 ThreadsOption = _option(int, help="CPU threads for torch (default 1; 0 = torch's default)")
 InpaintOption = _option(
-    Path | None, "--inpaint", help="images to complete (.png/.npy/.npz, one or a batch) with --mask"
+    str | None, "--inpaint", help="images to complete (.png/.npy/.npz, one or a batch; held-out:N) with --mask"
 )
 MaskOption = _option(
     str | None, help=f"with --inpaint or --measure mask: 1/white kept, 0/black filled (a file), or {', '.join(MASKS)}"
@@ -95,7 +95,7 @@ MeasureOption = _option(
     str | None, help=f"sample the posterior of a measurement of --observe: {', '.join(MEASUREMENTS)}"
 )
 ObserveOption = _option(
-    Path | None, help="with --measure: the clean image(s) whose measurement y = A(x) + n is simulated"
+    str | None, help="with --measure: the image(s) (a file or held-out:N) whose measurement y = A(x) + n is simulated"
 )
 NoiseOption = _option(float, "--noise-std", help="with --measure: the measurement noise σ_y")
 
@@ -118,12 +118,12 @@ def _steering(dm, inpaint, mask, resample, measure, observe, noise_std: float, s
         fail(f"{dm.description} has no known data shape to read images for")
     try:
         if inpaint is not None:
-            known = load_images(inpaint, dm.data_shape, "--inpaint", finite=False)  # NaN where hidden
+            known = load_images(inpaint, dm.data_shape, "--inpaint", finite=False, reference=dm.reference)
             options = {"known": known if len(known) > 1 else known[0], "mask": load_mask(mask, dm.data_shape)}
             return dm, {**options, **({"resample": resample} if resample is not None else {})}, len(known)
         if measure == "mask" and mask is None:
             fail("--measure mask needs --mask MASK (the pixels that are observed)")
-        images = load_images(observe, dm.data_shape, "--observe")
+        images = load_images(observe, dm.data_shape, "--observe", reference=dm.reference)
         options = {"mask": load_mask(mask, dm.data_shape)} if measure == "mask" else {}
         guided, _ = measurement_guided(dm, measure, images, noise_std, seed=seed, **options)
         return guided, {}, len(images)
