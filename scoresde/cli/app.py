@@ -71,6 +71,13 @@ def output_file(path: Path, option: str = "--out", expected: str = "a file") -> 
     return path
 
 
+def samples_file(path: Path) -> Path:
+    """An output of samples (``--out``): a .png picture or an .npz array, checked by :func:`output_file`."""
+    if path.suffix.lower() not in (".png", ".npz"):
+        fail(f"--out must end in .png or .npz, got {path}")
+    return output_file(path, "--out", "a file ending in .png or .npz")
+
+
 def output_folder(path: Path, option: str = "--out") -> Path:
     """Check (and create) an output folder before any work: not an existing file, creatable, writable."""
     if path.exists() and not path.is_dir():

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DiffusersOption, RunOption, app, check_device, fail, open_source, output_file, set_threads, writing
+from .app import DiffusersOption, RunOption, app, check_device, fail, open_source, samples_file, set_threads, writing
 from .sample import DeviceOption, ModelOption, SeedOption, SolverOption, ThreadsOption, sample_report
 
 FromOption = Annotated[
@@ -55,9 +55,7 @@ def edit(
 
     if not (math.isfinite(strength) and 0 < strength <= 1):
         fail(f"--strength must lie in (0, 1], got {strength}")
-    if out.suffix.lower() not in (".png", ".npz"):
-        fail(f"--out must end in .png or .npz, got {out}")
-    output_file(out, "--out", "a file ending in .png or .npz")
+    samples_file(out)
     set_threads(threads)
     check_device(device)
     dm = open_source(model=model, run=run, diffusers=diffusers, device=device)
@@ -80,9 +78,7 @@ def _read(dm, from_: str, out: Path):
     """The images or latents at ``from_``, after checking ``out``."""
     from ..observations import load_images
 
-    if out.suffix.lower() not in (".png", ".npz"):
-        fail(f"--out must end in .png or .npz, got {out}")
-    output_file(out, "--out", "a file ending in .png or .npz")
+    samples_file(out)
     try:
         return load_images(from_, dm.data_shape, "--from", reference=dm.reference)
     except ValueError as err:

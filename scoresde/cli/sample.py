@@ -31,7 +31,7 @@ from ..grids import TIME_GRIDS
 from ..measurements import MEASUREMENTS
 from ..observations import MASKS
 from ..samplers import SOLVERS
-from .app import DiffusersOption, RunOption, app, check_device, fail, open_source, output_file, set_threads, writing
+from .app import DiffusersOption, RunOption, app, check_device, fail, open_source, samples_file, set_threads, writing
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -166,9 +166,7 @@ def sample(
     for name, value in (("--steps", steps), ("--num", num), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             fail(f"{name} must be a positive integer, got {value}")
-    if out.suffix.lower() not in (".png", ".npz"):
-        fail(f"--out must end in .png or .npz, got {out}")
-    output_file(out, "--out", "a file ending in .png or .npz")
+    samples_file(out)
     set_threads(threads)
     check_device(device)
     if guidance is not None and not math.isfinite(guidance):
