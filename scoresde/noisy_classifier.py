@@ -137,7 +137,8 @@ def heldout_accuracy(
     if len(x0) == 0:
         raise ValueError("no samples to measure the accuracy on")
     repeats = max(1, math.ceil(draws / len(x0)))
-    device = next((p.device for p in getattr(classifier, "parameters", list)()), x0.device)
+    params = list(classifier.parameters()) if isinstance(classifier, nn.Module) else []
+    device = params[0].device if params else x0.device  # a module's own device, else the data's
     alpha, sigma = (float(v) for v in sde.marginal(torch.tensor(float(t), dtype=torch.float64)))
     correct = 0
     with torch.no_grad():
