@@ -56,6 +56,7 @@ __all__ = [
     "T_MIN",
     "TimeClassifier",
     "TrainedClassifier",
+    "guided_by_classifier",
     "heldout_accuracy",
     "load_classifier",
     "train_classifier",
@@ -408,3 +409,39 @@ def load_classifier(path: str | os.PathLike) -> TimeClassifier:
     classifier = TimeClassifier(net, sde).eval().requires_grad_(False)
     classifier.info = info
     return classifier
+
+
+def guided_by_classifier(
+    dm: DiffusionModel, classes: int | str, scale: float, path: str | os.PathLike | None = None, num: int | None = None
+) -> tuple[DiffusionModel, int | None]:
+    """``dm`` guided towards ``classes`` (a class id, or ``"all"``: ``num`` per class in turn, default 8)
+    by the classifier saved at ``path`` (default: the model's run folder), with scale w, and the number of
+    samples that asks for (None: as the caller likes). ValueError for a class the classifier does not
+    know, a classifier of other data, or no classifier to find.
+    """
+    import dataclasses
+
+    from .gradient_guidance import classifier_guided
+    from .labels import class_rows
+
+    where = path if path is not None else dm.provenance.run_dir
+    if where is None:
+        raise ValueError(f"{dm.description} has no run folder to find its classifier in; give --classifier PATH")
+    classifier = load_classifier(where)
+    network = classifier.info["network"]
+    if dm.data_shape is not None and tuple(network["data_shape"]) != tuple(dm.data_shape):
+        raise ValueError(f"the classifier at {where} takes samples of shape {tuple(network['data_shape'])}, "
+                         f"the model {tuple(dm.data_shape)}")  # fmt: skip
+    k = int(network["num_classes"])
+    if str(classes).strip() == "all":
+        labels = class_rows(k, num if num is not None else 8)
+        return dataclasses.replace(dm, model=classifier_guided(dm.model, dm.sde, classifier, labels, scale)), len(
+            labels
+        )
+    try:
+        label = int(str(classes).strip())
+    except ValueError:
+        raise ValueError(f"--class {classes!r} is not a class id 0 … {k - 1} of the classifier at {where}") from None
+    if not 0 <= label < k:
+        raise ValueError(f"--class {label} is out of range: the classifier at {where} knows {k} classes, 0 … {k - 1}")
+    return dataclasses.replace(dm, model=classifier_guided(dm.model, dm.sde, classifier, label, scale)), num

@@ -114,3 +114,20 @@ def test_bad_observations_are_one_line(files, tmp_path):
     one_line_error(r"solver 'ancestral'", "encode", "--from", files["digits"], "--run", run, "--solver", "ancestral",
                    "--out", tmp_path / "z.npz")  # fmt: skip
     assert not out.exists()
+
+
+def test_classifier_guidance_from_the_command_line(files, tmp_path):
+    result = invoke("train-classifier", "--run", files["run"], "--steps", "20", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    result = invoke("sample", "--run", files["run"], "--class", "3", "--classifier-scale", "2", "--steps", "3",
+                    "--num", "4", "--out", tmp_path / "g.npz")  # fmt: skip
+    assert result.exit_code == 0 and "classifier guidance, scale 2" in result.output, result.stderr
+    result = invoke("sample", "--run", files["run"], "--class", "all", "--classifier-scale", "1", "--steps", "2",
+                    "--num", "2", "--out", tmp_path / "a.npz")  # fmt: skip
+    assert result.exit_code == 0 and np.load(tmp_path / "a.npz")["samples"].shape == (20, 1, 8, 8), result.stderr
+    sample = ["sample", "--run", files["run"], "--steps", "2", "--out", tmp_path / "x.png"]
+    one_line_error(r"--classifier-scale needs --class", *sample, "--classifier-scale", "2")
+    one_line_error(r"--class 10 is out of range: the classifier .* knows 10 classes", *sample, "--class", "10",
+                   "--classifier-scale", "2")  # fmt: skip
+    one_line_error(r"no noisy_classifier|does not exist|no such", *sample, "--class", "1", "--classifier-scale", "2",
+                   "--classifier", tmp_path / "nowhere")  # fmt: skip

@@ -98,6 +98,10 @@ ObserveOption = _option(
     str | None, help="with --measure: the image(s) (a file or held-out:N) whose measurement y = A(x) + n is simulated"
 )
 NoiseOption = _option(float, "--noise-std", help="with --measure: the measurement noise σ_y")
+ClassifierScale = _option(
+    float | None, "--classifier-scale", help="classifier guidance towards --class with scale w (train-classifier first)"
+)
+ClassifierOption = _option(str | None, "--classifier", help="the noisy classifier's folder (default: the run's)")
 
 
 def _steering(dm, inpaint, mask, resample, measure, observe, noise_std: float, seed: int):
@@ -131,6 +135,20 @@ def _steering(dm, inpaint, mask, resample, measure, observe, noise_std: float, s
         fail(str(err))
 
 
+def _classifier_guided(dm, class_, scale: float, path, num, guidance):
+    """(the model guided by the run's noisy classifier towards --class, the number of samples)."""
+    from ..noisy_classifier import guided_by_classifier
+
+    if class_ is None or guidance is not None:
+        fail("--classifier-scale needs --class (the class to guide towards) and no --guidance (which is CFG's)")
+    if not math.isfinite(scale):
+        fail(f"--classifier-scale must be a finite number, got {scale}")
+    try:
+        return guided_by_classifier(dm, class_, scale, path, num)
+    except ValueError as err:
+        fail(str(err))
+
+
 @app.command()
 def sample(
     model: ModelOption = None,
@@ -152,6 +170,8 @@ def sample(
     measure: MeasureOption = None,
     observe: ObserveOption = None,
     noise_std: NoiseOption = 0.05,
+    classifier_scale: ClassifierScale = None,
+    classifier: ClassifierOption = None,
     out: OutOption = Path("samples.png"),
     device: DeviceOption = "cpu",
     threads: ThreadsOption = 1,
@@ -175,6 +195,9 @@ def sample(
     dm = open_source(model=model, run=run, diffusers=diffusers, device=device)
     dm, observations, count = _steering(dm, inpaint, mask, resample, measure, observe, noise_std, seed)
     num = count if num is None and count is not None and count > 1 else num
+    if classifier_scale is not None:  # classifier guidance replaces the class conditioning below
+        dm, num = _classifier_guided(dm, class_, classifier_scale, classifier, num, guidance)
+        class_ = None
     if guidance is not None and class_ is None:
         if dm.num_classes is None:
             fail(f"--guidance needs a class-conditional model and --class, but {dm.description} is unconditional")
@@ -189,7 +212,8 @@ def sample(
             )  # fmt: skip
     except ValueError as err:
         fail(str(err))
-    typer.echo(sample_report(dm, done, out, classes))
+    guided_by = f" (classifier guidance, scale {classifier_scale:g})" if classifier_scale is not None else ""
+    typer.echo(sample_report(dm, done, out, classes) + guided_by)
 
 
 def sample_report(dm, done, out: Path, classes: int | str | None) -> str:
