@@ -56,11 +56,13 @@ __all__ = [
     "pack_optimizer",
     "prune",
     "read_checkpoint",
+    "read_verified",
     "rng_states",
     "save_checkpoint",
     "section",
     "set_rng_states",
     "training_tensors",
+    "write_verified",
 ]
 
 FORMAT = 1
@@ -108,6 +110,31 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 # --------------------------------------------------------------------------- reading
 
 
+def read_verified(
+    path: str | os.PathLike, what: str, valid: Callable[[dict[str, Any]], bool], refusal: str
+) -> tuple[dict[str, Any], bytes]:
+    """(metadata, weights bytes) of a pair written by :func:`write_verified`, ``path`` its JSON file.
+
+    ValueError naming the file (``what`` says what it is) for unreadable JSON, metadata ``valid``
+    rejects (the message ``refusal``), a missing weights file, or weights whose SHA-256 does not match.
+    """
+    meta_path = Path(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{what} {meta_path} is corrupt (unreadable JSON: {err})") from None
+    if not isinstance(meta, dict) or not valid(meta):
+        raise ValueError(refusal)
+    weights_path = meta_path.with_suffix(".safetensors")
+    try:
+        blob = weights_path.read_bytes()
+    except OSError:
+        raise ValueError(f"{what} {meta_path} has no weights file {weights_path.name}") from None
+    if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
+        raise ValueError(f"{what} weights {weights_path} are corrupt (SHA-256 does not match its JSON)")
+    return meta, blob
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """(metadata, tensors) of the checkpoint whose JSON file is ``path``.
 
@@ -115,19 +142,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     format, lacks its weights file, or its weights do not match their SHA-256.
     """
     meta_path = Path(path)
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"checkpoint {meta_path} is corrupt (unreadable JSON: {err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "step" not in meta:
-        raise ValueError(f"checkpoint {meta_path} is not a scoresde checkpoint (format {FORMAT})")
+    meta, blob = read_verified(
+        meta_path,
+        "checkpoint",
+        lambda m: m.get("format") == FORMAT and "step" in m,
+        f"checkpoint {meta_path} is not a scoresde checkpoint (format {FORMAT})",
+    )
     weights_path = meta_path.with_suffix(".safetensors")
-    try:
-        blob = weights_path.read_bytes()
-    except OSError:
-        raise ValueError(f"checkpoint {meta_path} has no weights file {weights_path.name}") from None
-    if hashlib.sha256(blob).hexdigest() != meta.get("weights_sha256"):
-        raise ValueError(f"checkpoint weights {weights_path} are corrupt (SHA-256 does not match its JSON)")
     try:
         tensors = load_safetensors(blob)
     except Exception as err:  # safetensors raises its own error types
@@ -191,6 +212,23 @@ def load_weights(module: nn.Module, state: dict[str, Tensor], where: str | os.Pa
 # --------------------------------------------------------------------------- writing
 
 
+def write_verified(
+    path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any], *, indent: int | None = None
+) -> Path:
+    """Write ``tensors`` to ``path``'s ``.safetensors``, then ``meta`` with their SHA-256 and the time
+    to the JSON ``path``, each atomically: the JSON marks a complete pair (:func:`read_verified`)."""
+    path = Path(path)
+    blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    meta = {**meta, "weights_sha256": hashlib.sha256(blob).hexdigest(),
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+    atomic_write_bytes(path.with_suffix(".safetensors"), blob)  # weights first: the JSON marks completion
+    delay = os.environ.get("SCORESDE_FAULT_DELAY_BETWEEN_WEIGHTS_AND_JSON")
+    if delay:  # testing hook (see the module docstring): a window to kill the process in
+        time.sleep(float(delay))
+    atomic_write_bytes(path, json.dumps(meta, indent=indent).encode())
+    return path
+
+
 def save_checkpoint(
     path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any], *, keep: int | None = None
 ) -> Path:
@@ -199,19 +237,7 @@ def save_checkpoint(
     ``meta`` must hold ``step``; ``format``, ``weights_sha256`` and ``time`` are added. Tensors are
     moved to the CPU. With ``keep`` only the newest ``keep`` checkpoints of the folder remain.
     """
-    path = Path(path)
-    blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    meta = {
-        "format": FORMAT,
-        **meta,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
-        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    atomic_write_bytes(path.with_suffix(".safetensors"), blob)  # weights first: the JSON marks completion
-    delay = os.environ.get("SCORESDE_FAULT_DELAY_BETWEEN_WEIGHTS_AND_JSON")
-    if delay:  # testing hook (see the module docstring): a window to kill the process in
-        time.sleep(float(delay))
-    atomic_write_bytes(path, json.dumps(meta).encode())
+    path = write_verified(path, tensors, {"format": FORMAT, **meta})
     if keep is not None:
         prune(path, keep)
     return path

@@ -23,9 +23,6 @@ scale under VE, where σ reaches σ_max = 50.
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 import math
 import os
 import time
@@ -36,16 +33,15 @@ from typing import Any
 
 import torch
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
 from . import config as cfg
 from ._checks import append_dims
 from .batches import batch_indices
 from .build import build_dataset, build_sde
+from .checkpoint import read_verified, write_verified
 from .data import labelled_datasets
 from .diffusion_model import DiffusionModel
-from .imageio import atomic_write_bytes
 from .nets.noisy_classifier import NoisyClassifier
 from .param import TIME_LABELS
 from .sde import SDE, make_sde
@@ -348,14 +344,8 @@ def save_classifier(classifier: TimeClassifier, info: dict[str, Any], folder: st
     """Write ``folder/noisy_classifier.safetensors`` then ``.json`` (with the weights' SHA-256 and the
     time), each atomically; returns the JSON path."""
     folder = Path(folder)
-    blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in classifier.net.state_dict().items()})
-    info = {
-        **info,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
-        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    atomic_write_bytes(folder / FILES[0], blob)  # weights first: the JSON marks completion
-    atomic_write_bytes(folder / FILES[1], json.dumps(info, indent=2).encode())
+    tensors = dict(classifier.net.state_dict())
+    write_verified(folder / FILES[1], tensors, info, indent=2)  # folder / FILES[0]: the weights
     return folder / FILES[1]
 
 
@@ -380,19 +370,12 @@ def load_classifier(path: str | os.PathLike) -> TimeClassifier:
             f"{meta_path.parent} holds no noisy classifier ({meta_path.name}); "
             f"train one with: scoresde train-classifier --run {meta_path.parent}"
         )
-    try:
-        info = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"classifier {meta_path} is corrupt (unreadable JSON: {err})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT or "network" not in info:
-        raise ValueError(f"{meta_path} is not a scoresde noisy classifier (format {FORMAT})")
-    weights_path = meta_path.with_suffix(".safetensors")
-    try:
-        blob = weights_path.read_bytes()
-    except OSError:
-        raise ValueError(f"classifier {meta_path} has no weights file {weights_path.name}") from None
-    if hashlib.sha256(blob).hexdigest() != info.get("weights_sha256"):
-        raise ValueError(f"classifier weights {weights_path} are corrupt (SHA-256 does not match its JSON)")
+    info, blob = read_verified(
+        meta_path,
+        "classifier",
+        lambda m: m.get("format") == FORMAT and "network" in m,
+        f"{meta_path} is not a scoresde noisy classifier (format {FORMAT})",
+    )
     try:
         n = info["network"]
         net = NoisyClassifier(
