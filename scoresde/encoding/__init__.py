@@ -45,10 +45,9 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, check_name
-from ..grids import time_grid
 from ..guidance import guided
 from ..param import resolve_prediction
-from ..samplers import SOLVERS, SampleInfo
+from ..samplers import SOLVERS, SampleInfo, solver_times
 from ..samplers.common import Context, Denoiser
 from ..sde import SDE
 from .inverses import ENCODERS, INVERSIONS, Encoder, FixedPoint
@@ -367,7 +366,7 @@ def _prepare(model, sde, x, solver, steps, prediction, grid, t_min, denoise, y, 
         raise ValueError(f"guidance={guidance!r} needs class labels y (the class to guide towards); pass y= as well")
     if isinstance(grid, str) and grid == "auto":
         grid = spec.grid
-    times = _grid(spec, sde, steps, grid, t_min)
+    times = solver_times(spec, sde, steps, grid, t_min)
     prediction = resolve_prediction(model, prediction)
     conditioning: dict[str, Any] = {}
     if y is not None:
@@ -380,21 +379,3 @@ def _prepare(model, sde, x, solver, steps, prediction, grid, t_min, denoise, y, 
     den = Denoiser(model, sde, prediction, times, dtype=x.dtype, device=x.device)
     ctx = Context(den, sde, times, None)
     return spec, opts, ctx, denoise, conditioning
-
-
-def _grid(spec, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None) -> Tensor:
-    """The float64 grid ``sample`` walks for these arguments (its rule, kept equal by test_encoding's
-    decode-equals-sample test): explicit, or ``steps`` steps of a named grid from t_min (the solver's
-    default; 1e-3 for log-SNR grids, which cannot start at t = 0) to T."""
-    if isinstance(grid, Tensor):
-        times = time_grid(sde, 1, grid)
-    else:
-        steps = check_int(steps, "steps")
-        if t_min is None:
-            t_min = spec.t_min if spec.t_min > 0 or grid not in ("log-snr", "karras") else 1e-3
-        times = time_grid(sde, steps, grid, t_min=float(t_min))
-    if spec.needs_positive_t_min and times[0] <= 0:
-        raise ValueError(
-            f"solver {spec.name!r} evaluates the model at t_min, where σ = 0; give t_min > 0 (default {spec.t_min})"
-        )
-    return times

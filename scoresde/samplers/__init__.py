@@ -53,7 +53,7 @@ from . import ancestral, dpm_solver, ode, sde_solvers, torchsde_solver, unipc  #
 from .common import SOLVERS, Context, Denoiser, Solver
 from .steering import Steering, check_steering
 
-__all__ = ["SOLVERS", "SampleInfo", "Solver", "sample"]
+__all__ = ["SOLVERS", "SampleInfo", "Solver", "sample", "solver_times"]
 
 _LOG_SNR_GRIDS = ("log-snr", "karras")
 
@@ -216,7 +216,7 @@ def sample(
     steering = check_steering(
         shape, known=known, mask=mask, init=init, strength=strength, resample=resample, dtype=dtype, device=device
     )
-    times = _times(spec, sde, steps, grid, t_min, steering)
+    times = solver_times(spec, sde, steps, grid, t_min, steering)
     if steering is not None:
         steering = steering.on_grid(sde, times)
     denoise = bool(times[0] > 0) if denoise is None else bool(denoise)
@@ -257,11 +257,12 @@ def sample(
     )
 
 
-def _times(
-    spec: Solver, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None, steering: Steering | None
+def solver_times(
+    spec: Solver, sde: SDE, steps: int, grid: str | Tensor, t_min: float | None, steering: Steering | None = None
 ) -> Tensor:
-    """The float64 grid a solve walks: explicit, or ``steps`` steps of a named grid from t_min to T
-    (SDEdit: to t_start = strength·T, Meng et al. 2022, Alg. 1)."""
+    """The float64 grid a solve walks: explicit, or ``steps`` steps of a named grid from t_min (the
+    solver's default; 1e-3 for log-SNR grids, which cannot start at t = 0) to T (SDEdit: to
+    t_start = strength·T, Meng et al. 2022, Alg. 1). :mod:`scoresde.encoding` walks the same grid."""
     sdedit = steering is not None and steering.init is not None
     if isinstance(grid, Tensor):
         times = time_grid(sde, 1, grid)
