@@ -58,10 +58,11 @@ def ours_train(config, dataset, snapshots, *, extra_emas=()):
     return out, seconds
 
 
-def diffusers_train_ema(net, data, snapshots, batch, *, lr=1e-3, seed=0):
+def diffusers_train_ema(net, data, snapshots, batch, *, lr=1e-3, seed=0, budget=None):
     """The diffusers example's loop with its EMAModel and gradient clipping, AdamW at ``lr`` (constant).
 
-    Returns ({S: EMA copy of ``net``}, {S: cpu seconds}).
+    Returns ({S: EMA copy of ``net``}, {S: cpu seconds}). With ``budget`` (CPU seconds) the loop also
+    stops when the budget is spent: the snapshot is then keyed by the step reached.
     """
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
@@ -74,7 +75,7 @@ def diffusers_train_ema(net, data, snapshots, batch, *, lr=1e-3, seed=0):
     out, seconds, spent, step = {}, {}, 0.0, 0
     for target in sorted(set(snapshots)):
         start = time.process_time()
-        while step < target:
+        while step < target and (budget is None or spent + time.process_time() - start < budget):
             x0 = data[torch.randint(0, len(data), (batch,), generator=g)]
             noise = torch.randn(x0.shape, generator=g)
             timesteps = torch.randint(0, N_TRAIN, (batch,), generator=g)
@@ -89,7 +90,9 @@ def diffusers_train_ema(net, data, snapshots, batch, *, lr=1e-3, seed=0):
         spent += time.process_time() - start
         snap = copy.deepcopy(net).eval().requires_grad_(False)
         ema.copy_to(snap.parameters())
-        out[target], seconds[target] = snap, spent
+        out[step], seconds[step] = snap, spent
+        if budget is not None and spent >= budget:
+            break
     return out, seconds
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import pickle
 import platform
@@ -115,6 +116,7 @@ def diffusers_unet(size: str | dict, data_shape: tuple[int, int, int]):
         up_block_types=tuple(up),
         attention_head_dim=None,  # one head, as Ho et al. (and our UNet)
         dropout=cfg["dropout"],
+        norm_num_groups=math.gcd(32, channels),  # as our UNet: 32 groups, fewer for narrow nets
     )
 
 

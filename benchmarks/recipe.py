@@ -60,20 +60,34 @@ RECIPES = {
     "batch 128": {"batch_size": 128},
     "channels 16": {"model": {"channels": 16}},
     "channels 48": {"model": {"channels": 48}},
+    "channels 24": {"model": {"channels": 24}},
+    "ema 0.999": {"optim": {"ema_decay": 0.999}},
 }
+# --data NAME: the network every recipe starts from (digits: the tiny UNet, train's default;
+# mnist: examples/mnist.py's narrow 3-level UNet, 28 -> 14 -> 7, the net the peers benchmark uses)
+DATA_BASE = {
+    "digits": {},
+    "mnist": {"model": {"channels": 32, "channel_mult": (1, 2, 2), "num_res_blocks": 1,
+                        "attention_resolutions": (7,), "dropout": 0.0}},
+}  # fmt: skip
 STEP_RECIPES = ("default", "ddpm", "min-snr", "lr 2e-3", "lr 5e-4")
 SIDE_EMAS = ("0.999", "power6.94", "power16.97")
 NFES = (10, 20)
 
 
-def config(recipe: str, steps: int, batch: int, seed: int):
-    base = {"steps": steps, "batch_size": batch, "seed": seed, "checkpoint_every": 0, "log_every": 50, "threads": 0}
-    for key, value in RECIPES[recipe].items():
-        base[key] = value
+def config(recipe: str, steps: int, batch: int, seed: int, data: str = "digits"):
+    """The config of ``recipe`` ("+" joins changes: ``channels 16+lr 2e-3``) on ``data``'s base network."""
+    from scoresde.config import merge
+
+    base = {"steps": steps, "batch_size": batch, "seed": seed, "checkpoint_every": 0, "log_every": 50, "threads": 0,
+            "data": {"name": data}}  # fmt: skip
+    base = merge(base, DATA_BASE[data])
+    for part in recipe.split("+"):
+        base = merge(base, RECIPES[part.strip()])
     return from_dict(base)
 
 
-def score(model, sde, num, classifier, ref):
+def score(model, sde, num, classifier, ref, shape=(1, 8, 8)):
     from samplers import steps_for
 
     from scoresde.metrics import frechet_distance
@@ -81,7 +95,7 @@ def score(model, sde, num, classifier, ref):
     out = {}
     for nfe in NFES:
         x, info = sd.sample(
-            model, sde, (num, 1, 8, 8), "unipc", steps_for("unipc", nfe, {}),
+            model, sde, (num, *shape), "unipc", steps_for("unipc", nfe, {}),
             generator=torch.Generator().manual_seed(1), clip_x0=1.0, return_info=True,
         )  # fmt: skip
         assert info.nfe == nfe, info.nfe
@@ -91,15 +105,18 @@ def score(model, sde, num, classifier, ref):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="digits", choices=sorted(DATA_BASE))
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed+seeds-1")
     parser.add_argument("--num", type=int, default=500, help="samples per Fréchet distance")
-    parser.add_argument("--recipes", default=",".join(STEP_RECIPES))
+    parser.add_argument("--recipes", default=",".join(STEP_RECIPES), help="comma list; '+' joins changes")
     parser.add_argument("--budget", type=float, default=None, help="train each recipe for this many CPU seconds")
     parser.add_argument(
         "--side-emas", default=",".join(SIDE_EMAS), help="EMAs averaged on the side: decays or powerγ (Karras 2024)"
     )
+    parser.add_argument("--merge", nargs="+", type=Path, help="only merge these .json files (one per process) into --out")
     parser.add_argument("--work", default="runs/recipe", help="classifier cache")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipe.md")
     args = parser.parse_args()
@@ -109,47 +126,89 @@ def main() -> None:
     from scoresde.data import load_dataset
     from scoresde.metrics import labelled_images, load_or_train_classifier
 
-    classifier, cinfo = load_or_train_classifier("digits", Path(args.work) / "classifier")
-    ref = classifier.embed(labelled_images("digits")[0])
-    dataset = load_dataset("digits", seed=0)
+    cache = Path(args.work) / ("classifier" if args.data == "digits" else f"classifier-{args.data}")
+    classifier, cinfo = load_or_train_classifier(args.data, cache)
+    if args.merge:
+        rows: dict[str, list] = {}
+        for path in args.merge:
+            for label, runs in json.loads(path.read_text()).items():
+                rows.setdefault(label, []).extend(runs)
+        for runs in rows.values():
+            runs.sort(key=lambda r: r["seed"])
+        write(args, {k: [{**r, "fd": {int(n): v for n, v in r["fd"].items()}} for r in v] for k, v in rows.items()},
+              cinfo)  # fmt: skip
+        return
+    images = labelled_images(args.data)[0]
+    ref = classifier.embed(images)
+    shape = tuple(images.shape[1:])
+    dataset = load_dataset(args.data, seed=0)
     sde = sd.VPSDE()
-    rows: dict[str, list] = {}
-    for seed in range(args.seeds):
+    rows = {}
+    side = tuple(d for d in args.side_emas.split(",") if d)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for recipe in args.recipes.split(","):
-            extra = tuple(d for d in args.side_emas.split(",") if d) if recipe == "default" else ()
+            extra = side if recipe == "default" or args.budget else ()
             if args.budget:
-                cfg = config(recipe, 10**6, args.batch, seed)  # stopped by the clock
-                model, steps, cpu = budget_train(cfg, dataset, args.budget)
-                fd = score(model, sde, args.num, classifier, ref)
-                rows.setdefault(recipe, []).append({"seed": seed, "fd": fd, "train_cpu_s": cpu, "steps": steps})
-                print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {recipe} ({steps} steps): {fd}", flush=True)
-                write(args, rows, cinfo)
+                cfg = config(recipe, 10**6, args.batch, seed, args.data)  # stopped by the clock
+                models, steps, cpu = budget_train(cfg, dataset, args.budget, extra)
+                for name, model in models.items():
+                    label = recipe if name == "ema" else f"{recipe}, {name_of(name)}"
+                    fd = score(model, sde, args.num, classifier, ref, shape)
+                    rows.setdefault(label, []).append({"seed": seed, "fd": fd, "train_cpu_s": cpu, "steps": steps})
+                    print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {label} ({steps} steps): {fd}", flush=True)
+                    write(args, rows, cinfo)
                 continue
-            snaps, secs = ours_train(config(recipe, args.steps, args.batch, seed), dataset, [args.steps],
+            snaps, secs = ours_train(config(recipe, args.steps, args.batch, seed, args.data), dataset, [args.steps],
                                      extra_emas=extra)  # fmt: skip
             for name, model in snaps[args.steps].items():
-                label = recipe if name == "ema" else {"raw": "no EMA"}.get(name, name.replace("ema_", "ema "))
-                label = label if name == "ema" else f"default, {label}"
-                fd = score(model, sde, args.num, classifier, ref)
+                label = recipe if name == "ema" else f"default, {name_of(name)}"
+                fd = score(model, sde, args.num, classifier, ref, shape)
                 rows.setdefault(label, []).append({"seed": seed, "fd": fd, "train_cpu_s": secs[args.steps]})
                 print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {label}: {fd}", flush=True)
             write(args, rows, cinfo)
 
 
-def budget_train(config, dataset, budget: float):
-    """Train until ``budget`` seconds of process CPU time are spent; returns (EMA model, steps, CPU seconds)."""
+def name_of(model_name: str) -> str:
+    """``ema_0.999`` -> ``ema 0.999``, ``raw`` -> ``no EMA``."""
+    return {"raw": "no EMA"}.get(model_name, model_name.replace("ema_", "ema "))
+
+
+def budget_train(config, dataset, budget: float, extra_emas=()):
+    """Train until ``budget`` seconds of process CPU time are spent.
+
+    Returns ({name: model}, steps, CPU seconds): ``"ema"`` is the trainer's own EMA, the others are
+    ``extra_emas`` and ``"raw"`` averaged on the side as in :func:`fair.ours_train`.
+    """
     import copy
 
+    from scoresde.ema import EMA
     from scoresde.trainer import Trainer
 
     trainer = Trainer(config, None, progress=False, dataset=dataset)
+    extras = {}
+    for d in extra_emas:
+        if d.startswith("power"):
+            extras[f"ema_{d}"] = EMA(trainer.model, 0.0, gamma=float(d.removeprefix("power")))
+        else:
+            extras[f"ema_{d}"] = EMA(trainer.model, float(d), config.optim.ema_warmup)
     start = time.process_time()
     while time.process_time() - start < budget and trainer.step < config.steps:
-        trainer.train_step(trainer.batch(trainer.step))
+        step = trainer.step
+        trainer.train_step(trainer.batch(step))
+        for e in extras.values():
+            e.update(step)
     spent = time.process_time() - start
-    model = copy.deepcopy(trainer.ema)
+    models = {"ema": copy.deepcopy(trainer.ema)}
+    models.update({k: copy.deepcopy(e.module) for k, e in extras.items()})
+    if extra_emas:
+        models["raw"] = copy.deepcopy(trainer.model).eval().requires_grad_(False)
     trainer.close()
-    return model, trainer.step, spent
+    return models, trainer.step, spent
+
+
+DATA_TEXT = {"digits": "Digits 8×8, tiny", "mnist": "MNIST-5k 28×28, the 3-level (1, 2, 2) attention-at-7"}
+JUDGE_TEXT = {"digits": "1,797 digits in the digits classifier's features",
+              "mnist": "5,000 MNIST images in the features of a small classifier trained on them"}  # fmt: skip
 
 
 def write(args, rows, cinfo) -> None:
@@ -161,15 +220,15 @@ def write(args, rows, cinfo) -> None:
         "# Training-recipe ablation (benchmarks/recipe.py)",
         "",
         f"Regenerate: `{command.strip()}`. Measured {datetime.date.today().isoformat()} on the shared 2-core CPU "
-        f"machine (one torch thread; torch {torch.__version__}, Python {platform.python_version()}). Digits 8×8, tiny "
+        f"machine (one torch thread; torch {torch.__version__}, Python {platform.python_version()}). {DATA_TEXT[args.data]} "
         + (
-            f"UNet, {args.budget:.0f} s of process CPU time per recipe (equal time: steps differ, see the table). "
+            f"UNet (channels 32 unless the recipe says), {args.budget:.0f} s of process CPU time per recipe (equal time: steps differ, see the table). "
             if args.budget
             else f"UNet, {args.steps} steps × batch {args.batch} per recipe (equal examples seen; deterministic work, "
             "so the clock does not enter). "
         )
         + "FD: Fréchet distance of "
-        f"{args.num} samples to all 1,797 digits in the digits classifier's features (test accuracy "
+        f"{args.num} samples to all {JUDGE_TEXT[args.data]} (test accuracy "
         f"{cinfo['test_accuracy']:.3f}), `unipc` with its default grid, one sampling seed; mean ± sd over "
         "training seeds (n per row). Rows `default, …` re-average the default run's weights (EMA does not change "
         "training).",
