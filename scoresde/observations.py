@@ -7,7 +7,8 @@ image (Pillow, the ``data`` extra; 8-bit values mapped to [−1, 1], converted t
 :func:`load_mask` reads a mask (1 = observed, 0 = to fill) or makes a named one (:data:`MASKS`).
 Every shape is checked against the model's; the errors name the file, the expected and the received shape.
 :func:`measurement_guided` turns clean images into a simulated measurement y = A(x) + n and the model
-into one guided towards it (:func:`scoresde.gradient_guidance.dps`).
+into one guided towards it (:func:`scoresde.gradient_guidance.dps`). :func:`steering` is what
+``scoresde sample``'s steering flags mean: the model to sample and the options for ``generate``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from .diffusion_model import DiffusionModel
 
-__all__ = ["MASKS", "load_images", "load_mask", "measurement_guided"]
+__all__ = ["MASKS", "load_images", "load_mask", "measurement_guided", "steering"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -174,3 +175,44 @@ def measurement_guided(
     sigma_data = float(config.model.sigma_data) if config is not None else 1.0
     guided = dps(dm.model, dm.sde, operator, y, noise_std, scale, x0_variance=x0_variance, sigma_data=sigma_data)
     return dataclasses.replace(dm, model=guided), y
+
+
+def steering(
+    dm: DiffusionModel,
+    *,
+    inpaint: str | os.PathLike | None = None,
+    mask: str | os.PathLike | None = None,
+    resample: int | None = None,
+    measure: str | None = None,
+    observe: str | os.PathLike | None = None,
+    noise_std: float = 0.05,
+    seed: int = 0,
+) -> tuple[DiffusionModel, dict, int | None]:
+    """(the model to sample, the options for ``generate``, how many observations) from ``scoresde
+    sample``'s steering flags: replacement inpainting (``inpaint`` + ``mask``, RePaint's ``resample``)
+    or a simulated measurement ``measure`` of the images ``observe`` (:func:`measurement_guided`).
+
+    Nothing asked: ``(dm, {}, None)``. Inconsistent flags raise ``ValueError`` naming them.
+    """
+    if (inpaint is None) != (mask is None) and measure != "mask":
+        raise ValueError("--inpaint IMG and --mask MASK go together (the images, and which of their pixels are kept)")
+    if (measure is None) != (observe is None):
+        raise ValueError("--measure NAME and --observe IMG go together (the operator, and the image it measures)")
+    if resample is not None and inpaint is None:
+        raise ValueError("--resample needs --inpaint and --mask")
+    if inpaint is not None and measure is not None:
+        raise ValueError("give either --inpaint or --measure, not both")
+    if inpaint is None and measure is None:
+        return dm, {}, None
+    if dm.data_shape is None:
+        raise ValueError(f"{dm.description} has no known data shape to read images for")
+    if inpaint is not None:
+        known = load_images(inpaint, dm.data_shape, "--inpaint", finite=False, reference=dm.reference)
+        options = {"known": known if len(known) > 1 else known[0], "mask": load_mask(mask, dm.data_shape)}
+        return dm, {**options, **({"resample": resample} if resample is not None else {})}, len(known)
+    if measure == "mask" and mask is None:
+        raise ValueError("--measure mask needs --mask MASK (the pixels that are observed)")
+    images = load_images(observe, dm.data_shape, "--observe", reference=dm.reference)
+    options = {"mask": load_mask(mask, dm.data_shape)} if measure == "mask" else {}
+    guided, _ = measurement_guided(dm, measure, images, noise_std, seed=seed, **options)
+    return guided, {}, len(images)

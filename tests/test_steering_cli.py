@@ -131,3 +131,24 @@ def test_classifier_guidance_from_the_command_line(files, tmp_path):
                    "--classifier-scale", "2")  # fmt: skip
     one_line_error(r"no noisy_classifier|does not exist|no such", *sample, "--class", "1", "--classifier-scale", "2",
                    "--classifier", tmp_path / "nowhere")  # fmt: skip
+
+
+def test_steering_is_a_library_function(files):
+    """What the flags mean lives in scoresde.observations.steering; the command only reports its errors."""
+    from scoresde.observations import steering
+
+    dm = sd.open_model(model="gmm")
+    assert steering(dm) == (dm, {}, None)
+    same, options, count = steering(dm, inpaint=files["point"], mask=files["pmask"], resample=3)
+    assert same is dm and count == 1 and options["resample"] == 3
+    assert torch.equal(options["mask"], torch.tensor([1.0, 0.0]))
+    assert options["known"][0] == pytest.approx(-1.1)
+    for bad, flags in (
+        ("go together", {"inpaint": files["point"]}),
+        ("go together", {"measure": "blur"}),
+        ("--resample needs", {"resample": 2}),
+        ("either --inpaint or --measure", {"inpaint": files["point"], "mask": files["pmask"], "measure": "blur",
+                                           "observe": files["point"]}),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=bad):
+            steering(dm, **flags)

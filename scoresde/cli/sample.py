@@ -104,37 +104,6 @@ ClassifierScale = _option(
 ClassifierOption = _option(str | None, "--classifier", help="the noisy classifier's folder (default: the run's)")
 
 
-def _steering(dm, inpaint, mask, resample, measure, observe, noise_std: float, seed: int):
-    """(the model to sample, the observations for generate, their count) from the steering options."""
-    from ..observations import load_images, load_mask, measurement_guided
-
-    if (inpaint is None) != (mask is None) and measure != "mask":
-        fail("--inpaint IMG and --mask MASK go together (the images, and which of their pixels are kept)")
-    if (measure is None) != (observe is None):
-        fail("--measure NAME and --observe IMG go together (the operator, and the image it measures)")
-    if resample is not None and inpaint is None:
-        fail("--resample needs --inpaint and --mask")
-    if inpaint is not None and measure is not None:
-        fail("give either --inpaint or --measure, not both")
-    if inpaint is None and measure is None:
-        return dm, {}, None
-    if dm.data_shape is None:
-        fail(f"{dm.description} has no known data shape to read images for")
-    try:
-        if inpaint is not None:
-            known = load_images(inpaint, dm.data_shape, "--inpaint", finite=False, reference=dm.reference)
-            options = {"known": known if len(known) > 1 else known[0], "mask": load_mask(mask, dm.data_shape)}
-            return dm, {**options, **({"resample": resample} if resample is not None else {})}, len(known)
-        if measure == "mask" and mask is None:
-            fail("--measure mask needs --mask MASK (the pixels that are observed)")
-        images = load_images(observe, dm.data_shape, "--observe", reference=dm.reference)
-        options = {"mask": load_mask(mask, dm.data_shape)} if measure == "mask" else {}
-        guided, _ = measurement_guided(dm, measure, images, noise_std, seed=seed, **options)
-        return guided, {}, len(images)
-    except ValueError as err:
-        fail(str(err))
-
-
 def _classifier_guided(dm, class_, scale: float, path, num, guidance):
     """(the model guided by the run's noisy classifier towards --class, the number of samples)."""
     from ..noisy_classifier import guided_by_classifier
@@ -178,6 +147,7 @@ def sample(
 ) -> None:
     """Sample an analytic model (--model gmm), a run or a diffusers model with any solver; write a PNG or .npz."""
     from ..generation import generate
+    from ..observations import steering
 
     if solver != "auto" and solver not in SOLVERS:
         fail(f"unknown solver {solver!r}; choose one of: auto, {', '.join(SOLVERS)}")
@@ -193,7 +163,13 @@ def sample(
         fail(f"--guidance must be a finite number, got {guidance}")
     options = _parse_options(option or [])
     dm = open_source(model=model, run=run, diffusers=diffusers, device=device)
-    dm, observations, count = _steering(dm, inpaint, mask, resample, measure, observe, noise_std, seed)
+    try:
+        dm, observations, count = steering(
+            dm, inpaint=inpaint, mask=mask, resample=resample, measure=measure, observe=observe,
+            noise_std=noise_std, seed=seed,
+        )  # fmt: skip
+    except ValueError as err:
+        fail(str(err))
     num = count if num is None and count is not None and count > 1 else num
     if classifier_scale is not None:  # classifier guidance replaces the class conditioning below
         dm, num = _classifier_guided(dm, class_, classifier_scale, classifier, num, guidance)
