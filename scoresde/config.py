@@ -130,7 +130,10 @@ def get_path(config: Any, dotted: str) -> Any:
 
 
 def check(config: TrainConfig) -> None:
-    """Check every field against its metadata (choices and bounds); ValueError names the field."""
+    """Check every field against its metadata (choices and bounds) and that the run has a length
+    (``steps``, ``minutes`` or both); ValueError names the field."""
+    if config.steps is None and config.minutes is None:
+        raise ValueError("the run has no length: set --steps N or --minutes M (or both: whichever comes first)")
     for info in fields():
         value = get_path(config, info.path)
         if value is None:
@@ -153,7 +156,7 @@ def _within(value: Any, bounds: dict[str, float]) -> bool:
 
 
 def _bounds_text(hint: Any, bounds: dict[str, float]) -> str:
-    if set(bounds) == {"ge"} and bounds["ge"] == 1 and hint is int:
+    if set(bounds) == {"ge"} and bounds["ge"] == 1 and hint in (int, int | None):
         return "a positive integer"
     if set(bounds) == {"gt"} and bounds["gt"] == 0:
         return "a positive number"

@@ -190,8 +190,11 @@ class OptimConfig:
 class TrainConfig:
     """Everything a run needs; saved as JSON beside each checkpoint.
 
-    The defaults are the ``scoresde train`` demo: a tiny UNet on 8×8 digits for 1,200 steps of
-    batch 64, a few minutes on two CPU cores. ``checkpoint_every = 0`` checkpoints only at the end;
+    The field defaults train a tiny UNet for 1,200 steps of batch 64; a new run named by its data
+    (``scoresde train``, :func:`scoresde.data_defaults.resolve`) starts from that data's defaults
+    instead (:data:`scoresde.data_defaults.DATA_DEFAULTS`: the demo trains a 16-channel tiny UNet on
+    8×8 digits for 3 minutes). The run length is ``steps``, ``minutes`` (:mod:`scoresde.budget`) or
+    both, whichever ends first; at least one must be set. ``checkpoint_every = 0`` checkpoints only at the end;
     ``sample_every = 0`` never draws sample pictures. ``threads`` sets torch's CPU threads: 1 (the
     default) is the fastest for small CPU models on a shared machine (OpenMP threads that wait for
     a busy core make every step many times slower) and costs nothing on GPU; 0 keeps torch's default.
@@ -203,7 +206,19 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    steps: int = _f(1200, "Total optimizer steps.", resumable=True, ge=1)
+    steps: int | None = _f(1200, "Total optimizer steps (with --minutes: whichever comes first).", resumable=True, ge=1)
+    minutes: float | None = _f(
+        None,
+        "Stop after this many minutes of training (summed over resumes); with a step count too, whichever comes first.",
+        resumable=True,
+        gt=0,
+    )
+    clock: str = _f(
+        "wall",
+        "How --minutes is counted, {choices}: wall-clock, or this process's CPU time (fair on a shared machine).",
+        choices="budget.CLOCKS",
+        resumable=True,
+    )
     batch_size: int = _f(64, "Global batch size (split across ranks).", ge=1)
     seed: int = _f(0, "Random seed.")
     log_every: int = _f(50, "Write metrics every this many steps.", resumable=True, ge=1)

@@ -6,7 +6,8 @@ on CPU) and returns a :class:`Distributed` handle. Without ``torchrun`` the hand
 rank and every method is a no-op, so the trainer runs the same code either way.
 
 :func:`stop_on_sigint` turns the first Ctrl-C into a stop request (the trainer finishes the step,
-every rank agreeing through :meth:`Distributed.any`, and saves a checkpoint).
+every rank agreeing through :meth:`Distributed.any_of`, and saves a checkpoint); the same all-reduce
+shares rank 0's decision that the time budget is used (:mod:`scoresde.budget`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ class Distributed:
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t)
         return bool(t.item() > 0)
+
+    def any_of(self, *flags: bool) -> tuple[bool, ...]:
+        """For each flag, True on every rank if it is true on some rank, in one all-reduce. A decision
+        of rank 0 alone (the time budget) is shared by passing ``False`` for it on the other ranks."""
+        if self.world == 1:
+            return tuple(bool(f) for f in flags)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=self.device)
+        dist.all_reduce(t)
+        return tuple(bool(v > 0) for v in t.tolist())
 
     def barrier(self) -> None:
         if self.world > 1:

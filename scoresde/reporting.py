@@ -164,25 +164,47 @@ class EchoReporter:
 
 
 class ProgressReporter:
-    """A rich progress bar over ``total`` steps starting at ``start``: advanced by :meth:`advance`,
-    its loss and speed updated by every metrics record. Started at construction, stopped by :meth:`close`."""
+    """A rich progress bar over ``total`` steps starting at ``start``, or, given a ``budget`` with minutes
+    (:class:`scoresde.budget.TimeBudget`), over its seconds (elapsed/budget, and the step). Advanced by
+    :meth:`advance`, its loss and speed updated by every metrics record. Started at construction,
+    stopped by :meth:`close`."""
 
-    def __init__(self, total: int, start: int = 0) -> None:
+    def __init__(self, total: int | None, start: int = 0, budget: Any = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        self.timed = budget is not None and budget.limit is not None
+        self.step, self.total = start, total
+        counter = TextColumn("{task.fields[clock]} step {task.fields[step]}") if self.timed else MofNCompleteColumn()
         self.bar = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
-            MofNCompleteColumn(),
+            counter,
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[speed]}"),
             TimeRemainingColumn(),
         )
-        self.task = self.bar.add_task("train", total=total, completed=start, loss="…", speed="")
+        if self.timed:
+            self.limit = budget.limit
+            task = {"total": budget.limit, "completed": min(budget.seconds, budget.limit)}
+        else:
+            task = {"total": total, "completed": start}
+        self.task = self.bar.add_task("train", **task, loss="…", speed="", clock="", step="")
+        if self.timed:
+            self._show(budget.seconds)
         self.bar.start()
 
-    def advance(self) -> None:
-        self.bar.update(self.task, advance=1)
+    def _show(self, seconds: float) -> None:
+        step = f"{self.step}" + (f"/{self.total}" if self.total is not None else "")
+        clock = f"{_mmss(seconds)}/{_mmss(self.limit)}"
+        self.bar.update(self.task, completed=min(seconds, self.limit), clock=clock, step=step)
+
+    def advance(self, seconds: float | None = None) -> None:
+        """One step more; ``seconds``: the budget's seconds used so far (a timed bar)."""
+        self.step += 1
+        if self.timed:
+            self._show(seconds or 0.0)
+        else:
+            self.bar.update(self.task, advance=1)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         speed = f"{record['steps_per_s']:.1f} steps/s" if record.get("steps_per_s") else ""
@@ -196,6 +218,10 @@ class ProgressReporter:
 
     def close(self) -> None:
         self.bar.stop()
+
+
+def _mmss(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 # --------------------------------------------------------------------------- loggers people plot
@@ -213,13 +239,13 @@ def _need(module: str, logger: str, package: str, install: str) -> Any:
 
 def _scalars(record: dict[str, Any]) -> dict[str, float]:
     """The numbers of a metrics record by tag: ``loss``, ``loss_by_t/0.0-0.1`` (one per non-empty t-bin),
-    ``lr``, ``steps_per_s``."""
+    ``lr``, ``steps_per_s``, ``train_s``."""
     out = {"loss": record["loss"]}
     edges = record.get("t_bins") or []
     for k, value in enumerate(record.get("loss_by_t") or []):
         if value is not None and k + 1 < len(edges):
             out[f"loss_by_t/{edges[k]:.2g}-{edges[k + 1]:.2g}"] = value
-    for key in ("lr", "steps_per_s"):
+    for key in ("lr", "steps_per_s", "train_s"):
         if record.get(key) is not None:
             out[key] = record[key]
     return out
@@ -228,7 +254,7 @@ def _scalars(record: dict[str, Any]) -> dict[str, float]:
 class TensorBoardReporter:
     """TensorBoard event files in ``log_dir`` (``<run>/tensorboard``) written with tensorboardX.
 
-    Scalars: ``loss``, ``loss_by_t/<t0>-<t1>`` per t-bin, ``lr``, ``steps_per_s``; images: ``samples``
+    Scalars: ``loss``, ``loss_by_t/<t0>-<t1>`` per t-bin, ``lr``, ``steps_per_s``, ``train_s``; images: ``samples``
     (the preview grids); messages as text. View with ``tensorboard --logdir runs``.
     """
 
@@ -416,15 +442,26 @@ class LossTally:
 
 
 def metrics_record(
-    step: int, loss: float, loss_by_t: list[float | None], T: float, lr: float, steps_per_s: float | None
+    step: int,
+    loss: float,
+    loss_by_t: list[float | None],
+    T: float,
+    lr: float,
+    steps_per_s: float | None,
+    train_s: float | None = None,
+    stopped: str | None = None,
 ) -> dict[str, Any]:
-    """One line of ``metrics.jsonl``: the mean loss since the last record, per t-bin too."""
-    return {
+    """One line of ``metrics.jsonl``: the mean loss since the last record, per t-bin too; ``train_s``, the
+    training seconds of the run so far (on its ``--clock``, summed over resumes: :mod:`scoresde.budget`);
+    ``stopped`` (only on the last record of a run its time budget ended): ``"time budget"``."""
+    record = {
         "step": step,
         "loss": loss,
         "loss_by_t": loss_by_t,
         "t_bins": [i * T / T_BINS for i in range(T_BINS + 1)],
         "lr": lr,
         "steps_per_s": steps_per_s,
+        "train_s": None if train_s is None else round(train_s, 3),
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    return {**record, "stopped": stopped} if stopped else record

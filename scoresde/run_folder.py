@@ -34,6 +34,7 @@ from . import checkpoint as ckpt
 from . import config as cfg
 from .build import build_model, build_sde
 from .data import Dataset
+from .data_defaults import resolve, run_length
 from .diffusion_model import DiffusionModel, Provenance
 from .imageio import atomic_write_bytes
 from .runlock import RunLock, lock_run
@@ -51,6 +52,7 @@ __all__ = [
     "refuse_changes",
     "resume_point",
     "run_model",
+    "trained_model",
     "write_run_files",
 ]
 
@@ -157,9 +159,11 @@ def prepare_run(
     """Resolve a training request into a config and a run folder, holding the folder's lock.
 
     ``overrides`` is a nested dict of config fields (a TOML file's tables and flags). A new run
-    uses the defaults < ``overrides``, in ``run_dir`` (default :func:`new_run_dir`), which must not
-    hold checkpoints yet. ``resume`` continues ``run_dir`` from :func:`resume_point` with the run's
-    own config, where ``overrides`` may change only the resumable fields (:func:`scoresde.config.resumable`).
+    uses the field defaults < the data's defaults < ``overrides`` (:func:`scoresde.data_defaults.resolve`),
+    in ``run_dir`` (default :func:`new_run_dir`), which must not hold checkpoints yet. ``resume``
+    continues ``run_dir`` from :func:`resume_point` with the run's own config, where ``overrides`` may
+    change only the resumable fields (:func:`scoresde.config.resumable`; a run length given replaces
+    the saved one whole, :func:`scoresde.data_defaults.run_length`).
     ValueError with one sentence otherwise; the lock is released on any error.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -173,9 +177,9 @@ def prepare_run(
                 raise ValueError("--resume needs --out, the run folder to continue")
             checkpoint = resume_point(run_dir, warn)
             refuse_changes(checkpoint.config, overrides)
-            config = cfg.from_dict(cfg.merge(checkpoint.config, overrides))
+            config = cfg.from_dict(cfg.merge(checkpoint.config, run_length(overrides)))
         else:
-            config = cfg.from_dict(overrides)
+            config = resolve(overrides)
             run_dir = run_dir or new_run_dir(config)
             if ckpt.latest_checkpoint(run_dir) is not None:
                 raise ValueError(
@@ -297,4 +301,24 @@ def run_model(
     clip = 1.0 if kind == "images" else None
     return DiffusionModel(
         model, sde, data_shape, kind, provenance, dataset=dataset, N=config.loss.N, clip_x0=clip, **fields
+    )
+
+
+def trained_model(
+    model: Any, sde: Any, config: cfg.TrainConfig, dataset: Dataset, num_classes: int | None, provenance: Provenance
+) -> DiffusionModel:
+    """:func:`run_model` for a model just trained on ``dataset``: the first :data:`REFERENCE_MAX` held-out
+    samples (and labels) are its reference data, as in the run folder's ``reference.safetensors``."""
+    labels = dataset.heldout_labels
+    return run_model(
+        model,
+        sde,
+        config,
+        dataset.data_shape,
+        dataset.kind,
+        provenance,
+        num_classes=num_classes,
+        class_names=dataset.class_names if num_classes else None,
+        reference=dataset.heldout[:REFERENCE_MAX].cpu(),
+        reference_labels=labels[:REFERENCE_MAX].cpu() if labels is not None else None,
     )

@@ -32,9 +32,11 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .batches import MemoryBatches
+from .budget import CLOCKS, STOPPED, TimeBudget, budget_text, run_length_text
 from .build import build_dataset, build_model, build_sde, check_conditional, validate
 from .config import TrainConfig, to_dict
 from .data import Dataset
+from .data_defaults import resolve
 from .diffusion_model import DiffusionModel, Provenance
 from .distributed import setup as setup_distributed
 from .distributed import stop_on_sigint
@@ -53,15 +55,7 @@ from .reporting import (
     metrics_record,
     truncate_metrics,
 )
-from .run_folder import (
-    REFERENCE_MAX,
-    check_fits,
-    model_meta,
-    prepare_run,
-    resume_point,
-    run_model,
-    write_run_files,
-)
+from .run_folder import check_fits, model_meta, prepare_run, resume_point, trained_model, write_run_files
 from .runlock import RunLock, lock_run
 from .streaming import StreamingBatches
 
@@ -85,6 +79,8 @@ class Trainer:
         log: where messages go (warnings, "interrupt: ..."), e.g. ``print``.
         reporters: further :class:`~scoresde.reporting.Reporter` s (metrics, messages, pictures); a run
             folder also gets those ``config.loggers`` names (:data:`~scoresde.reporting.LOGGERS`, jsonl always).
+        clock: what ``config.minutes`` is counted on (default ``CLOCKS[config.clock]``,
+            :mod:`scoresde.budget`); read once per step, so a fake clock makes the stop step exact.
     """
 
     def __init__(
@@ -98,6 +94,7 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         reporters: Sequence[Reporter] = (),
         lock: RunLock | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         weighting, time_sampler = validate(config)
         if config.threads > 0:  # on a busy machine one thread per process is often much faster
@@ -132,7 +129,8 @@ class Trainer:
             self.batches = MemoryBatches(d.train, labels, c.batch_size, c.seed, **where)
         else:  # read batch by batch by DataLoader workers (scoresde.streaming)
             self.batches = StreamingBatches(d.train, c.batch_size, c.seed, workers=c.data.workers, **where)
-        self.step, self.metrics = 0, []
+        self.step, self.metrics, self.stopped = 0, [], None
+        self.budget = TimeBudget(c.minutes, clock or CLOCKS[c.clock])
         self.last_checkpoint: Path | None = None
         # before anything is written: one writer per run folder (rank 0 writes for every rank)
         if lock is None and self.run_dir is not None and self.rank == 0:
@@ -203,6 +201,7 @@ class Trainer:
                 )
             ckpt.set_rng_states(rng[self.rank % len(rng)], self.generator, self.device)
             self.step = checkpoint.step
+            self.budget = TimeBudget(self.config.minutes, self.budget.clock, meta.get("train_seconds", 0.0))
             if self.run_dir is not None and self.rank == 0:  # the steps after it are logged again
                 truncate_metrics(self.run_dir, self.step)
         except (KeyError, TypeError, IndexError) as err:
@@ -264,23 +263,31 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> DiffusionModel:
-        """Train to ``config.steps``: log every ``log_every``, checkpoint every ``checkpoint_every``
-        and at the end, preview every ``sample_every``; Ctrl-C finishes the step, saves and returns."""
+        """Train to ``config.steps`` or until ``config.minutes`` are used (:mod:`scoresde.budget`), whichever
+        comes first: log every ``log_every``, checkpoint every ``checkpoint_every`` and at the end, preview
+        every ``sample_every``; Ctrl-C finishes the step, saves and returns."""
         c = self.config
         if self.rank == 0 and self.run_dir is not None:
             write_run_files(self.run_dir, self.config, self.dataset)
         tally, start = LossTally(self.sde.T, self.device), self.step
-        bar = ProgressReporter(c.steps, start) if self.progress and self.rank == 0 else None
+        bar = ProgressReporter(c.steps, start, self.budget) if self.progress and self.rank == 0 else None
         self.reporter.reporters += [bar] if bar else []
+        if self.budget.used:
+            self.reporter.log_message(f"the run's time budget ({c.minutes:g} min) is used: nothing to train")
+        self.budget.start()
         t_log = time.perf_counter()
         try:
             with stop_on_sigint(self.request_stop):
-                while self.step < c.steps:
+                out_of_time = self.budget.used
+                while not out_of_time and (c.steps is None or self.step < c.steps):
                     loss, t = self.train_step(self.batch(self.step), self.labels(self.step))
                     tally.add(loss, t)
+                    self.budget.tick()  # one all-reduce shares any rank's Ctrl-C and rank 0's clock
+                    stop, out_of_time = self.dist.any_of(self._stop, self.rank == 0 and self.budget.used)
+                    self.stopped = STOPPED if out_of_time else None
                     if bar is not None:
-                        bar.advance()
-                    at_end = self.step == c.steps
+                        bar.advance(self.budget.seconds)
+                    at_end = self.step == c.steps or out_of_time
                     if self.step % c.log_every == 0 or at_end:
                         self._log_metrics(tally, time.perf_counter() - t_log)
                         t_log = time.perf_counter()
@@ -288,7 +295,7 @@ class Trainer:
                         self._checkpoint(tally)
                     if c.sample_every and self.step % c.sample_every == 0:
                         self.preview()
-                    if self.dist.any(self._stop):
+                    if stop and not out_of_time:
                         self._checkpoint(tally)
                         return self._result(interrupted=True)
                 if self.step > start or self.last_checkpoint is None:
@@ -309,9 +316,10 @@ class Trainer:
     def _result(self, *, interrupted: bool) -> DiffusionModel:
         ema = self.ema if self.device.type == "cpu" else copy.deepcopy(self.ema).cpu()
         where = f"run {self.run_dir}" if self.run_dir is not None else "a model trained in memory"
+        end = f", {budget_text(self.config)}" if self.stopped else ""
         provenance = Provenance(
             "training",
-            f"{where} (step {self.step})",
+            f"{where} (step {self.step}{end})",
             run_dir=self.run_dir,
             step=self.step,
             checkpoint=self.last_checkpoint,
@@ -319,19 +327,7 @@ class Trainer:
             metrics=tuple(self.metrics),
             interrupted=interrupted,
         )
-        data, labels = self.dataset, self.dataset.heldout_labels
-        return run_model(
-            ema,
-            self.sde,
-            self.config,
-            data.data_shape,
-            data.kind,
-            provenance,
-            num_classes=self.num_classes,
-            class_names=data.class_names if self.num_classes else None,
-            reference=data.heldout[:REFERENCE_MAX].cpu(),
-            reference_labels=labels[:REFERENCE_MAX].cpu() if labels is not None else None,
-        )
+        return trained_model(ema, self.sde, self.config, self.dataset, self.num_classes, provenance)
 
     def _diverged(self) -> NoReturn:
         kept = (
@@ -348,9 +344,9 @@ class Trainer:
             self._diverged()
         every = self.config.log_every
         steps = every if self.step % every == 0 else self.step % every
-        record = metrics_record(
-            self.step, loss, by_t, self.sde.T, self.lr(self.step - 1), steps / seconds if seconds > 0 else None
-        )
+        speed = steps / seconds if seconds > 0 else None
+        lr, used = self.lr(self.step - 1), self.budget.seconds
+        record = metrics_record(self.step, loss, by_t, self.sde.T, lr, speed, used, self.stopped)
         self.metrics.append(record)
         self.reporter.log_metrics(record)
 
@@ -376,6 +372,8 @@ class Trainer:
                 "world_size": self.world,
                 "optimizer": optim_meta,
                 "rng": rng,
+                "train_seconds": self.budget.seconds,  # resumed runs count on from here (scoresde.budget)
+                **({"stopped": self.stopped} if self.stopped else {}),
             }
             ckpt.save_checkpoint(path, tensors, meta, keep=self.config.keep)
         self.dist.barrier()
@@ -393,7 +391,7 @@ class Trainer:
 
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | dict[str, Any],
     run_dir: str | os.PathLike | None = None,
     *,
     resume: bool | ckpt.Checkpoint = False,
@@ -402,9 +400,13 @@ def train(
 ) -> DiffusionModel:
     """Train as ``config`` says (see :class:`Trainer`) into ``run_dir``, or in memory when it is ``None``.
 
-    Returns the EMA model with what describes it; ``.provenance`` holds the step, the checkpoint,
-    the logged metrics and whether Ctrl-C stopped it.
+    ``config`` is a :class:`~scoresde.config.TrainConfig`, used as is, or a nested dict of overrides,
+    resolved with the data's defaults (:func:`scoresde.data_defaults.resolve`). Returns the EMA model
+    with what describes it; ``.provenance`` holds the step, the checkpoint, the logged metrics (the
+    last one says ``"stopped": "time budget"`` when ``minutes`` ended the run) and whether Ctrl-C stopped it.
     """
+    if isinstance(config, dict):
+        config = resolve(config)
     trainer = Trainer(config, run_dir, resume=resume, progress=progress, **kwargs)
     try:
         return trainer.run()
@@ -438,9 +440,8 @@ def train_in_folder(
         raise
     try:
         if announce is not None and trainer.rank == 0:
-            announce(
-                f"training {run.config.steps} steps into {run.run_dir} on {trainer.device} ({trainer.world} rank(s))"
-            )
+            length = run_length_text(run.config)
+            announce(f"training {length} into {run.run_dir} on {trainer.device} ({trainer.world} rank(s))")
         return trainer.run()
     finally:
         trainer.close()

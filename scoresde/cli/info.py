@@ -23,6 +23,7 @@ def info() -> None:
     typer.echo(f"time grids: {', '.join(TIME_GRIDS)}")
     # registries of the later layers are imported here, not at module load, to keep start-up cheap
     from ..data import DATASETS, labelled_datasets
+    from ..data_defaults import summary
     from ..losses import WEIGHTINGS
     from ..nets import NETWORKS
     from ..samplers import SOLVERS
@@ -31,6 +32,7 @@ def info() -> None:
     typer.echo(f"weightings: {', '.join(WEIGHTINGS)}")
     typer.echo(f"networks:   {', '.join(NETWORKS)}")
     typer.echo(f"datasets:   {', '.join(DATASETS)}")
+    typer.echo(f"defaults:   {summary()} (a new run's settings; scoresde train --help)")
     typer.echo(f"labelled:   {', '.join(labelled_datasets())} (class labels for train --conditional)")
     typer.echo("")
     typer.echo(solver_table(SOLVERS[name] for name in SOLVERS))

@@ -2,8 +2,9 @@
 
 The flags are generated from the config's field metadata (:func:`scoresde.config.fields`: flag
 name, help text, choices), so a new config field is a new flag with nothing else to write.
-Precedence: built-in defaults < ``--config run.toml`` < flags. With ``--resume`` the run's own
-config is used and only the fields marked resumable (the run-length and logging settings) may change.
+Precedence: built-in defaults < the data's defaults (:mod:`scoresde.data_defaults`, listed in the
+command's help) < ``--config run.toml`` < flags. With ``--resume`` the run's own config is used and
+only the fields marked resumable (the run-length and logging settings) may change.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import config as cfg
+from ..data_defaults import summary
 from .app import app, fail
 
 
@@ -83,7 +85,8 @@ _QUIET = _keyword("quiet", False, bool, "--quiet", help="No progress bar.")
 
 
 def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool, **flags: Any) -> None:
-    """Train a score model: `scoresde train` alone trains a small UNet on 8x8 digits in a few minutes."""
+    """Train a score model: `scoresde train` alone trains a small UNet on 8x8 digits for 3 minutes."""
+    from ..budget import STOPPED, budget_text
     from ..trainer import TrainingDiverged, train_in_folder
 
     def echo_err(message: str) -> None:
@@ -115,9 +118,14 @@ def train(out: Path | None, config_file: Path | None, resume: bool, quiet: bool,
         raise typer.Exit(130)
     if int(os.environ.get("RANK", "0")) == 0:
         loss = f", final loss {run.loss:.4f}" if run.loss is not None else ""
-        typer.echo(f"done: step {run.step}{loss}; run folder {run.run_dir}")
+        end = f" ({budget_text(run.config)})" if run.metrics and run.metrics[-1].get("stopped") == STOPPED else ""
+        typer.echo(f"done: step {run.step}{end}{loss}; run folder {run.run_dir}")
 
 
 # the command's signature: the fixed options, one option per config field, then --quiet
 train.__signature__ = inspect.Signature([*_FIXED, *(_field_parameter(f) for f in cfg.fields()), _QUIET])
-app.command()(train)
+EPILOG = (
+    "Data defaults (a new run on a named data set starts from them; --config and flags override them, "
+    "and setting --steps or --minutes replaces the data's run length whole): " + summary() + "."
+)
+app.command(epilog=EPILOG)(train)

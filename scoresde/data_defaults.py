@@ -1,0 +1,130 @@
+"""Per-dataset defaults: the settings a new run on a named data set starts from.
+
+:data:`DATA_DEFAULTS` maps a dataset name (:data:`scoresde.data.DATASETS`) to a nested config dict
+(the layout of ``config.json`` and ``run.toml``). Each entry was chosen by evidence in
+``benchmarks/results/`` (cited beside it); edit the table to change one. A folder or an array
+file has no entry and starts from the field defaults.
+
+:func:`resolve` turns the overrides of a new run (a TOML file's tables and the flags, as
+``scoresde train`` collects them) into its :class:`~scoresde.config.TrainConfig`. Precedence::
+
+    field defaults < the data's defaults < --config run.toml < flags
+
+with two rules, so that the user's settings mean what they say:
+
+* **The run length is one setting.** If the user sets ``steps`` or ``minutes``, the data's
+  ``steps`` and ``minutes`` are both dropped and the one the user left out means no limit
+  (:func:`run_length`): ``--steps 500`` trains exactly 500 steps, ``--minutes 1`` one minute
+  whatever the step count. This rule also holds on ``--resume``.
+* **A named UNet size is whole.** If the user sets ``model.size`` (``--unet-size``), the data's
+  UNet shape (channels, multipliers, blocks, attention, dropout) is dropped: ``--unet-size small``
+  gets the small UNet, not a hybrid.
+
+A resumed run uses its own saved config (data defaults are not applied again); a
+:class:`~scoresde.config.TrainConfig` built in Python is used as is.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from . import config as cfg
+from .registry import Registry
+from .toy_data import TOY_SETS
+
+__all__ = [
+    "DATA_DEFAULTS",
+    "RUN_LENGTH",
+    "UNET_SHAPE",
+    "describe",
+    "resolve",
+    "run_length",
+    "summary",
+    "with_data_defaults",
+]
+
+RUN_LENGTH = ("steps", "minutes")
+"""The fields that make up the run length (set together, see :func:`run_length`)."""
+
+UNET_SHAPE = ("channels", "channel_mult", "num_res_blocks", "attention_resolutions", "dropout")
+"""The ``model`` fields a named UNet size fills (:data:`scoresde.nets.UNET_SIZES`)."""
+
+DATA_DEFAULTS: Registry[dict] = Registry("data defaults")
+"""Dataset name -> the nested config dict a new run on it starts from (see the module docstring).
+
+Evidence (``benchmarks/results/``):
+
+* ``digits``: recipe_budget.md: at equal CPU time (180 s, 3 seeds) a 16-channel tiny UNet scored
+  FD 0.55 ± 0.09 against 0.91 ± 0.10 for the 32-channel default; it needs the time, not 1,200 steps
+  (at 1,200 steps it loses, recipe_width_1200.md), hence a 3-minute budget.
+* ``mnist``: the 3-level (1, 2, 2) UNet with attention at 7×7 of the MNIST recipe runs, narrowed to
+  16 channels as for digits, for 15 minutes (the lead engineer may revise it when the MNIST
+  benchmarks finish).
+* the 2-D sets: budget_2d.md (1,200 steps against 1 CPU-minute, 3 seeds, sliced Wasserstein).
+"""
+DATA_DEFAULTS.register("digits")({"model": {"channels": 16}, "minutes": 3, "steps": None})
+DATA_DEFAULTS.register("mnist")(
+    {
+        "model": {"channels": 16, "channel_mult": (1, 2, 2), "attention_resolutions": (7,), "dropout": 0.0},
+        "minutes": 15,
+        "steps": None,
+    }
+)
+for _name in TOY_SETS:
+    DATA_DEFAULTS.register(_name)({"minutes": 1, "steps": None})
+
+
+def run_length(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with the run length whole: if it sets one of ``steps`` / ``minutes``, the other
+    is set to ``None`` (no limit) unless it is set too; else unchanged."""
+    given = [k for k in RUN_LENGTH if k in overrides]
+    if not given:
+        return overrides
+    return {**{k: None for k in RUN_LENGTH}, **overrides}
+
+
+def with_data_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The nested dict of a new run: the defaults of the data ``overrides`` names (``digits`` when it
+    names none) < ``overrides``, under the rules of the module docstring. A data set without an entry
+    (a folder, an array file) adds nothing."""
+    data = overrides.get("data", {})
+    name = data.get("name", cfg.DataConfig.name) if isinstance(data, dict) else None
+    defaults = copy.deepcopy(DATA_DEFAULTS[name]) if isinstance(name, str) and name in DATA_DEFAULTS else {}
+    model = overrides.get("model")
+    if isinstance(model, dict) and "size" in model and isinstance(defaults.get("model"), dict):
+        defaults["model"] = {k: v for k, v in defaults["model"].items() if k not in UNET_SHAPE}
+    return cfg.merge(defaults, run_length(overrides))
+
+
+def resolve(overrides: dict[str, Any]) -> cfg.TrainConfig:
+    """The :class:`~scoresde.config.TrainConfig` of a new run from ``overrides`` (:func:`with_data_defaults`)."""
+    return cfg.from_dict(with_data_defaults(overrides))
+
+
+def _value(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def describe(name: str) -> str:
+    """One line of the data's defaults: ``minutes 3, model.channels 16`` (``steps`` when it is a number)."""
+    out = []
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for key, value in d.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif value is not None:
+                out.append(f"{prefix}{key} {_value(value)}")
+
+    walk(DATA_DEFAULTS[name], "")
+    return ", ".join(out) or "the field defaults"
+
+
+def summary() -> str:
+    """Every entry in one line, data sets with equal defaults together:
+    ``digits: model.channels 16, minutes 3; moons, rings: minutes 1``."""
+    groups: dict[str, list[str]] = {}
+    for name in DATA_DEFAULTS:
+        groups.setdefault(describe(name), []).append(name)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items())
