@@ -49,14 +49,6 @@ class Distributed:
         dist.all_gather_object(gathered, obj)
         return gathered
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on some rank."""
-        if self.world == 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t)
-        return bool(t.item() > 0)
-
     def any_of(self, *flags: bool) -> tuple[bool, ...]:
         """For each flag, True on every rank if it is true on some rank, in one all-reduce. A decision
         of rank 0 alone (the time budget) is shared by passing ``False`` for it on the other ranks."""
