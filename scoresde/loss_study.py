@@ -1,19 +1,24 @@
-"""The compare-losses study: loss weightings × time sampling on equal terms.
+"""The compare-losses study: loss weightings × time sampling on equal terms, over seeds.
 
 The seed's claim: λ(t) = 1 (DDPM's L_simple) gives better samples, the ELBO weighting better
-likelihood. :func:`compare_losses` tests it on your data: it trains one model per (weighting,
-time) setting with the same budget (training steps), seed, network and data, then measures each
-with the same held-out points and the same random numbers:
+likelihood. :func:`compare_losses` tests it on your data: it trains one model per setting
+(weighting, time sampling, with or without importance sampling of t) with the same budget
+(training steps), network and data, repeated for ``seeds`` training seeds, then measures each
+with the same held-out points and the same random numbers within a seed:
 
 NLL by the probability-flow ODE and by the discrete VLB, sample quality per solver and the
-unweighted denoising error per t-bin, all by :func:`scoresde.evaluation.evaluate`. It writes
-``results.json``, ``results.md`` and, when matplotlib is installed (``bench`` extra),
-``weightings.png`` and ``loss_by_t.png`` (:func:`scoresde.plots.loss_study_plots`).
+unweighted denoising error per t-bin, all by :func:`scoresde.evaluation.evaluate`. The report gives
+mean ± sd over seeds with n per setting and ends with a computed reading per metric
+(:func:`read_metric`: the best setting, and whether its gap to the runner-up exceeds 2 sd). It
+writes ``results.json`` (per-seed values too), ``results.md`` (rewritten after every model, so a
+stopped study leaves a partial table) and, when matplotlib is installed (``bench`` extra),
+``weightings.png``, ``loss_by_t.png`` and ``metrics.png`` (:func:`scoresde.plots.loss_study_plots`).
 
 In a notebook::
 
-    from scoresde.loss_study import compare_losses
-    result = compare_losses("moons", budget=2000, out="compare/moons")
+    from scoresde.loss_study import compare_losses, recipe_config
+    result = compare_losses("digits", budget=600, seeds=3, importance="both",
+                            config=recipe_config("train", precondition="none"), out="compare/digits")
     print(result.markdown)
 """
 
@@ -32,38 +37,120 @@ from torch import Tensor
 
 from .imageio import atomic_write_bytes
 
-__all__ = ["CompareResult", "compare_losses", "weighting_curves"]
+__all__ = [
+    "IMPORTANCE",
+    "RECIPES",
+    "CompareResult",
+    "Setting",
+    "compare_losses",
+    "read_metric",
+    "recipe_config",
+    "summarize",
+    "weighting_curves",
+]
+
+IMPORTANCE = ("off", "on", "both")
+"""``off``: t uniform; ``on``: t drawn ∝ w(t) in every setting; ``both``: each non-uniform weighting twice."""
+
+RECIPES = {
+    "seed": "the seed study's: ε-network (precondition none), MLP width 256 for points, batch 128, lr 1e-3",
+    "train": "`scoresde train`'s defaults: its network (UNet for images), EMA, optimiser, warm-up and batch; "
+    "precondition edm",
+}
+
+
+def recipe_config(
+    recipe: str = "seed",
+    *,
+    net: str | None = None,
+    width: int | None = None,
+    precondition: str | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+):
+    """The base :class:`~scoresde.config.TrainConfig` of a study: a recipe (:data:`RECIPES`), then the overrides.
+
+    ``train`` reads everything from ``TrainConfig()`` (so it follows `scoresde train`'s defaults as
+    they change); ``seed`` is the setup of the seed's study. An argument left ``None`` keeps the recipe's value.
+    """
+    from .config import TrainConfig
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+    base = TrainConfig()
+    if recipe == "seed":
+        base = dataclasses.replace(
+            base,
+            model=dataclasses.replace(base.model, width=256, precondition="none"),
+            optim=dataclasses.replace(base.optim, lr=1e-3),
+            batch_size=128,
+        )
+    model = {k: v for k, v in (("net", net), ("width", width), ("precondition", precondition)) if v is not None}
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, **model),
+        optim=dataclasses.replace(base.optim, lr=base.optim.lr if lr is None else lr),
+        batch_size=base.batch_size if batch_size is None else batch_size,
+    )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One trained objective: a weighting, a time sampler and whether t is importance-sampled ∝ w(t)."""
+
+    weighting: str
+    time: str
+    importance: bool = False
+    tag_importance: bool = False  # name it "-is" (only where the same weighting also runs without)
+
+    @property
+    def name(self) -> str:
+        return f"{self.weighting}-{self.time}" + ("-is" if self.tag_importance else "")
 
 
 @dataclass
 class CompareResult:
-    """What :func:`compare_losses` measured; ``rows`` holds one dict per setting."""
+    """What :func:`compare_losses` measured: ``rows`` one dict per (seed, setting), ``summary`` one per setting."""
 
     out: Path
     rows: list[dict[str, Any]]
     settings: dict[str, Any]
     skipped: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def markdown(self) -> str:
         return (self.out / "results.md").read_text()
 
 
-def _settings(weightings: Sequence[str], times: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def _settings(
+    weightings: Sequence[str], times: Sequence[str], importance: str = "off", uniform: Sequence[str] = ("simple",)
+) -> tuple[list[Setting], list[str]]:
+    """The settings to train, in order, and the notes on those skipped. ``uniform``: weightings with
+    constant w(t), for which importance sampling is a no-op (listed once under ``both``)."""
     from .losses import TIME_SAMPLERS, WEIGHTINGS
 
     for w in weightings:
         WEIGHTINGS.get(w)
     for t in times:
         TIME_SAMPLERS.get(t)
+    if importance not in IMPORTANCE:
+        raise ValueError(f"importance must be one of: {', '.join(IMPORTANCE)}; got {importance!r}")
     keep, skipped = [], []
     for w in weightings:
         for t in times:
             if w == "elbo" and t != "discrete":
                 skipped.append(f"elbo × {t}: the discrete ELBO weighting is defined on the chain only")
+            elif importance == "both" and w not in uniform:
+                keep += [Setting(w, t, False), Setting(w, t, True, tag_importance=True)]
             else:
-                keep.append((w, t))
+                keep.append(Setting(w, t, importance == "on"))
+    if importance == "both" and any(w in uniform for w in weightings):
+        skipped.append(
+            "importance sampling of " + ", ".join(w for w in weightings if w in uniform) + ": w(t) is constant, "
+            "so it is a no-op; listed once"
+        )
     if not keep:
         raise ValueError("no valid (weighting, time) setting to compare; 'elbo' needs time 'discrete'")
     return keep, skipped
@@ -77,46 +164,55 @@ def compare_losses(
     budget: int = 2000,
     out: str | Path = "compare",
     seed: int = 0,
-    batch_size: int = 128,
+    seeds: int = 1,
+    batch_size: int | None = 128,
     solvers: Sequence[str] = ("ancestral", "ode"),
     sample_steps: int = 100,
     num_samples: int = 500,
     nll_num: int = 200,
     vlb_steps: int | None = None,
-    importance: bool = False,
+    ode_tol: float | None = None,
+    importance: bool | str = False,
     config=None,
     progress: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> CompareResult:
-    """Train one model per (weighting, time) with equal ``budget`` (training steps) and seed; evaluate.
+    """Train one model per setting and seed with equal ``budget`` (training steps); evaluate; report over seeds.
 
     Args:
         data: a dataset name from ``DATASETS`` or a path.
         weightings, times: the settings; ``elbo`` with continuous time is skipped (noted).
-        budget: training steps per model (same batch size, learning rate and seed for all).
+        budget: training steps per model (same batch size, learning rate and network for all).
         out: output folder for the results, the plots and the dataset classifier (images); the
             models are trained and evaluated in memory, no run folder is written.
+        seed, seeds: every setting is trained for seeds ``seed … seed + seeds − 1``; a seed sets the
+            initial weights, the data order, the train/held-out split and the evaluation's random
+            numbers (shared by every setting of that seed). The report gives mean ± sd over seeds.
+        batch_size: training batch size; ``None`` keeps the config's.
         solvers, sample_steps, num_samples: sample quality per solver at this many steps.
         nll_num: held-out samples for the likelihoods; vlb_steps: VLB chain length (default N).
-        importance: draw training times with density ∝ w(t) for every setting (unbiased; reduces
-            the variance of the ELBO/likelihood weightings, Song et al. 2021b; a no-op for ``simple``).
+        ode_tol: rtol = atol of the ODE likelihood (default: the estimator's, 1e-5); looser is cheaper.
+        importance: ``"off"`` / ``False``: t uniform; ``"on"`` / ``True``: t drawn with density ∝ w(t)
+            in every setting (unbiased; reduces the variance of the ELBO/likelihood weightings, Song et
+            al. 2021b); ``"both"``: each weighting with non-constant w(t) with and without (``-is``).
         config: a base :class:`~scoresde.config.TrainConfig` (network, preconditioning, lr, …) to start
-            from; default ``TrainConfig()``, whose model is EDM-preconditioned (``scoresde
-            compare-losses`` passes ``precondition="none"`` unless told otherwise: ε-networks).
+            from, e.g. :func:`recipe_config`; default ``TrainConfig()``, whose model is EDM-preconditioned.
     """
     from .build import build_sde, validate
     from .config import DataConfig, LossConfig, TrainConfig
-    from .evaluation import evaluate
+    from .evaluation import evaluate, likelihood
     from .plots import loss_study_plots
     from .samplers import SOLVERS
     from .trainer import train
 
     log = log or (lambda msg: None)
-    settings, skipped = _settings(weightings, times)
+    importance = {False: "off", True: "on"}.get(importance, importance) if isinstance(importance, bool) else importance
+    _settings(weightings, times, importance)  # names checked before anything else
     for s in solvers:
         SOLVERS.get(s)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive number of training steps, got {budget!r}")
+    for name, value, least in (("budget", budget, 1), ("seeds", seeds, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     for name, value, least in (
         ("sample_steps", sample_steps, 1),
         ("num_samples", num_samples, 2),
@@ -126,88 +222,195 @@ def compare_losses(
             raise ValueError(f"{name} must be >= {least}, got {value}")
     if vlb_steps is not None and vlb_steps < 2:
         raise ValueError(f"vlb_steps must be >= 2 (the VLB chain length) or None for the training N, got {vlb_steps}")
+    if ode_tol is not None and not 0 < ode_tol < 1:
+        raise ValueError(f"ode_tol must lie in (0, 1) or be None for the estimator's default, got {ode_tol}")
     out = Path(out)
     base = config or TrainConfig()
     base = dataclasses.replace(
         base,
         data=dataclasses.replace(base.data, name=data) if not Path(data).exists() else DataConfig(name=data),
         steps=budget,
-        batch_size=batch_size,
+        batch_size=batch_size or base.batch_size,
         seed=seed,
         sample_every=0,
         checkpoint_every=0,
         keep=1,
     )
+    sde = build_sde(base)
+    curves = weighting_curves(sde, list(dict.fromkeys(weightings)), (base.loss or LossConfig()).N)
+    uniform = [w for w, (_, c) in curves.items() if torch.allclose(c, torch.ones_like(c))]
+    settings, skipped = _settings(weightings, times, importance, uniform)
     configs = {}
-    for w, t in settings:  # every setting checked before the first one trains
-        loss = dataclasses.replace(base.loss or LossConfig(), weighting=w, time=t, importance=importance)
-        configs[w, t] = dataclasses.replace(base, loss=loss)
-        validate(configs[w, t])
-    rows, classifier_dir = [], out / "classifier"
-    for w, t in settings:
-        name, cfg = f"{w}-{t}", configs[w, t]
-        log(f"[{name}] training {budget} steps")
-        dm = train(cfg, None, progress=progress)
-        log(f"[{name}] evaluating")
-        row = evaluate(
-            dm,
-            solvers=solvers,
-            sample_steps=sample_steps,
-            num_samples=num_samples,
-            nll_num=nll_num,
-            vlb_steps=vlb_steps,
-            classifier_dir=classifier_dir,
-            seed=seed,
-            log=lambda msg, name=name: log(f"[{name}] {msg}"),
+    for s in settings:  # every setting checked before the first one trains
+        loss = dataclasses.replace(
+            base.loss or LossConfig(), weighting=s.weighting, time=s.time, importance=s.importance
         )
-        metrics = dm.provenance.metrics
-        row.update({"setting": name, "weighting": w, "time": t, "final_loss": dm.provenance.loss})
-        row["train_loss_by_t"] = metrics[-1]["loss_by_t"] if metrics else None
-        rows.append(row)
+        configs[s] = dataclasses.replace(base, loss=loss)
+        validate(configs[s])
     settings_record = {
         "data": data,
         "budget_steps": budget,
-        "batch_size": batch_size,
+        "batch_size": base.batch_size,
         "seed": seed,
+        "seeds": list(range(seed, seed + seeds)),
+        "settings": [s.name for s in settings],
         "solvers": list(solvers),
         "sample_steps": sample_steps,
         "num_samples": num_samples,
         "nll_num": nll_num,
         "vlb_steps": vlb_steps or base.loss.N,
+        "ode_tol": ode_tol,
         "importance": importance,
         "config": _jsonable(dataclasses.asdict(base)),
     }
-    result = CompareResult(out, rows, settings_record, skipped)
+    result = CompareResult(out, [], settings_record, skipped)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(
-        out / "results.json",
-        json.dumps({"settings": settings_record, "skipped": skipped, "rows": rows}, indent=2).encode(),
-    )
-    atomic_write_bytes(out / "results.md", _markdown(result).encode())
-    sde = build_sde(base)
-    names = list(dict.fromkeys(w for w, _ in settings))
-    result.plots = loss_study_plots(result, weighting_curves(sde, names, base.loss.N), sde.T, log)
+    for k in range(seed, seed + seeds):  # seed-major: a stopped study has whole seeds of every setting
+        for s in settings:
+            name, cfg = s.name, dataclasses.replace(configs[s], seed=k)
+            tag = f"[{name}, seed {k}]"
+            log(f"{tag} training {budget} steps")
+            dm = train(cfg, None, progress=progress)
+            log(f"{tag} evaluating")
+            row = evaluate(
+                dm,
+                solvers=solvers,
+                sample_steps=sample_steps,
+                num_samples=num_samples,
+                nll_num=nll_num,
+                methods=("ode", "vlb") if ode_tol is None else ("vlb",),
+                vlb_steps=vlb_steps,
+                classifier_dir=out / "classifier",
+                seed=k,
+                log=lambda msg, tag=tag: log(f"{tag} {msg}"),
+            )
+            if ode_tol is not None:
+                row["nll"] = {"ode": likelihood(dm, "ode", nll_num, seed=k, rtol=ode_tol, atol=ode_tol), **row["nll"]}
+            metrics = dm.provenance.metrics
+            row.update({"setting": name, "seed": k, "weighting": s.weighting, "time": s.time})
+            row.update({"importance": s.importance, "final_loss": dm.provenance.loss})
+            row["train_loss_by_t"] = metrics[-1]["loss_by_t"] if metrics else None
+            result.rows.append(row)
+            _write(result)
+        result.plots = loss_study_plots(result, curves, sde.T, log)
     return result
+
+
+def _write(result: CompareResult) -> None:
+    """results.json and results.md from the rows so far (rewritten after every model)."""
+    result.summary = summarize(result.rows, result.settings["settings"])
+    record = {"settings": result.settings, "skipped": result.skipped, "summary": result.summary, "rows": result.rows}
+    atomic_write_bytes(result.out / "results.json", json.dumps(record, indent=2).encode())
+    atomic_write_bytes(result.out / "results.md", _markdown(result).encode())
 
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def metric_values(row: dict[str, Any]) -> dict[str, float]:
+    """The comparable numbers of one model: NLL by ODE and VLB (bits/dim for quantized data, else
+    nats/dim) and each solver's sample metrics, keyed ``nll_ode``, ``nll_vlb``, ``<solver>_<metric>``."""
+    key = "bits_per_dim" if row.get("levels") is not None else "nats_per_dim"
+    values = {f"nll_{m}": e[key] for m, e in row["nll"].items()}
+    for solver, q in row["quality"].items():
+        values.update({f"{solver}_{m}": q[m] for m in ("fd", "kid", "sw2", "mmd") if m in q})
+    return values
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1; NaN for a single value)."""
+    n, mean = len(values), sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, sd
+
+
+def summarize(rows: Sequence[dict[str, Any]], order: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One entry per setting (in ``order``, default first appearance): its ``n`` seeds and, per metric of
+    :func:`metric_values`, ``mean``, ``sd`` (over seeds, n − 1), ``values`` and ``seeds``; plus the mean
+    denoising error per t-bin and the mean VLB terms."""
+    order = list(order or dict.fromkeys(r["setting"] for r in rows))
+    out = []
+    for name in order:
+        mine = [r for r in rows if r["setting"] == name]
+        if not mine:
+            continue
+        per = [metric_values(r) for r in mine]
+        metrics = {}
+        for key in per[0]:
+            values = [p[key] for p in per]
+            mean, sd = _mean_sd(values)
+            metrics[key] = {
+                "mean": mean,
+                "sd": sd,
+                "n": len(values),
+                "values": values,
+                "seeds": [r["seed"] for r in mine],
+            }
+        entry = {"setting": name, "n": len(mine), "metrics": metrics}
+        entry["loss_by_t"] = [sum(c) / len(c) for c in zip(*(r["loss_by_t"] for r in mine), strict=True)]
+        losses = [r["final_loss"] for r in mine if r.get("final_loss") is not None]
+        entry["final_loss"] = sum(losses) / len(losses) if losses else None
+        terms = [r["nll"]["vlb"]["terms_nats_per_dim"] for r in mine if "vlb" in r["nll"]]
+        if terms:
+            entry["vlb_terms_nats_per_dim"] = {k: sum(t[k] for t in terms) / len(terms) for k in terms[0]}
+        out.append(entry)
+    return out
+
+
+def read_metric(cells: dict[str, tuple[float, float, int]], lower_is_better: bool = True) -> dict[str, Any]:
+    """Which setting is best on one metric, from ``{setting: (mean, sd, n)}``, and whether its lead is real.
+
+    The gap to the runner-up counts when it exceeds 2 sd, sd the larger of the two settings' standard
+    deviations over seeds; otherwise the verdict is ``within noise``; with a single seed in either it is
+    ``spread unknown``. Returns best, runner_up, gap, threshold (2 sd) and verdict.
+    """
+    ranked = sorted(cells, key=lambda k: cells[k][0] if lower_is_better else -cells[k][0])
+    best = ranked[0]
+    if len(ranked) == 1:
+        return {"best": best, "runner_up": None, "gap": None, "threshold": None, "verdict": "only setting"}
+    runner = ranked[1]
+    gap = abs(cells[best][0] - cells[runner][0])
+    if min(cells[best][2], cells[runner][2]) < 2:
+        return {"best": best, "runner_up": runner, "gap": gap, "threshold": None, "verdict": "spread unknown"}
+    threshold = 2 * max(cells[best][1], cells[runner][1])
+    verdict = "exceeds 2 sd" if gap > threshold else "within noise"
+    return {"best": best, "runner_up": runner, "gap": gap, "threshold": threshold, "verdict": verdict}
+
+
+def _label(key: str, unit: str) -> str:
+    if key.startswith("nll_"):
+        return f"NLL {key[4:].upper()} ({unit})"
+    solver, metric = key.rsplit("_", 1)
+    return f"{solver} {metric.upper()}"
+
+
+def _cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "—"
+    return f"{m['mean']:.4g}" + (f" ± {m['sd']:.2g}" if m["n"] > 1 else "")
+
+
 def _markdown(result: CompareResult) -> str:
-    rows, s = result.rows, result.settings
+    rows, s, summary = result.rows, result.settings, result.summary
     bits = rows[0]["levels"] is not None
     unit = "bits/dim" if bits else "nats/dim"
-    key = "bits_per_dim" if bits else "nats_per_dim"
     images = rows[0]["kind"] == "images"
-    metrics = ("fd", "kid") if images else ("sw2", "mmd")
+    keys = list(dict.fromkeys(k for e in summary for k in e["metrics"]))
+    done, planned = len(rows), len(s["seeds"]) * len(s["settings"])
     lines = [
         f"# Loss comparison on {s['data']}",
         "",
-        f"Budget: {s['budget_steps']} training steps per model, batch {s['batch_size']}, seed {s['seed']}"
-        + (", training times importance-sampled ∝ w(t). " if s.get("importance") else ". ")
-        + f"NLL on {s['nll_num']} held-out samples (mean ± s.e.); VLB with N = {s['vlb_steps']}; "
+        f"Budget: {s['budget_steps']} training steps per model, batch {s['batch_size']}; seeds "
+        f"{s['seeds'][0]}…{s['seeds'][-1]} (each: initial weights, data order, held-out split and evaluation draws); "
+        f"importance sampling of t: {s['importance']}. NLL on {s['nll_num']} held-out samples "
+        f"(ODE rtol = atol = {s.get('ode_tol') or 'the default 1e-5'}); VLB with N = {s['vlb_steps']}; "
         f"samples: {s['num_samples']} per solver at {s['sample_steps']} steps.",
+        "",
+        f"Models done: {done} of {planned}"
+        + (" (partial: the study is running or was stopped)." if done < planned else "."),
+        "",
+        "Cells: mean ± sd over seeds (sd with n − 1); n = the seeds of that setting. Lower is better everywhere.",
         "",
     ]
     if bits:
@@ -216,46 +419,61 @@ def _markdown(result: CompareResult) -> str:
             "(uniform dequantization for the ODE, discretized decoder for the VLB).",
             "",
         ]
-    header = ["setting", "final loss", f"NLL ODE ({unit})", f"NLL VLB ({unit})"]
-    for solver in s["solvers"]:
-        header += [f"{solver} {m.upper()}" for m in metrics]
+    header = ["setting", "n", "final loss", *(_label(k, unit) for k in keys)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        cells = [r["setting"], f"{r['final_loss']:.4g}" if r["final_loss"] is not None else "—"]
-        for method in ("ode", "vlb"):
-            e = r["nll"].get(method)
-            cells.append(f"{e[key]:.4f} ± {e[key + '_se']:.4f}" if e else "—")
-        for solver in s["solvers"]:
-            q = r["quality"].get(solver, {})
-            cells += [f"{q[m]:.4g}" if m in q else "—" for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
+    for e in summary:
+        loss = f"{e['final_loss']:.4g}" if e["final_loss"] is not None else "—"
+        lines.append(
+            f"| {e['setting']} | {e['n']} | {loss} | " + " | ".join(_cell(e["metrics"].get(k)) for k in keys) + " |"
+        )
     lines += [
         "",
-        "Lower is better everywhere. "
-        + (
+        (
             "FD/KID: in the features of a classifier trained on the dataset "
             f"(test accuracy {rows[0]['classifier']['test_accuracy']:.3f})."
             if images and "classifier" in rows[0]
             else "SW2: sliced Wasserstein-2; MMD: unbiased MMD² (Gaussian kernels) against held-out data."
         ),
     ]
-    if any("vlb" in r["nll"] for r in rows):
+    if any("vlb_terms_nats_per_dim" in e for e in summary):
         scale = 1 / math.log(2) if bits else 1.0
-        lines += ["", f"Where the VLB goes ({unit}): L_T + Σ L_(t−1) + L_0 (Ho et al. 2020, eq. 5):", ""]
+        lines += [
+            "",
+            f"Where the VLB goes ({unit}, mean over seeds): L_T + Σ L_(t−1) + L_0 (Ho et al. 2020, eq. 5):",
+            "",
+        ]
         lines += ["| setting | prior L_T | diffusion Σ L_(t−1) | decoder L_0 |", "|---|---|---|---|"]
-        for r in rows:
-            terms = r["nll"].get("vlb", {}).get("terms_nats_per_dim", {})
+        for e in summary:
+            terms = e.get("vlb_terms_nats_per_dim", {})
             cells = [f"{terms[k] * scale:.4f}" if k in terms else "—" for k in ("prior", "diffusion", "decoder")]
-            lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
-    lines += ["", "Unweighted denoising error E‖ε − ε̂‖²/D per t-bin (held-out data, same draws for every model):", ""]
-    nb = len(rows[0]["loss_by_t"])
+            lines.append(f"| {e['setting']} | " + " | ".join(cells) + " |")
+    lines += ["", "Unweighted denoising error E‖ε − ε̂‖²/D per t-bin (held-out data, mean over seeds):", ""]
+    nb = len(summary[0]["loss_by_t"])
     lines += ["| setting | " + " | ".join(f"t∈[{b / nb:.1f},{(b + 1) / nb:.1f}]" for b in range(nb)) + " |"]
     lines += ["|" + "---|" * (nb + 1)]
-    for r in rows:
-        lines.append(f"| {r['setting']} | " + " | ".join(f"{v:.4f}" for v in r["loss_by_t"]) + " |")
+    for e in summary:
+        lines.append(f"| {e['setting']} | " + " | ".join(f"{v:.4f}" for v in e["loss_by_t"]) + " |")
     for note in result.skipped:
         lines += ["", f"Skipped: {note}."]
+    lines += ["", "## Reading (computed)", "", "Best = lowest mean; the lead counts when the gap to the runner-up "
+              "exceeds 2 sd (the larger sd of the two).", ""]  # fmt: skip
+    for k in keys:
+        cells = {e["setting"]: (m["mean"], m["sd"], m["n"]) for e in summary if (m := e["metrics"].get(k))}
+        r = read_metric(cells)
+        text = f"- {_label(k, unit)}: best {r['best']} ({_cell(summary_metric(summary, r['best'], k))})"
+        if r["runner_up"] is not None:
+            runner = _cell(summary_metric(summary, r["runner_up"], k))
+            text += f", runner-up {r['runner_up']} ({runner}); gap {r['gap']:.3g}"
+            text += f" vs 2 sd = {r['threshold']:.3g}: " if r["threshold"] is not None else ": "
+            text += {"exceeds 2 sd": "exceeds 2 sd", "within noise": "within noise",
+                     "spread unknown": "one seed, spread unknown"}[r["verdict"]]  # fmt: skip
+        lines.append(text + ".")
     return "\n".join(lines) + "\n"
+
+
+def summary_metric(summary: Sequence[dict[str, Any]], setting: str, key: str) -> dict[str, Any] | None:
+    """The ``{mean, sd, n, values, seeds}`` of one setting and metric in a :func:`summarize` list."""
+    return next((e["metrics"].get(key) for e in summary if e["setting"] == setting), None)
 
 
 def weighting_curves(sde, names: Sequence[str], N: int) -> dict[str, tuple[Tensor, Tensor]]:

@@ -107,8 +107,9 @@ def guidance_plot(result: dict[str, Any], path: str | Path) -> Path | None:
 
 
 def loss_study_plots(result, curves: dict[str, tuple[Any, Any]], T: float, log) -> list[Path]:
-    """``weightings.png`` (the ``curves`` w(t) of every weighting on one axis) and ``loss_by_t.png``
-    (the denoising error per t-bin of every setting, on [0, T]) in ``result.out``, for
+    """``weightings.png`` (the ``curves`` w(t) of every weighting on one axis), ``loss_by_t.png`` (the
+    denoising error per t-bin of every setting on [0, T], mean over seeds) and ``metrics.png`` (every
+    metric's mean ± sd over seeds per setting) in ``result.out``, for
     :func:`scoresde.loss_study.compare_losses`; none (with a note through ``log``) without matplotlib."""
     try:
         plt = pyplot()
@@ -128,15 +129,32 @@ def loss_study_plots(result, curves: dict[str, tuple[Any, Any]], T: float, log) 
     paths.append(save(fig, result.out / "weightings.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for r in result.rows:
-        nb = len(r["loss_by_t"])
+    for e in result.summary:
+        nb = len(e["loss_by_t"])
         centres = [(b + 0.5) / nb * T for b in range(nb)]
-        ax.plot(centres, r["loss_by_t"], marker="o", label=r["setting"])
+        ax.plot(centres, e["loss_by_t"], marker="o", label=f"{e['setting']} (n={e['n']})")
     ax.set_yscale("log")
     ax.set_xlabel("t (bin centre)")
-    ax.set_ylabel("E‖ε − ε̂‖²/D (held-out)")
+    ax.set_ylabel("E‖ε − ε̂‖²/D (held-out, mean over seeds)")
     ax.set_title("Denoising error per t-bin")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(save(fig, result.out / "loss_by_t.png"))
+
+    keys = list(dict.fromkeys(k for e in result.summary for k in e["metrics"]))
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.6), dpi=100, squeeze=False)
+    names = [e["setting"] for e in result.summary]
+    for ax, key in zip(axes[0], keys, strict=True):
+        cells = [e["metrics"].get(key) for e in result.summary]
+        means = [c["mean"] if c else float("nan") for c in cells]
+        sds = [c["sd"] if c and c["n"] > 1 else 0.0 for c in cells]
+        ax.errorbar(range(len(names)), means, yerr=sds, fmt="o", capsize=3)
+        for i, c in enumerate(cells):  # the seeds themselves, faint
+            if c:
+                ax.plot([i] * len(c["values"]), c["values"], ".", color="grey", alpha=0.5)
+        ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+    fig.suptitle("mean ± sd over seeds (grey: each seed); lower is better", fontsize=9)
+    fig.tight_layout()
+    paths.append(save(fig, result.out / "metrics.png"))
     return paths
