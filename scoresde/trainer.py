@@ -441,7 +441,7 @@ def train_in_folder(
     try:
         if announce is not None and trainer.rank == 0:
             length = run_length_text(run.config)
-            announce(f"training {length} into {run.run_dir} on {trainer.device} ({trainer.world} rank(s))")
+            announce(f"training into {run.run_dir} on {trainer.device} ({trainer.world} rank(s)): {length}")
         return trainer.run()
     finally:
         trainer.close()
