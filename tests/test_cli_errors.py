@@ -108,6 +108,11 @@ BAD = {
         ["--num", "-1"],
         ["--width", "-1"],
         ["--out", "a-file"],
+        ["--seeds", "0"],
+        ["--seeds", "-2"],
+        ["--importance", "maybe"],
+        ["--recipe", "nope"],
+        ["--ode-tol", "-1"],
     ],
     "edit": [
         [],
