@@ -1,18 +1,14 @@
 """The compare-losses study: loss weightings × time sampling on equal terms, over seeds.
 
 The seed's claim: λ(t) = 1 (DDPM's L_simple) gives better samples, the ELBO weighting better
-likelihood. :func:`compare_losses` tests it on your data: it trains one model per setting
-(weighting, time sampling, with or without importance sampling of t) with the same budget
-(training steps), network and data, repeated for ``seeds`` training seeds, then measures each
-with the same held-out points and the same random numbers within a seed:
-
-NLL by the probability-flow ODE and by the discrete VLB, sample quality per solver and the
-unweighted denoising error per t-bin, all by :func:`scoresde.evaluation.evaluate`. The report gives
-mean ± sd over seeds with n per setting and ends with a computed reading per metric
-(:func:`read_metric`: the best setting, and whether its gap to the runner-up exceeds 2 sd). It
-writes ``results.json`` (per-seed values too), ``results.md`` (rewritten after every model, so a
-stopped study leaves a partial table) and, when matplotlib is installed (``bench`` extra),
-``weightings.png``, ``loss_by_t.png`` and ``metrics.png`` (:func:`scoresde.plots.loss_study_plots`).
+likelihood. :func:`compare_losses` trains one model per setting (weighting, time sampling, with or
+without importance sampling of t) and seed with the same budget, network and data, and measures each
+by :func:`scoresde.evaluation.evaluate` with the same held-out points and random numbers within a
+seed: NLL by the probability-flow ODE and by the discrete VLB, sample quality per solver, the
+unweighted denoising error per t-bin. The report (``results.md``, rewritten after every model, so a
+stopped study leaves a partial table; ``results.json`` with the per-seed values; plots by
+:func:`scoresde.plots.loss_study_plots` when matplotlib is installed) gives mean ± sd over seeds with
+n per setting and ends with a computed reading per metric (:func:`read_metric`).
 
 In a notebook::
 
@@ -37,25 +33,15 @@ from torch import Tensor
 
 from .imageio import atomic_write_bytes
 
-__all__ = [
-    "IMPORTANCE",
-    "RECIPES",
-    "CompareResult",
-    "Setting",
-    "compare_losses",
-    "read_metric",
-    "recipe_config",
-    "summarize",
-    "weighting_curves",
-]
+__all__ = ["IMPORTANCE", "RECIPES", "CompareResult", "Setting", "compare_losses", "read_metric", "recipe_config"]
+__all__ += ["summarize", "weighting_curves"]
 
 IMPORTANCE = ("off", "on", "both")
 """``off``: t uniform; ``on``: t drawn ∝ w(t) in every setting; ``both``: each non-uniform weighting twice."""
 
 RECIPES = {
     "seed": "the seed study's: ε-network (precondition none), MLP width 256 for points, batch 128, lr 1e-3",
-    "train": "`scoresde train`'s defaults: its network (UNet for images), EMA, optimiser, warm-up and batch; "
-    "precondition edm",
+    "train": "`scoresde train`'s network (UNet for images), EMA, optimiser, warm-up and batch; precondition edm",
 }
 
 
@@ -210,16 +196,10 @@ def compare_losses(
     _settings(weightings, times, importance)  # names checked before anything else
     for s in solvers:
         SOLVERS.get(s)
-    for name, value, least in (("budget", budget, 1), ("seeds", seeds, 1)):
+    for name, value, least in (("budget", budget, 1), ("seeds", seeds, 1), ("sample_steps", sample_steps, 1),
+                               ("num_samples", num_samples, 2), ("nll_num", nll_num, 1)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    for name, value, least in (
-        ("sample_steps", sample_steps, 1),
-        ("num_samples", num_samples, 2),
-        ("nll_num", nll_num, 1),
-    ):
-        if value < least:
-            raise ValueError(f"{name} must be >= {least}, got {value}")
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if vlb_steps is not None and vlb_steps < 2:
         raise ValueError(f"vlb_steps must be >= 2 (the VLB chain length) or None for the training N, got {vlb_steps}")
     if ode_tol is not None and not 0 < ode_tol < 1:
@@ -414,11 +394,7 @@ def _markdown(result: CompareResult) -> str:
         "",
     ]
     if bits:
-        lines += [
-            f"Bits/dim with {rows[0]['levels']} levels "
-            "(uniform dequantization for the ODE, discretized decoder for the VLB).",
-            "",
-        ]
+        lines += [f"Bits/dim, {rows[0]['levels']} levels (ODE: uniform dequantization; VLB: discretized decoder).", ""]
     header = ["setting", "n", "final loss", *(_label(k, unit) for k in keys)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
@@ -457,23 +433,17 @@ def _markdown(result: CompareResult) -> str:
         lines += ["", f"Skipped: {note}."]
     lines += ["", "## Reading (computed)", "", "Best = lowest mean; the lead counts when the gap to the runner-up "
               "exceeds 2 sd (the larger sd of the two).", ""]  # fmt: skip
+    by = {e["setting"]: e["metrics"] for e in summary}
     for k in keys:
         cells = {e["setting"]: (m["mean"], m["sd"], m["n"]) for e in summary if (m := e["metrics"].get(k))}
         r = read_metric(cells)
-        text = f"- {_label(k, unit)}: best {r['best']} ({_cell(summary_metric(summary, r['best'], k))})"
+        text = f"- {_label(k, unit)}: best {r['best']} ({_cell(by[r['best']].get(k))})"
         if r["runner_up"] is not None:
-            runner = _cell(summary_metric(summary, r["runner_up"], k))
-            text += f", runner-up {r['runner_up']} ({runner}); gap {r['gap']:.3g}"
+            text += f", runner-up {r['runner_up']} ({_cell(by[r['runner_up']].get(k))}); gap {r['gap']:.3g}"
             text += f" vs 2 sd = {r['threshold']:.3g}: " if r["threshold"] is not None else ": "
-            text += {"exceeds 2 sd": "exceeds 2 sd", "within noise": "within noise",
-                     "spread unknown": "one seed, spread unknown"}[r["verdict"]]  # fmt: skip
+            text += "one seed, spread unknown" if r["verdict"] == "spread unknown" else r["verdict"]
         lines.append(text + ".")
     return "\n".join(lines) + "\n"
-
-
-def summary_metric(summary: Sequence[dict[str, Any]], setting: str, key: str) -> dict[str, Any] | None:
-    """The ``{mean, sd, n, values, seeds}`` of one setting and metric in a :func:`summarize` list."""
-    return next((e["metrics"].get(key) for e in summary if e["setting"] == setting), None)
 
 
 def weighting_curves(sde, names: Sequence[str], N: int) -> dict[str, tuple[Tensor, Tensor]]:
