@@ -36,17 +36,17 @@ def compare_losses_command(
         ),
     ] = "seed",
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="training batch size [default: the recipe's]")
+        int | None, typer.Option("--batch-size", help="training batch size (default: the recipe's)")
     ] = None,
     net: Annotated[
-        str | None, typer.Option(help="network: auto (mlp for points, unet for images), mlp, unet [default: auto]")
+        str | None, typer.Option(help="network: auto (mlp for points, unet for images), mlp, unet (default: auto)")
     ] = None,
-    width: Annotated[int | None, typer.Option(help="MLP width [default: the recipe's]")] = None,
+    width: Annotated[int | None, typer.Option(help="MLP width (default: the recipe's)")] = None,
     precondition: Annotated[
         str | None,
-        typer.Option(help="none (ε-networks, the seed's question) or edm (the train default) [default: the recipe's]"),
+        typer.Option(help="none (ε-networks, the seed's question) or edm (the train default) (default: the recipe's)"),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate [default: the recipe's]")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate (default: the recipe's)")] = None,
     solver: Annotated[str, typer.Option(help="sampler(s) for the quality metrics")] = "ancestral,ode",
     sample_steps: Annotated[int, typer.Option("--sample-steps", help="sampling steps per solver")] = 100,
     num: Annotated[int, typer.Option(help="samples per solver")] = 500,
