@@ -210,6 +210,7 @@ def compare_losses(
         base,
         data=dataclasses.replace(base.data, name=data) if not Path(data).exists() else DataConfig(name=data),
         steps=budget,
+        minutes=None,  # an equal step budget: no time limit that would cut a slow setting short
         batch_size=batch_size or base.batch_size,
         seed=seed,
         sample_every=0,
