@@ -1,4 +1,4 @@
-"""Training-recipe ablation on 8×8 digits at equal examples seen: which defaults does the evidence support?
+"""Training-recipe ablation on digits (or MNIST-5k, ``--data mnist``): which defaults does the evidence support?
 
 One command writes ``benchmarks/results/recipe.md`` (and ``recipe.json``, every number)::
 
@@ -6,6 +6,8 @@ One command writes ``benchmarks/results/recipe.md`` (and ``recipe.json``, every 
     python benchmarks/recipe.py --steps 300 --seeds 1 --num 200   # a smoke run
     python benchmarks/recipe.py --budget 180 --recipes "default,batch 32,batch 128,channels 16,channels 48" \
         --out benchmarks/results/recipe_budget.md           # equal CPU time: batch and width, ~50 CPU-minutes
+    python benchmarks/recipe.py --data mnist --budget 900 --recipes "channels 16,channels 16+lr 2e-3" \
+        --side-emas 0.999,power6.94 --out benchmarks/results/recipe_mnist.md   # ~90 CPU-minutes
 
 Recipes (each the ``scoresde train`` default with one change; the same steps, batch and data order
 per seed, so each row sees the same examples):
