@@ -36,7 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-THEIRS = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DDIMScheduler")
+from peers import FAIR_THEIRS as THEIRS
+
 THEIR_NETS = {"channels 32": {"channels": 32}, "channels 16": {"channels": 16}}
 OURS = {  # label: generate() options (20 steps, the CLI's default)
     "scoresde sample (default)": {},
@@ -53,9 +54,8 @@ def log(message: str) -> None:
 
 def run_seed(data: str, seed: int, num: int, classifier, ref, minutes: float | None = None) -> dict:
     """One training seed: ours (the defaults) and theirs (both nets) for the same CPU seconds."""
-    import diffusers
     from fair import diffusers_train_ema
-    from peers import DiffusersNet, diffusers_sample, diffusers_unet, frechet
+    from peers import DiffusersNet, diffusers_unet, fair_cells_theirs, frechet
 
     from scoresde.data import load_dataset
     from scoresde.generation import generate
@@ -80,16 +80,9 @@ def run_seed(data: str, seed: int, num: int, classifier, ref, minutes: float | N
         torch.manual_seed(seed)
         net = DiffusersNet(diffusers_unet(net_options, shape))  # the tiny UNet's layout at this width
         snaps, secs = diffusers_train_ema(net, images, [10**9], 64, lr=1e-3, seed=seed, budget=budget)
-        (steps, snap), = snaps.items()
-        cells = {"steps": steps, "cpu_s": secs[steps]}
-        for name in THEIRS:
-            sched = getattr(diffusers, name)(num_train_timesteps=1000, beta_schedule="linear")
-
-            def model(x, t, net=snap):
-                return net(x, (t * 1000 - 1).round())
-
-            x = diffusers_sample(sched, model, (num, *shape), STEPS, torch.Generator().manual_seed(1), torch.device("cpu"))
-            cells[name.removesuffix("Scheduler")] = frechet(x, classifier, ref)
+        ((steps, snap),) = snaps.items()
+        cells = {"steps": steps, "cpu_s": secs[steps]}  # their schedulers with their defaults, STEPS steps
+        cells |= {name: fd for (name, _), fd in fair_cells_theirs(snap, shape, num, classifier, ref, (STEPS,)).items()}
         row["theirs"][net_label] = cells
         log(f"seed {seed} theirs {net_label}: {cells}")
     return row
@@ -120,7 +113,9 @@ def report(rows: list[dict], args, cinfo, floor: float) -> str:
         values = [r["ours"][label] for r in rows]
         ours[label] = (*mean_sd(values), values)
         m, s, _ = ours[label]
-        lines.append(f"| ours | default | {label} | {steps} | {m:.2f} ± {s:.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+        lines.append(
+            f"| ours | default | {label} | {steps} | {m:.2f} ± {s:.2f} | {', '.join(f'{v:.2f}' for v in values)} |"
+        )
     for net in THEIR_NETS:
         for name in THEIRS:
             key = name.removesuffix("Scheduler")

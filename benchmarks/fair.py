@@ -23,12 +23,14 @@ N_TRAIN = 1000
 DIFFUSERS_EMA = {"decay": 0.9999, "use_ema_warmup": True, "inv_gamma": 1.0, "power": 3 / 4}
 
 
-def ours_train(config, dataset, snapshots, *, extra_emas=()):
+def ours_train(config, dataset, snapshots, *, extra_emas=(), budget=None):
     """``Trainer.train_step`` to ``max(snapshots)``; returns ({S: {name: model}}, {S: cpu seconds}).
 
     The model under name ``"ema"`` is the trainer's own EMA; ``extra_emas`` are further decays
     (``ema_0.999`` ...) or power-function EMAs (``"power6.94"``: γ), and ``"raw"`` (the weights
-    themselves), averaged on the side from the same run (they do not change the training).
+    themselves), averaged on the side from the same run (they do not change the training). With
+    ``budget`` (CPU seconds) training also stops when it is spent: the snapshot is then keyed by
+    the step reached (as :func:`diffusers_train_ema`).
     """
     from scoresde.ema import EMA
     from scoresde.trainer import Trainer
@@ -43,7 +45,7 @@ def ours_train(config, dataset, snapshots, *, extra_emas=()):
     out, seconds, spent = {}, {}, 0.0
     for target in sorted(set(snapshots)):
         start = time.process_time()
-        while trainer.step < target:
+        while trainer.step < target and (budget is None or spent + time.process_time() - start < budget):
             step = trainer.step
             trainer.train_step(trainer.batch(step))
             for e in extras.values():
@@ -53,7 +55,9 @@ def ours_train(config, dataset, snapshots, *, extra_emas=()):
         models.update({k: copy.deepcopy(e.module) for k, e in extras.items()})
         if extra_emas:
             models["raw"] = copy.deepcopy(trainer.model).eval().requires_grad_(False)
-        out[target], seconds[target] = models, spent
+        out[trainer.step], seconds[trainer.step] = models, spent
+        if budget is not None and spent >= budget:
+            break
     trainer.close()
     return out, seconds
 

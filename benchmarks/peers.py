@@ -409,14 +409,14 @@ def fair_cells_ours(model, sde, shape, num, classifier, ref):
     return cells
 
 
-def fair_cells_theirs(net, shape, num, classifier, ref):
+def fair_cells_theirs(net, shape, num, classifier, ref, nfes=FAIR_NFES):
     import diffusers
 
     def model(x, t):
         return net(x, (t * N_TRAIN - 1).round())  # t = (j + 1)/1000 -> timestep j
 
     cells = {}
-    for nfe in FAIR_NFES:
+    for nfe in nfes:
         for name in FAIR_THEIRS:
             sched = getattr(diffusers, name)(num_train_timesteps=N_TRAIN, beta_schedule="linear")  # their defaults
             gen = torch.Generator().manual_seed(1)

@@ -118,7 +118,9 @@ def main() -> None:
     parser.add_argument(
         "--side-emas", default=",".join(SIDE_EMAS), help="EMAs averaged on the side: decays or powerγ (Karras 2024)"
     )
-    parser.add_argument("--merge", nargs="+", type=Path, help="only merge these .json files (one per process) into --out")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="only merge these .json files (one per process) into --out"
+    )
     parser.add_argument("--work", default="runs/recipe", help="classifier cache")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipe.md")
     args = parser.parse_args()
@@ -152,7 +154,9 @@ def main() -> None:
             extra = side if recipe == "default" or args.budget else ()
             if args.budget:
                 cfg = config(recipe, 10**6, args.batch, seed, args.data)  # stopped by the clock
-                models, steps, cpu = budget_train(cfg, dataset, args.budget, extra)
+                snaps, secs = ours_train(cfg, dataset, [cfg.steps], extra_emas=extra, budget=args.budget)
+                ((steps, models),) = snaps.items()  # one snapshot, at the step the clock stopped
+                cpu = secs[steps]
                 for name, model in models.items():
                     label = recipe if name == "ema" else f"{recipe}, {name_of(name)}"
                     fd = score(model, sde, args.num, classifier, ref, shape)
@@ -175,39 +179,6 @@ def name_of(model_name: str) -> str:
     return {"raw": "no EMA"}.get(model_name, model_name.replace("ema_", "ema "))
 
 
-def budget_train(config, dataset, budget: float, extra_emas=()):
-    """Train until ``budget`` seconds of process CPU time are spent.
-
-    Returns ({name: model}, steps, CPU seconds): ``"ema"`` is the trainer's own EMA, the others are
-    ``extra_emas`` and ``"raw"`` averaged on the side as in :func:`fair.ours_train`.
-    """
-    import copy
-
-    from scoresde.ema import EMA
-    from scoresde.trainer import Trainer
-
-    trainer = Trainer(config, None, progress=False, dataset=dataset)
-    extras = {}
-    for d in extra_emas:
-        if d.startswith("power"):
-            extras[f"ema_{d}"] = EMA(trainer.model, 0.0, gamma=float(d.removeprefix("power")))
-        else:
-            extras[f"ema_{d}"] = EMA(trainer.model, float(d), config.optim.ema_warmup)
-    start = time.process_time()
-    while time.process_time() - start < budget and trainer.step < config.steps:
-        step = trainer.step
-        trainer.train_step(trainer.batch(step))
-        for e in extras.values():
-            e.update(step)
-    spent = time.process_time() - start
-    models = {"ema": copy.deepcopy(trainer.ema)}
-    models.update({k: copy.deepcopy(e.module) for k, e in extras.items()})
-    if extra_emas:
-        models["raw"] = copy.deepcopy(trainer.model).eval().requires_grad_(False)
-    trainer.close()
-    return models, trainer.step, spent
-
-
 DATA_TEXT = {"digits": "Digits 8×8, tiny", "mnist": "MNIST-5k 28×28, the 3-level (1, 2, 2) attention-at-7"}
 JUDGE_TEXT = {"digits": "1,797 digits in the digits classifier's features",
               "mnist": "5,000 MNIST images in the features of a small classifier trained on them"}  # fmt: skip
@@ -222,9 +193,11 @@ def write(args, rows, cinfo) -> None:
         "# Training-recipe ablation (benchmarks/recipe.py)",
         "",
         f"Regenerate: `{command.strip()}`. Measured {datetime.date.today().isoformat()} on the shared 2-core CPU "
-        f"machine (one torch thread; torch {torch.__version__}, Python {platform.python_version()}). {DATA_TEXT[args.data]} "
+        f"machine (one torch thread; torch {torch.__version__}, Python {platform.python_version()}). "
+        f"{DATA_TEXT[args.data]} "
         + (
-            f"UNet (channels 32 unless the recipe says), {args.budget:.0f} s of process CPU time per recipe (equal time: steps differ, see the table). "
+            f"UNet (channels 32 unless the recipe says), {args.budget:.0f} s of process CPU time per recipe "
+            "(equal time: steps differ, see the table). "
             if args.budget
             else f"UNet, {args.steps} steps × batch {args.batch} per recipe (equal examples seen; deterministic work, "
             "so the clock does not enter). "
@@ -232,7 +205,7 @@ def write(args, rows, cinfo) -> None:
         + "FD: Fréchet distance of "
         f"{args.num} samples to all {JUDGE_TEXT[args.data]} (test accuracy "
         f"{cinfo['test_accuracy']:.3f}), `unipc` with its default grid, one sampling seed; mean ± sd over "
-        "training seeds (n per row). Rows `default, …` re-average the default run's weights (EMA does not change "
+        "training seeds (n per row). Rows `R, ema …` / `R, no EMA` re-average recipe R's run (EMA does not change "
         "training).",
         "",
         "| recipe | n | FD @ NFE 10 | FD @ NFE 20 | per seed @ NFE 20 | train CPU s | steps |",
