@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scoresde.cli import app
-from scoresde.loss_study import _markdown, _settings, read_metric, recipe_config, summarize
+from scoresde.loss_study import _settings, read_metric, recipe_config, summarize
+from scoresde.loss_study_report import markdown
 
 pytest.importorskip("scoresde.samplers")
 
@@ -140,7 +141,7 @@ def test_the_report_reading_on_constructed_rows():
     assert [e["setting"] for e in summary] == ["x", "y"]
     settings = {"data": "d", "budget_steps": 1, "batch_size": 1, "seeds": [0, 1, 2], "settings": ["x", "y"],
                 "importance": "off", "nll_num": 1, "vlb_steps": 2, "num_samples": 2, "sample_steps": 1}  # fmt: skip
-    md = _markdown(SimpleNamespace(rows=rows, settings=settings, summary=summary, skipped=[]))
+    md = markdown(SimpleNamespace(rows=rows, settings=settings, summary=summary, skipped=[]))
     assert "- NLL ODE (bits/dim): best y (2 ± 0.1), runner-up x (3 ± 0.1); gap 1 vs 2 sd = 0.2: exceeds 2 sd." in md
     assert "- ancestral FD: best x (5 ± 0.2), runner-up y (5.1 ± 0.2); gap 0.1 vs 2 sd = 0.4: within noise." in md
     assert "Models done: 6 of 6." in md and "| x | 3 |" in md
