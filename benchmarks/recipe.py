@@ -64,6 +64,11 @@ RECIPES = {
     "channels 48": {"model": {"channels": 48}},
     "channels 24": {"model": {"channels": 24}},
     "ema 0.999": {"optim": {"ema_decay": 0.999}},
+    # the training times (EDM's log-normal ln σ/α ~ N(P_mean, P_std²); default -1.2, 1.2)
+    "pmean -0.6": {"loss": {"lognormal_p_mean": -0.6}},
+    "pmean -1.8": {"loss": {"lognormal_p_mean": -1.8}},
+    "pmean 0": {"loss": {"lognormal_p_mean": 0.0}},
+    "pstd 1.6": {"loss": {"lognormal_p_std": 1.6}},
 }
 # --data NAME: the network every recipe starts from (digits: the tiny UNet, train's default;
 # mnist: examples/mnist.py's narrow 3-level UNet, 28 -> 14 -> 7, the net the peers benchmark uses)
