@@ -18,6 +18,11 @@ small classifier (``scoresde.metrics``), one sampling seed; mean ± sd over trai
     python benchmarks/defaults.py --data digits --seeds 3          # ~30 CPU-minutes
     python benchmarks/defaults.py --seeds 1 --first-seed K --save sK.json   # one seed per process
     python benchmarks/defaults.py --merge s0.json s1.json s2.json  # then the report
+    python benchmarks/defaults.py --theirs-from results/defaults_digits.json   # ours only, theirs reused
+
+The rows go to the report's ``.json`` too. ``--theirs-from`` reruns our side only and takes each
+seed's diffusers cells from an earlier run's rows (their side does not depend on our defaults; the
+report says which run they came from).
 """
 
 from __future__ import annotations
@@ -52,8 +57,10 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_seed(data: str, seed: int, num: int, classifier, ref, minutes: float | None = None) -> dict:
-    """One training seed: ours (the defaults) and theirs (both nets) for the same CPU seconds."""
+def run_seed(data: str, seed: int, num: int, classifier, ref, minutes: float | None = None, theirs=None) -> dict:
+    """One training seed: ours (the defaults) and theirs (both nets) for the same CPU seconds.
+
+    ``theirs``: an earlier run's row of this seed, whose diffusers cells are reused."""
     from fair import diffusers_train_ema
     from peers import DiffusersNet, diffusers_unet, fair_cells_theirs, frechet
 
@@ -74,6 +81,13 @@ def run_seed(data: str, seed: int, num: int, classifier, ref, minutes: float | N
         x = generate(dm, num, steps=STEPS, seed=1, **options).samples
         row["ours"][label] = frechet(x, classifier, ref)
     log(f"seed {seed} ours ({row['ours_steps']} steps, {row['ours_cpu_s']:.0f} CPU s): {row['ours']}")
+    if theirs is not None:
+        if theirs["budget_s"] != budget:
+            raise SystemExit(
+                f"--theirs-from: seed {seed} ran {theirs['budget_s']:.0f} CPU-s, this budget is {budget:.0f}"
+            )
+        row["theirs"] = theirs["theirs"]
+        return row
     images = load_dataset(data, seed=0).train
     shape = tuple(images.shape[1:])
     for net_label, net_options in THEIR_NETS.items():
@@ -127,6 +141,8 @@ def report(rows: list[dict], args, cinfo, floor: float) -> str:
             lines.append(f"| diffusers + EMAModel | {net} | {key} | {st} | {m:.2f} ± {s:.2f} | "
                          f"{', '.join(f'{v:.2f}' for v in values)} |")  # fmt: skip
     lines += ["", f"Best diffusers side: {best_theirs[2]}, FD {best_theirs[0]:.2f} ± {best_theirs[1]:.2f}.", ""]
+    if getattr(args, "theirs_from", None):
+        lines += [f"The diffusers rows are {args.theirs_from}'s (same seeds, budget and judge; not rerun).", ""]
     for label, target in (("scoresde sample (default)", 0.6), ("unipc", 0.75), ("dpm-solver++", 0.75)):
         m, s, _ = ours[label]
         gap, two_sd = best_theirs[0] - m, 2 * max(s, best_theirs[1])
@@ -146,6 +162,9 @@ def main() -> None:
     parser.add_argument("--work", default="runs/recipe", help="classifier cache")
     parser.add_argument("--save", type=Path, help="also write the rows as JSON here (for --merge)")
     parser.add_argument("--merge", type=Path, nargs="+", help="only render the rows --save'd by other processes")
+    parser.add_argument(
+        "--theirs-from", type=Path, help="rerun ours only; the diffusers cells of each seed from these rows"
+    )
     parser.add_argument("--out", type=Path, default=None, help="report (default results/defaults_DATA.md)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -165,10 +184,13 @@ def main() -> None:
         rows = sorted((r for p in args.merge for r in json.loads(p.read_text())), key=lambda r: r["seed"])
     else:
         rows = []
+        earlier = {r["seed"]: r for r in json.loads(args.theirs_from.read_text())} if args.theirs_from else None
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            rows.append(run_seed(args.data, seed, args.num, classifier, ref, args.minutes))
+            theirs = None if earlier is None else earlier[seed]
+            rows.append(run_seed(args.data, seed, args.num, classifier, ref, args.minutes, theirs))
             if args.save:
                 args.save.write_text(json.dumps(rows, indent=1))
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     out.write_text(report(rows, args, cinfo, floor))
     print(out.read_text())
 
