@@ -57,7 +57,10 @@ Evidence (``benchmarks/results/``):
 
 * ``digits``: recipe_budget.md: at equal CPU time (180 s, 3 seeds) a 16-channel tiny UNet scored
   FD 0.55 ± 0.09 against 0.91 ± 0.10 for the 32-channel default; it needs the time, not 1,200 steps
-  (at 1,200 steps it loses, recipe_width_1200.md), hence a 3-minute budget.
+  (at 1,200 steps it loses, recipe_width_1200.md), hence a 3-minute budget. recipe_tdist.md: EDM's
+  log-normal training times centred on less noise than EDM's P_mean -1.2 for 32×32 (ln σ/α ~
+  N(-0.6, 1.2²)) scored 0.66 ± 0.23 against 0.80 ± 0.20 at 180 CPU-s, better on every seed (paired
+  gain 0.14 ± 0.06); -1.8 was worse (1.17, 2 seeds).
 * ``mnist``: recipe_mnist.md: at 900 CPU-seconds (3 seeds) the narrow 3-level UNet (28 → 14 → 7,
   attention at 7×7) at 16 channels scored FD 1.35 ± 0.03 against 3.13 ± 0.24 at 32 channels
   (peers.md); lr 2e-3 and longer EMAs were within noise, hence 16 channels for 15 minutes.
@@ -65,7 +68,9 @@ Evidence (``benchmarks/results/``):
   checkerboard SW₂ 0.050 ± 0.005 against 0.087 ± 0.006 (better on every seed); moons 0.031 ± 0.015
   against 0.039 ± 0.007, both at the metric's floor. Measured on those two, applied to all six.
 """
-DATA_DEFAULTS.register("digits")({"model": {"channels": 16}, "minutes": 3, "steps": None})
+DATA_DEFAULTS.register("digits")(
+    {"model": {"channels": 16}, "loss": {"lognormal_p_mean": -0.6}, "minutes": 3, "steps": None}
+)
 DATA_DEFAULTS.register("mnist")(
     {
         "model": {"channels": 16, "channel_mult": (1, 2, 2), "attention_resolutions": (7,), "dropout": 0.0},
