@@ -64,6 +64,8 @@ Evidence (``benchmarks/results/``):
 * ``mnist``: recipe_mnist.md: at 900 CPU-seconds (3 seeds) the narrow 3-level UNet (28 → 14 → 7,
   attention at 7×7) at 16 channels scored FD 1.35 ± 0.03 against 3.13 ± 0.24 at 32 channels
   (peers.md); lr 2e-3 and longer EMAs were within noise, hence 16 channels for 15 minutes.
+  recipe_tdist_mnist.md: training times at P_mean -0.6 (as on digits) scored 0.86 ± 0.09 against
+  1.25 ± 0.13 for EDM's -1.2 rerun beside them, better on every seed.
 * the 2-D sets: budget_2d.md: one CPU-minute (about 20,000 steps) against 1,200 steps, 3 seeds:
   checkerboard SW₂ 0.050 ± 0.005 against 0.087 ± 0.006 (better on every seed); moons 0.031 ± 0.015
   against 0.039 ± 0.007, both at the metric's floor. Measured on those two, applied to all six.
@@ -74,6 +76,7 @@ DATA_DEFAULTS.register("digits")(
 DATA_DEFAULTS.register("mnist")(
     {
         "model": {"channels": 16, "channel_mult": (1, 2, 2), "attention_resolutions": (7,), "dropout": 0.0},
+        "loss": {"lognormal_p_mean": -0.6},
         "minutes": 15,
         "steps": None,
     }

@@ -163,7 +163,8 @@ def test_data_defaults_come_between_field_defaults_and_the_users_settings():
     mnist = resolve({"data": {"name": "mnist"}, "model": {"dropout": 0.1}})
     assert mnist.model.channel_mult == (1, 2, 2) and mnist.model.attention_resolutions == (7,)
     assert mnist.model.dropout == 0.1  # the user's setting wins
-    assert digits.loss.lognormal_p_mean == -0.6 and digits.loss.time_sampler == "lognormal"
+    assert digits.loss.lognormal_p_mean == mnist.loss.lognormal_p_mean == -0.6
+    assert digits.loss.time_sampler == "lognormal"
     user = resolve({"loss": {"lognormal_p_mean": -1.2}})  # a loss field of the user's beside the data's
     assert user.loss.lognormal_p_mean == -1.2 and user.model.channels == 16
     # a named UNet size is whole: the data's UNet shape is dropped
