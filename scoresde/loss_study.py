@@ -41,13 +41,15 @@ IMPORTANCE = ("off", "on", "both")
 
 RECIPES = {
     "seed": "the seed study's: ε-network (precondition none), MLP width 256 for points, batch 128, lr 1e-3",
-    "train": "`scoresde train`'s network (UNet for images), EMA, optimiser, warm-up and batch; precondition edm",
+    "train": "`scoresde train`'s network (UNet for images, the data's defaults), EMA, optimiser, warm-up and batch; "
+    "precondition edm",
 }
 
 
 def recipe_config(
     recipe: str = "seed",
     *,
+    data: str | None = None,
     net: str | None = None,
     width: int | None = None,
     precondition: str | None = None,
@@ -56,14 +58,17 @@ def recipe_config(
 ):
     """The base :class:`~scoresde.config.TrainConfig` of a study: a recipe (:data:`RECIPES`), then the overrides.
 
-    ``train`` reads everything from ``TrainConfig()`` (so it follows `scoresde train`'s defaults as
-    they change); ``seed`` is the setup of the seed's study. An argument left ``None`` keeps the recipe's value.
+    ``train`` is what plain ``scoresde train --data DATA`` starts from: ``TrainConfig()`` with the
+    data's defaults (:mod:`scoresde.data_defaults`, e.g. MNIST's narrow 3-level UNet), so it follows
+    the defaults as they change; the run length is the study's budget. ``seed`` is the setup of the
+    seed's study. An argument left ``None`` keeps the recipe's value.
     """
     from .config import TrainConfig
+    from .data_defaults import resolve
 
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
-    base = TrainConfig()
+    base = resolve({"data": {"name": data}}) if recipe == "train" and data is not None else TrainConfig()
     if recipe == "seed":
         base = dataclasses.replace(
             base,

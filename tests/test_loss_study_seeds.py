@@ -155,6 +155,9 @@ def test_recipes():
     assert train.model == dataclasses.replace(default.model, precondition="none")
     assert train.optim == default.optim and train.batch_size == default.batch_size
     assert recipe_config("train").model.precondition == default.model.precondition
+    mnist = recipe_config("train", data="mnist", precondition="none")  # the data's defaults, as `scoresde train`
+    assert (mnist.model.channels, mnist.model.channel_mult, mnist.model.precondition) == (16, (1, 2, 2), "none")
+    assert recipe_config("seed", data="mnist").model == recipe_config("seed").model  # the seed study's own setup
     seed = recipe_config("seed")
     assert (seed.model.precondition, seed.model.width, seed.batch_size, seed.optim.lr) == ("none", 256, 128, 1e-3)
     assert recipe_config("seed", width=64, batch_size=8).model.width == 64

@@ -31,7 +31,7 @@ def compare_losses_command(
         str,
         typer.Option(
             help="seed (ε-network, MLP width 256 for points, batch 128, lr 1e-3: the seed's study) or train "
-            "(`scoresde train`'s network, EMA, optimiser, warm-up and batch; precondition edm); "
+            "(`scoresde train --data DATA`'s network, EMA, optimiser, warm-up and batch; precondition edm); "
             "the flags below override it"
         ),
     ] = "seed",
@@ -74,7 +74,9 @@ def compare_losses_command(
     if ode_tol < 0 or ode_tol >= 1:
         fail(f"--ode-tol must lie in [0, 1) (0: the estimator's default), got {ode_tol}")
     try:
-        base = recipe_config(recipe, net=net, width=width, precondition=precondition, lr=lr, batch_size=batch_size)
+        base = recipe_config(
+            recipe, data=data, net=net, width=width, precondition=precondition, lr=lr, batch_size=batch_size
+        )
     except ValueError as err:
         fail(str(err))
     base = dataclasses.replace(base, threads=threads)
