@@ -16,6 +16,10 @@ In a notebook::
     result = compare_losses("digits", budget=600, seeds=3, importance="both",
                             config=recipe_config("train", precondition="none"), out="compare/digits")
     print(result.markdown)
+
+Studies run apart (seeds on separate cores or machines, or a seed's settings split between them) are
+joined by :func:`merge_studies`; give each the same classifier folder (``OUT/classifier``) first, so
+that every FD is measured in the same features.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .imageio import atomic_write_bytes
 from .loss_study_report import markdown, read_metric, summarize
 
 __all__ = ["IMPORTANCE", "RECIPES", "CompareResult", "Setting", "compare_losses", "read_metric", "recipe_config"]
-__all__ += ["summarize", "weighting_curves"]
+__all__ += ["merge_studies", "summarize", "weighting_curves"]
 
 IMPORTANCE = ("off", "on", "both")
 """``off``: t uniform; ``on``: t drawn ∝ w(t) in every setting; ``both``: each non-uniform weighting twice."""
@@ -279,6 +283,70 @@ def compare_losses(
             result.rows.append(row)
             _write(result)
         result.plots = loss_study_plots(result, curves, sde.T, log)
+    return result
+
+
+MERGE_FREE = ("seed", "seeds", "settings")
+"""The settings-record keys in which studies being merged may differ (everything else must agree)."""
+
+
+def merge_studies(folders: Sequence[str | Path], out: str | Path, log: Callable[[str], None] | None = print):
+    """One study from studies run apart: the rows of each folder's ``results.json`` in one report in ``out``.
+
+    The studies must agree on everything but their seeds and settings (data, budget, recipe, evaluation;
+    :data:`MERGE_FREE`) and must have measured FD/KID with the same classifier; a (setting, seed) may
+    appear once. The settings keep their first order of appearance. Writes ``results.json``,
+    ``results.md`` and the plots in ``out`` like :func:`compare_losses`; returns the
+    :class:`CompareResult`.
+    """
+    from .build import build_sde
+    from .config import LossConfig, from_dict
+    from .plots import loss_study_plots
+
+    log = log or (lambda msg: None)
+    if len(folders) < 2:
+        raise ValueError(f"merging needs at least two study folders, got {len(folders)}")
+    records = []
+    for folder in map(Path, folders):
+        path = folder / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: not a compare-losses output folder")
+        records.append((folder, json.loads(path.read_text())))
+    def fixed(record):  # what must agree; the config's seed is the study's first seed
+        out = {k: v for k, v in record["settings"].items() if k not in MERGE_FREE}
+        return {**out, "config": {k: v for k, v in out.get("config", {}).items() if k != "seed"}}
+
+    first_folder, first = records[0]
+    rows, seen = [], set()
+    for folder, record in records:
+        for key, value in fixed(first).items():
+            if fixed(record).get(key) != value:
+                raise ValueError(f"cannot merge {folder} with {first_folder}: they differ in {key!r}")
+        for row in record["rows"]:
+            if (row["setting"], row["seed"]) in seen:
+                raise ValueError(f"{row['setting']}, seed {row['seed']} appears twice (again in {folder})")
+            seen.add((row["setting"], row["seed"]))
+            rows.append(row)
+    judges = {json.dumps(r.get("classifier"), sort_keys=True) for r in rows}
+    if len(judges) > 1:
+        raise ValueError(
+            "the studies measured FD/KID with different classifiers; copy one OUT/classifier folder into "
+            "every study's output folder before running them"
+        )
+    names = list(dict.fromkeys(n for _, r in records for n in r["settings"]["settings"]))
+    seeds = sorted({k for _, r in records for k in r["settings"]["seeds"]})
+    config = {**first["settings"]["config"], "seed": seeds[0]}
+    settings = {**first["settings"], "seed": seeds[0], "seeds": seeds, "settings": names, "config": config}
+    skipped = list(dict.fromkeys(n for _, r in records for n in r["skipped"]))
+    rows.sort(key=lambda r: (r["seed"], names.index(r["setting"])))
+    result = CompareResult(Path(out), rows, settings, skipped)
+    result.out.mkdir(parents=True, exist_ok=True)
+    _write(result)
+    config = from_dict(config)
+    sde = build_sde(config)
+    weightings = list(dict.fromkeys(r["weighting"] for r in rows))
+    curves = weighting_curves(sde, weightings, (config.loss or LossConfig()).N)
+    result.plots = loss_study_plots(result, curves, sde.T, log)
     return result
 
 

@@ -176,3 +176,43 @@ def test_cli_seeds_and_importance(tmp_path):
     assert [r["setting"] for r in data["rows"]] == ["simple-continuous", "likelihood-continuous"] * 2
     assert all(r["importance"] for r in data["rows"]) and data["settings"]["batch_size"] == 16
     assert data["settings"]["config"]["model"]["precondition"] == "none"  # the seed recipe
+
+
+def test_merge_joins_studies_run_apart_into_the_study_run_at_once(tmp_path):
+    """Seeds and settings run in separate studies, then --merge: the same rows and table as one run."""
+    args = "compare-losses --data moons --time continuous --budget 3 --net mlp --width 16 --batch-size 16 "
+    args += "--importance off --solver ancestral --sample-steps 3 --num 20 --nll-num 4 --vlb-steps 4 --ode-tol 1e-2"
+    runner = CliRunner()
+
+    def run(out, *extra):
+        result = runner.invoke(app, [*args.split(), *extra, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        return result
+
+    run("whole", "--weightings", "simple,likelihood", "--seed", "2", "--seeds", "2")
+    run("a", "--weightings", "simple,likelihood", "--seed", "3")
+    run("b", "--weightings", "likelihood", "--seed", "2")
+    run("c", "--weightings", "simple", "--seed", "2")
+    merged = runner.invoke(app, ["compare-losses", "--merge", ",".join(str(tmp_path / f) for f in "abc"),
+                                 "--out", str(tmp_path / "merged")])  # fmt: skip
+    assert merged.exit_code == 0, merged.output
+    whole, joined = (json.loads((tmp_path / f / "results.json").read_text()) for f in ("whole", "merged"))
+    assert joined["settings"]["seeds"] == [2, 3] and joined["settings"]["settings"] == whole["settings"]["settings"]
+    assert [(r["setting"], r["seed"]) for r in joined["rows"]] == [(r["setting"], r["seed"]) for r in whole["rows"]]
+    assert joined["summary"] == whole["summary"]
+    assert "Models done: 4 of 4." in (tmp_path / "merged" / "results.md").read_text()
+
+    def refused(folders, message):
+        result = runner.invoke(app, ["compare-losses", "--merge", ",".join(str(tmp_path / f) for f in folders),
+                                     "--out", str(tmp_path / "bad")])  # fmt: skip
+        assert result.exit_code == 2 and message in result.output, result.output
+
+    refused(["a", "whole"], "simple-continuous, seed 3 appears twice")
+    run("other", "--weightings", "simple", "--seed", "4", "--budget", "4")
+    refused(["a", "other"], "differ in 'budget_steps'")
+    refused(["a", "nowhere"], "results.json not found: not a compare-losses output folder")
+    refused(["a"], "at least two study folders")
+    record = json.loads((tmp_path / "c" / "results.json").read_text())
+    record["rows"][0]["classifier"] = {"dataset": "moons", "test_accuracy": 0.5}  # another judge's features
+    (tmp_path / "c" / "results.json").write_text(json.dumps(record))
+    refused(["a", "b", "c"], "measured FD/KID with different classifiers")

@@ -57,14 +57,31 @@ def compare_losses_command(
     ] = 0.0,
     progress: Annotated[bool, typer.Option(help="show training progress bars")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default 1; 0 = torch's default, all cores)")] = 1,
+    merge: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated output folders of studies run apart (seeds or settings on separate cores) "
+            "to join into --out; nothing is trained and the study options are not used"
+        ),
+    ] = None,
 ) -> None:
     """Train one model per (weighting, time, importance) and seed on equal budgets; compare likelihood and
     sample quality as mean ± sd over seeds, with a computed reading per metric."""
     import dataclasses
 
-    from ..loss_study import IMPORTANCE, compare_losses, recipe_config
+    from ..loss_study import IMPORTANCE, compare_losses, merge_studies, recipe_config
     from ..param import PRECONDITIONS
 
+    if merge is not None:
+        output_folder(out)
+        try:
+            with writing(out):
+                result = merge_studies([Path(p) for p in split_names(merge, "merge")], out, log=typer.echo)
+        except (ValueError, FileNotFoundError) as err:
+            fail(str(err))
+        typer.echo(result.markdown)
+        typer.echo(f"wrote {out / 'results.md'}, {out / 'results.json'}" + "".join(f", {p}" for p in result.plots))
+        return
     if precondition is not None and precondition not in PRECONDITIONS:
         fail(f"unknown precondition {precondition!r}; choose one of: {', '.join(PRECONDITIONS)}")
     if importance not in IMPORTANCE:
