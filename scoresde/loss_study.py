@@ -312,6 +312,7 @@ def merge_studies(folders: Sequence[str | Path], out: str | Path, log: Callable[
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a compare-losses output folder")
         records.append((folder, json.loads(path.read_text())))
+
     def fixed(record):  # what must agree; the config's seed is the study's first seed
         out = {k: v for k, v in record["settings"].items() if k not in MERGE_FREE}
         return {**out, "config": {k: v for k, v in out.get("config", {}).items() if k != "seed"}}
