@@ -194,6 +194,7 @@ def evaluate(
     """
     import time
 
+    from .generation import auto_batch_size
     from .likelihood import METHODS, log_likelihood
     from .metrics import frechet_distance, image_metrics, inception_features, load_or_train_classifier, vector_metrics
     from .samplers import SOLVERS, sample
@@ -262,24 +263,32 @@ def evaluate(
         )
     ref_inception = inception_features(ref, inception) if inception is not None else None
 
-    def draw(solver: str, **cond: Any):  # every solver and guidance scale starts from the same noise
-        return sample(
-            dm.model,
-            dm.sde,
-            (num_samples, *dm.data_shape),
-            solver=solver,
-            steps=sample_steps,
-            generator=torch.Generator().manual_seed(seed + 1),
-            return_info=True,
-            **dm.sample_options(solver),
-            **cond,
-        )
+    chunk = auto_batch_size(dm, num_samples)  # on the CPU: chunks that avoid the large-batch slowdown
+
+    def draw(solver: str, y: Tensor | None = None, **cond: Any):  # every solver and scale: the same noise
+        generator, parts, nfe = torch.Generator().manual_seed(seed + 1), [], 0
+        for first in range(0, num_samples, chunk):
+            x, info = sample(
+                dm.model,
+                dm.sde,
+                (min(chunk, num_samples - first), *dm.data_shape),
+                solver=solver,
+                steps=sample_steps,
+                generator=generator,
+                return_info=True,
+                **dm.sample_options(solver),
+                **({} if y is None else {"y": y[first : first + chunk]}),
+                **cond,
+            )
+            parts.append(x)
+            nfe = max(nfe, info.nfe)  # a sample's solve (chunks of an adaptive solver may differ)
+        return torch.cat(parts), nfe
 
     for solver in solvers:
         t0 = time.perf_counter()
-        samples, info = draw(solver)
+        samples, nfe = draw(solver)
         seconds = time.perf_counter() - t0
-        entry = {"steps": sample_steps, "nfe": info.nfe, "n": num_samples, "seconds": seconds}
+        entry = {"steps": sample_steps, "nfe": nfe, "n": num_samples, "seconds": seconds}
         if dm.kind == "images":
             entry.update(
                 image_metrics(samples.clamp(-1, 1), ref, classifier, generator=torch.Generator().manual_seed(seed))
@@ -289,14 +298,14 @@ def evaluate(
         else:
             entry.update(vector_metrics(samples, ref, generator=torch.Generator().manual_seed(seed)))
         result["quality"][solver] = entry
-        log(f"{solver} ({info.nfe} NFE): " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k in _QUALITY))
+        log(f"{solver} ({nfe} NFE): " + ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k in _QUALITY))
         if guidance:
             result.setdefault("guidance", {})[solver] = {}
         for w in guidance:
             t0 = time.perf_counter()
             labels = torch.arange(num_samples) % num_classes  # balanced: every class equally often
-            samples, info = draw(solver, y=labels, guidance=float(w))
-            entry = {"guidance": float(w), "nfe": info.nfe, "n": num_samples, "seconds": time.perf_counter() - t0}
+            samples, nfe = draw(solver, y=labels, guidance=float(w))
+            entry = {"guidance": float(w), "nfe": nfe, "n": num_samples, "seconds": time.perf_counter() - t0}
             if dm.kind == "images":
                 samples = samples.clamp(-1, 1)
                 entry.update(image_metrics(samples, ref, classifier, generator=torch.Generator().manual_seed(seed)))

@@ -159,3 +159,34 @@ def test_evaluate_guidance_sweep_reports_accuracy_per_scale(runs, tmp_path):
     assert "| ddim (3 NFE) | 2 |" in result.output
     pytest.importorskip("matplotlib")
     assert out.with_suffix(".guidance.png").is_file()
+
+
+def test_evaluate_draws_in_chunks_with_each_chunks_labels(runs, monkeypatch, tmp_path):
+    """Chunks of 7 (auto_batch_size on the CPU) give the samples of one batch: the same noise stream,
+    each chunk with its own labels; ddim is deterministic, so the metrics agree to float round-off."""
+    import scoresde.generation
+    import scoresde.samplers
+    from scoresde.evaluation import evaluate
+    from scoresde.run_folder import load_run
+
+    solve, batches = scoresde.samplers.sample, []
+
+    def spy(model, sde, shape, **kwargs):
+        batches.append((shape[0], None if kwargs.get("y") is None else kwargs["y"].tolist()))
+        return solve(model, sde, shape, **kwargs)
+
+    monkeypatch.setattr(scoresde.samplers, "sample", spy)
+    dm = load_run(runs[0])
+    results = {}
+    for chunk in (7, 20):
+        monkeypatch.setattr(scoresde.generation, "auto_batch_size", lambda dm, num, device="cpu", c=chunk: c)
+        results[chunk] = evaluate(dm, solvers=("ddim",), sample_steps=3, num_samples=20, nll_num=1, methods=(),
+                                  classifier_dir=tmp_path, guidance=(2.0,))  # fmt: skip
+    for one, many in ((results[20]["quality"]["ddim"], results[7]["quality"]["ddim"]),
+                      (results[20]["guidance"]["ddim"]["2"], results[7]["guidance"]["ddim"]["2"])):  # fmt: skip
+        assert many["nfe"] == one["nfe"] == 3 and many["n"] == one["n"] == 20
+        assert many["fd"] == pytest.approx(one["fd"], rel=1e-4)
+    assert results[7]["guidance"]["ddim"]["2"]["per_class"] == results[20]["guidance"]["ddim"]["2"]["per_class"]
+    labels = [k % 10 for k in range(20)]
+    chunked = [(7, None), (7, None), (6, None), (7, labels[:7]), (7, labels[7:14]), (6, labels[14:])]
+    assert batches == [*chunked, (20, None), (20, labels)]
