@@ -184,7 +184,8 @@ def evaluate(
     each with its standard error, NFE and the term breakdown), ``quality`` (per solver: the
     metrics, NFE, seconds) and ``loss_by_t``. Images use the dataset classifier, trained once and
     cached in ``classifier_dir`` (default: the run folder); ``inception`` adds Inception FID. Samples
-    are drawn with the model's own sampling defaults (``dm.sample_options``: x̂_0 clipping for images).
+    are drawn with the model's own sampling defaults (``dm.sample_options``: x̂_0 clipping for images),
+    on the CPU in chunks of :func:`~scoresde.generation.auto_batch_size` (one noise stream; NFE per sample).
 
     ``guidance`` (a class-conditional model, ``dm.num_classes`` K): for each solver and each
     classifier-free guidance scale w, ``num_samples`` samples with balanced labels (sample i of
@@ -264,25 +265,22 @@ def evaluate(
     ref_inception = inception_features(ref, inception) if inception is not None else None
 
     chunk = auto_batch_size(dm, num_samples)  # on the CPU: chunks that avoid the large-batch slowdown
+    chunks = math.ceil(num_samples / chunk)
 
-    def draw(solver: str, y: Tensor | None = None, **cond: Any):  # every solver and scale: the same noise
-        generator, parts, nfe = torch.Generator().manual_seed(seed + 1), [], 0
-        for first in range(0, num_samples, chunk):
-            x, info = sample(
-                dm.model,
-                dm.sde,
-                (min(chunk, num_samples - first), *dm.data_shape),
-                solver=solver,
-                steps=sample_steps,
-                generator=generator,
-                return_info=True,
-                **dm.sample_options(solver),
-                **({} if y is None else {"y": y[first : first + chunk]}),
-                **cond,
-            )
-            parts.append(x)
-            nfe = max(nfe, info.nfe)  # a sample's solve (chunks of an adaptive solver may differ)
-        return torch.cat(parts), nfe
+    def draw(solver: str, **cond: Any):  # every solver and guidance scale starts from the same noise
+        samples, info = sample(
+            dm.model,
+            dm.sde,
+            (num_samples, *dm.data_shape),
+            solver=solver,
+            steps=sample_steps,
+            generator=torch.Generator().manual_seed(seed + 1),
+            batch_size=chunk,
+            return_info=True,
+            **dm.sample_options(solver),
+            **cond,
+        )
+        return samples, round(info.nfe / chunks)  # NFE of one sample's solve (mean over the chunks)
 
     for solver in solvers:
         t0 = time.perf_counter()
