@@ -8,7 +8,9 @@ networks of the default recipe (the weights do not change the cost):
    3×32×32), median of ``--reps``;
 2. ``generate`` with the CLI's default solver (sde-dpm-solver++, 20 steps, NFE 21) for ``--num``
    samples in one chunk, in the automatic chunks (:func:`scoresde.generation.auto_batch_size`), and
-   16 × 64, on MNIST-sized images; the target is auto ≤ 1.1 × (16 × 64).
+   16 × 64, on MNIST-sized images; the target is auto ≤ 1.1 × (16 × 64);
+3. the sampling inside ``evaluate`` (``scoresde evaluate``, ``compare-losses``): 500 MNIST-sized
+   samples, ddim 50 steps, in one batch (before 2026-12-06) and in the automatic chunks (now).
 
     python benchmarks/sampling_throughput.py                  # ~6 CPU-minutes
     python benchmarks/sampling_throughput.py --num 256 --reps 1   # quick
@@ -27,6 +29,7 @@ from scoresde.build import build_model, build_sde
 from scoresde.config import from_dict
 from scoresde.diffusion_model import DiffusionModel, Provenance
 from scoresde.generation import auto_batch_size, generate
+from scoresde.samplers import sample
 
 SHAPES = {"digits 1×8×8": (1, 8, 8), "MNIST 1×28×28": (1, 28, 28), "3×32×32": (3, 32, 32)}
 
@@ -60,6 +63,17 @@ def generate_s(dm: DiffusionModel, num: int, batch: int | None, reps: int) -> fl
     return statistics.median(times)
 
 
+def evaluate_draw_s(dm: DiffusionModel, num: int, batch: int, reps: int) -> float:
+    """Seconds of evaluate's draw: ``num`` samples, ddim 50 steps, solved ``batch`` at a time."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        sample(dm.model, dm.sde, (num, *dm.data_shape), "ddim", 50, generator=torch.Generator().manual_seed(1),
+               batch_size=batch, **dm.sample_options("ddim"))  # fmt: skip
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num", type=int, default=1000)
@@ -84,6 +98,11 @@ def main() -> None:
               f"| one chunk of {args.num} | {one:.1f} | {args.num / one:.1f} | {one / s64:.2f}× |",
               f"| auto ({auto_batch_size(dm, args.num)}) | {auto:.1f} | {args.num / auto:.1f} | {auto / s64:.2f}× |",
               f"| 64 at a time (64 × {args.num / 64:g}) | {s64:.1f} | {args.num / s64:.1f} | 1.00× |"]  # fmt: skip
+    whole, chunked = (evaluate_draw_s(dm, 500, b, args.reps) for b in (500, auto_batch_size(dm, 500)))
+    lines += ["", f"`evaluate`'s samples, MNIST-sized UNet, ddim 50 steps, 500 samples, median of {args.reps}:", "",
+              "| chunks | seconds | vs one batch |", "|---|---|---|",
+              f"| one batch of 500 (before) | {whole:.1f} | 1.00× |",
+              f"| auto ({auto_batch_size(dm, 500)}, now) | {chunked:.1f} | {chunked / whole:.2f}× |"]  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.write_text(text)
