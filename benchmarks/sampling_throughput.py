@@ -12,7 +12,7 @@ networks of the default recipe (the weights do not change the cost):
 3. the sampling inside ``evaluate`` (``scoresde evaluate``, ``compare-losses``): 500 MNIST-sized
    samples, ddim 50 steps, in one batch (before 2026-12-06) and in the automatic chunks (now).
 
-    python benchmarks/sampling_throughput.py                  # ~6 CPU-minutes
+    python benchmarks/sampling_throughput.py                  # ~18 CPU-minutes at --reps 2
     python benchmarks/sampling_throughput.py --num 256 --reps 1   # quick
 """
 
