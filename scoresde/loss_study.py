@@ -318,10 +318,12 @@ def merge_studies(folders: Sequence[str | Path], out: str | Path, log: Callable[
         return {**out, "config": {k: v for k, v in out.get("config", {}).items() if k != "seed"}}
 
     first_folder, first = records[0]
+    want = fixed(first)
     rows, seen = [], set()
     for folder, record in records:
-        for key, value in fixed(first).items():
-            if fixed(record).get(key) != value:
+        have = fixed(record)
+        for key, value in want.items():
+            if have.get(key) != value:
                 raise ValueError(f"cannot merge {folder} with {first_folder}: they differ in {key!r}")
         for row in record["rows"]:
             if (row["setting"], row["seed"]) in seen:

@@ -79,9 +79,7 @@ def compare_losses_command(
                 result = merge_studies([Path(p) for p in split_names(merge, "merge")], out, log=typer.echo)
         except (ValueError, FileNotFoundError) as err:
             fail(str(err))
-        typer.echo(result.markdown)
-        typer.echo(f"wrote {out / 'results.md'}, {out / 'results.json'}" + "".join(f", {p}" for p in result.plots))
-        return
+        return _report(result)
     if precondition is not None and precondition not in PRECONDITIONS:
         fail(f"unknown precondition {precondition!r}; choose one of: {', '.join(PRECONDITIONS)}")
     if importance not in IMPORTANCE:
@@ -124,5 +122,11 @@ def compare_losses_command(
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     typer.echo("")
+    _report(result)
+
+
+def _report(result) -> None:
+    """The study's table and the files written (a run or a merge)."""
     typer.echo(result.markdown)
-    typer.echo(f"wrote {out / 'results.md'}, {out / 'results.json'}" + "".join(f", {p}" for p in result.plots))
+    files = [result.out / "results.md", result.out / "results.json", *result.plots]
+    typer.echo("wrote " + ", ".join(map(str, files)))
