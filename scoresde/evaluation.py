@@ -265,7 +265,6 @@ def evaluate(
     ref_inception = inception_features(ref, inception) if inception is not None else None
 
     chunk = auto_batch_size(dm, num_samples)  # on the CPU: chunks that avoid the large-batch slowdown
-    chunks = math.ceil(num_samples / chunk)
 
     def draw(solver: str, **cond: Any):  # every solver and guidance scale starts from the same noise
         samples, info = sample(
@@ -280,7 +279,7 @@ def evaluate(
             **dm.sample_options(solver),
             **cond,
         )
-        return samples, round(info.nfe / chunks)  # NFE of one sample's solve (mean over the chunks)
+        return samples, info.nfe
 
     for solver in solvers:
         t0 = time.perf_counter()

@@ -86,7 +86,8 @@ class Generated:
         labels: the class label of every sample (conditional sampling), else None.
         out: the file written, or None.
         solver, steps, num, nfe, seconds: the solver run (``auto`` resolved), the number of samples,
-            the model evaluations summed over the chunks, and the wall-clock time.
+            the model evaluations of one sample's solve (the mean over the chunks, rounded), and the
+            wall-clock time.
         per_class: samples per class with ``classes="all"``, else None.
         guidance: the guidance scale (conditional sampling), else None.
         stats: ground-truth statistics for an analytic model (``mean_log_prob``, ``data_log_prob``,
@@ -247,7 +248,7 @@ def generate(
     chunk = batch_size or auto_batch_size(dm, num, device)
     starts = range(0, num, chunk)
     sink = NpzWriter(out, (num, *dm.data_shape)) if suffix == ".npz" else None
-    kept, nfe, logp, counts, hits = [], 0, 0.0, None, 0
+    kept, evaluations, logp, counts, hits = [], [], 0.0, None, 0
     start = time.perf_counter()
     try:
         with progress_bar(progress and num * steps >= 200_000, label=f"{solver} ({steps} steps)") as bar:
@@ -272,7 +273,8 @@ def generate(
                     **cond,
                     **_rows(options, num, len(dm.data_shape), first, stop),
                 )
-                x, nfe = x.detach().cpu().float(), nfe + info.nfe
+                x = x.detach().cpu().float()
+                evaluations.append(info.nfe)
                 if sink is not None:
                     sink.write(x)
                 elif out is None or dm.kind != "images":
@@ -290,6 +292,7 @@ def generate(
                     found = found.bincount(minlength=truth.K).double()
                     counts = found if counts is None else counts + found
         seconds = time.perf_counter() - start
+        nfe = round(sum(evaluations) / len(evaluations))
         samples = torch.cat(kept) if kept else None
         if sink is not None:
             extra = {"y": labels.numpy()} if labels is not None else {}

@@ -40,12 +40,13 @@ def test_sample_with_labels_is_the_guided_model_in_one_forward_per_step_across_c
     ref = sd.sample(guided(DATA.model(sde, "eps"), y, guidance=w), sde, (n, 2), solver, steps=8,
                     generator=_gen(5), batch_size=4)  # fmt: skip
     torch.testing.assert_close(x, ref, rtol=0, atol=0)
-    # one network call per counted evaluation, over the three chunks (4, 4, 2) together
-    assert len(counting.calls) == info.nfe
+    # one network call per counted evaluation: NFE is one sample's solve, each of the three chunks (4, 4, 2)
+    assert len(counting.calls) == 3 * info.nfe
     plain = sd.sample(DATA.model(sde, "eps"), sde, (n, 2), solver, steps=8, generator=_gen(5), batch_size=4,
                       return_info=True)[1]  # fmt: skip
-    assert info.nfe == plain.nfe
-    per_chunk = info.nfe // 3
+    whole = sd.sample(DATA.model(sde, "eps"), sde, (n, 2), solver, steps=8, generator=_gen(5), return_info=True)[1]
+    assert info.nfe == plain.nfe == whole.nfe
+    per_chunk = info.nfe
     sizes = [b for b, _ in counting.calls]
     assert sizes == [8] * per_chunk + [8] * per_chunk + [4] * per_chunk  # both branches in each forward
     # each chunk's forward holds [∅ … ∅, its own rows' labels]

@@ -64,7 +64,8 @@ class SampleInfo:
 
     Attributes:
         solver: the solver's name.
-        nfe: number of model evaluations (all chunks together), including the denoising step.
+        nfe: number of model evaluations of one sample's solve, including the denoising step (solved
+            in chunks: the mean over the chunks, rounded; the same for every chunk of a fixed grid).
         times: the float64 time grid t_0 < … < t_N that was walked (from t_N down).
         trajectory: when asked (``trajectory=True``), the states at t_N, …, t_0 stacked as
             (N+1, batch, ...) — for ``ode``/``torchsde`` the states at the grid times.
@@ -134,7 +135,8 @@ def sample(
         clip_x0: clip x̂_0 to [−c, c] at every evaluation (images in [−1, 1]: c = 1).
         batch_size: solve in chunks of at most this many samples (each chunk draws from
             ``generator`` in turn, so results depend on the chunking but stay reproducible).
-        callback: called after every step with a dict (t, x, nfe, progress in [0, 1], chunk, chunks).
+        callback: called after every step with a dict (t, x, nfe so far in this chunk, progress in
+            [0, 1], chunk, chunks).
         progress: show a progress bar (rich) while sampling (:func:`scoresde.reporting.progress_bar`).
         return_info: also return a :class:`SampleInfo`.
         trajectory: record the states along the grid in ``SampleInfo.trajectory``.
@@ -225,11 +227,12 @@ def sample(
 
     den = Denoiser(model, sde, prediction, times, dtype=dtype, device=device, clip_x0=clip_x0)
     chunks = list(range(0, n, int(batch_size)))
-    outputs, paths = [], []
+    outputs, paths, evaluations = [], [], []
     with torch.inference_mode(), progress_bar(progress, callback) as callback:
         for c, start in enumerate(chunks):
             size = min(int(batch_size), n - start)
             den.model = for_rows(model, start, start + size)  # per-sample labels: this chunk's rows
+            den.nfe = 0
             ctx = Context(den, sde, times, generator, callback, record=trajectory, chunk=(c, len(chunks)))
             if steering is None:
                 x = sde.prior_sample((size, *shape[1:]), generator, dtype=dtype, device=device)
@@ -246,6 +249,7 @@ def sample(
                 x = steer.final(x)
             den.raise_if_nonfinite()
             outputs.append(x)
+            evaluations.append(den.nfe)
             if trajectory:
                 paths.append(torch.stack(ctx.trajectory))
     x = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
@@ -253,7 +257,12 @@ def sample(
         return x
     path = None if not trajectory else paths[0] if len(paths) == 1 else torch.cat(paths, dim=1)
     return x, SampleInfo(
-        spec.name, den.nfe, times, path, denoise, {**opts, **conditioning, **_steered(steering, times, sde)}
+        spec.name,
+        round(sum(evaluations) / len(evaluations)),
+        times,
+        path,
+        denoise,
+        {**opts, **conditioning, **_steered(steering, times, sde)},
     )
 
 
