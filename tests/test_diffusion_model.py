@@ -72,7 +72,7 @@ def test_generate_in_chunks_equals_one_sample_call_and_writes_the_same_npz(tmp_p
     dm = sd.analytic.gmm().diffusion_model(name="gmm")
     whole = sd.sample(dm.model, dm.sde, (50, 2), "unipc", 6, generator=torch.Generator().manual_seed(3), batch_size=16)
     kept = generate(dm, 50, solver="auto", steps=6, seed=3, batch_size=16)
-    assert kept.solver == auto_solver(dm) == "unipc" and kept.num == 50 and kept.nfe == 7  # 6 steps + denoising, per sample
+    assert kept.solver == auto_solver(dm) == "unipc" and kept.num == 50 and kept.nfe == 7  # per sample
     assert torch.equal(kept.samples, whole)
     written = generate(dm, 50, steps=6, seed=3, batch_size=16, out=tmp_path / "x.npz")
     with np.load(tmp_path / "x.npz") as f:
