@@ -86,6 +86,9 @@ class DiffusionModel:
         variance: the ancestral variance the original implies (a diffusers ``variance_type``), or
             None for the solver's own default.
         provenance: where it came from (:class:`Provenance`).
+        guide: a weaker model of the same kind for autoguidance (a run's EMA weights from early in
+            training, :data:`scoresde.run_folder.GUIDE_FILE`), or None
+            (:func:`scoresde.generation.generate`'s ``autoguidance``).
     """
 
     model: Any
@@ -101,6 +104,7 @@ class DiffusionModel:
     N: int = 1000
     clip_x0: float | None = None
     variance: str | None = None
+    guide: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("points", "images"):
@@ -125,6 +129,29 @@ class DiffusionModel:
         if self.variance is not None and solver == "ancestral":
             options["variance"] = self.variance
         return options
+
+    def autoguidance_scale(self, autoguidance: float | None = None) -> float | None:
+        """The autoguidance scale a solve of this model uses: ``autoguidance``, or by default
+        :data:`scoresde.guidance.AUTOGUIDANCE` when the model has a :attr:`guide`; None when there is no
+        guide (the model alone). ValueError for a scale other than 1 without a guide."""
+        from .guidance import AUTOGUIDANCE
+
+        if self.guide is None:
+            if autoguidance is not None and float(autoguidance) != 1.0:
+                raise ValueError(
+                    f"autoguidance needs a guide, but {self.description} has none (a run keeps one at --guide-at "
+                    "of training: guide.safetensors; runs trained before 2026-12-06 or with --guide-at 0 have none)"
+                )
+            return None
+        return AUTOGUIDANCE if autoguidance is None else float(autoguidance)
+
+    def sampling_model(self, autoguidance: float | None = None) -> Any:
+        """The model the solvers call: :attr:`model`, autoguided by :attr:`guide` at
+        :meth:`autoguidance_scale` (:class:`scoresde.guidance.AutoGuided`; scale 1 is the model alone)."""
+        from .guidance import AutoGuided
+
+        w = self.autoguidance_scale(autoguidance)
+        return self.model if w is None or w == 1.0 else AutoGuided(self.model, self.guide, w)
 
     def class_id(self, text: int | str, option: str = "--class") -> int | str:
         """A class given as an id, a class name or ``all``, checked against the model.

@@ -176,6 +176,7 @@ def evaluate(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     guidance: Sequence[float] = (),
+    autoguidance: float | None = None,
 ) -> dict[str, Any]:
     """Likelihood and sample quality of a model against its reference data (``dm.reference``: a run's
     held-out split, or ``--data``).
@@ -192,6 +193,10 @@ def evaluate(
     class i mod K) are scored like the unconditional ones and, for images, by their **class
     accuracy**: the fraction the dataset classifier assigns to the class they were drawn for,
     overall and per class (``result["guidance"][solver][w]``; :func:`guidance_table`).
+
+    ``autoguidance``: samples are drawn as ``scoresde sample`` draws them, autoguided by the model's
+    guide where it has one (default scale :data:`~scoresde.guidance.AUTOGUIDANCE`, 1 = the model
+    alone; ``result["autoguidance"]``, None without a guide). Likelihoods are always the model's own.
     """
     import time
 
@@ -224,7 +229,9 @@ def evaluate(
         "levels": levels,
         "nll": {},
         "quality": {},
+        "autoguidance": dm.autoguidance_scale(autoguidance),  # a scale without a guide: ValueError, before any work
     }
+    sampled = dm.sampling_model(autoguidance)
 
     x = ref[:nll_num]
     for method in methods:
@@ -268,7 +275,7 @@ def evaluate(
 
     def draw(solver: str, **cond: Any):  # every solver and guidance scale starts from the same noise
         samples, info = sample(
-            dm.model,
+            sampled,
             dm.sde,
             (num_samples, *dm.data_shape),
             solver=solver,

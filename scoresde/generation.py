@@ -92,6 +92,7 @@ class Generated:
         guidance: the guidance scale (conditional sampling), else None.
         stats: ground-truth statistics for an analytic model (``mean_log_prob``, ``data_log_prob``,
             ``mode_error``; conditional: ``class_hit_rate``), else empty.
+        autoguidance: the autoguidance scale (a model with a guide), else None.
     """
 
     samples: Tensor | None
@@ -105,6 +106,7 @@ class Generated:
     per_class: int | None = None
     guidance: float | None = None
     stats: dict[str, float] = field(default_factory=dict)
+    autoguidance: float | None = None
 
 
 def picture(x: Tensor, kind: str, reference: Tensor | None = None, nrow: int | None = None) -> np.ndarray:
@@ -194,6 +196,7 @@ def generate(
     t_min: float | None = None,
     classes: int | str | None = None,
     guidance: float | None = None,
+    autoguidance: float | None = None,
     batch_size: int | None = None,
     out: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -208,6 +211,9 @@ def generate(
         classes: a class id or name (a class-conditional model), ``"all"`` for every class in turn
             (one row per class in the picture), or None: unconditional (the null label).
         guidance: the classifier-free guidance scale with ``classes`` (default 1: conditional).
+        autoguidance: the autoguidance scale with the model's guide (default
+            :data:`~scoresde.guidance.AUTOGUIDANCE` when ``dm.guide`` is set; 1 = the model alone):
+            :meth:`~scoresde.diffusion_model.DiffusionModel.sampling_model`. Two forwards per evaluation.
         batch_size: solve this many at a time (default :func:`auto_batch_size`: on the CPU about 49k
             values per batch, elsewhere all at once).
         out: ``.npz`` (the samples, and ``solver``, ``steps``, ``nfe``, ``seed``, ``y`` for labels) or
@@ -239,6 +245,7 @@ def generate(
     if suffix not in (None, ".png", ".npz"):
         raise ValueError(f"out must end in .png or .npz, got {out}")
     labels, per_class, num = _labels(dm, classes, num)
+    model, auto = dm.sampling_model(autoguidance), dm.autoguidance_scale(autoguidance)
     cond = {} if labels is None else {"guidance": 1.0 if guidance is None else float(guidance)}
     options = {**{k: v for k, v in dm.sample_options(solver).items() if k not in options}, **options}
     generator = torch.Generator(device).manual_seed(seed)
@@ -256,7 +263,7 @@ def generate(
                 y = None if labels is None else labels[first : first + chunk]
                 stop = min(first + chunk, num)
                 x, info = sample(
-                    for_rows(dm.model, first, stop),  # per-sample observations of a guided model: these rows
+                    for_rows(model, first, stop),  # per-sample observations of a guided model: these rows
                     dm.sde,
                     (min(chunk, num - first), *dm.data_shape),
                     solver=solver,
@@ -296,6 +303,7 @@ def generate(
         samples = torch.cat(kept) if kept else None
         if sink is not None:
             extra = {"y": labels.numpy()} if labels is not None else {}
+            extra.update({"autoguidance": auto} if auto is not None else {})
             sink.close(solver=solver, steps=steps, nfe=nfe, seed=seed, **extra)
         elif suffix == ".png":
             nrow = min(per_class, GRID_PER_CLASS) if per_class else None
@@ -315,7 +323,9 @@ def generate(
             )
             stats["mode_error"] = 0.5 * (counts / counts.sum() - truth.weights).abs().sum().item()
     where = Path(out) if out is not None else None
-    return Generated(samples, labels, where, solver, steps, num, nfe, seconds, per_class, cond.get("guidance"), stats)
+    return Generated(
+        samples, labels, where, solver, steps, num, nfe, seconds, per_class, cond.get("guidance"), stats, auto
+    )
 
 
 @torch.no_grad()

@@ -273,6 +273,7 @@ def compare_losses(
                 classifier_dir=out / "classifier",
                 seed=k,
                 log=lambda msg, tag=tag: log(f"{tag} {msg}"),
+                autoguidance=1.0,  # the weightings' own models, not steered by their early selves
             )
             if ode_tol is not None:
                 row["nll"] = {"ode": likelihood(dm, "ode", nll_num, seed=k, rtol=ode_tol, atol=ode_tol), **row["nll"]}

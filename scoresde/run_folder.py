@@ -7,6 +7,7 @@ A run folder holds::
     metrics.jsonl               one JSON line per log interval: loss overall and per t-bin
     samples/step_00001000.png   sample grids (images) or scatter plots (points) from the EMA model
     checkpoints/step_00001000.safetensors + .json   (format and readers: :mod:`scoresde.checkpoint`)
+    guide.safetensors           the EMA weights early in the run (``--guide-at``): autoguidance's weak model
     tensorboard/, wandb/        with --logger tensorboard / wandb (:data:`scoresde.reporting.LOGGERS`)
     .lock                       held by the one trainer writing here (:mod:`scoresde.runlock`)
 
@@ -40,10 +41,12 @@ from .imageio import atomic_write_bytes
 from .runlock import RunLock, lock_run
 
 __all__ = [
+    "GUIDE_FILE",
     "REFERENCE_MAX",
     "PreparedRun",
     "check_fits",
     "latest_run",
+    "load_guide",
     "load_run",
     "model_meta",
     "new_run_dir",
@@ -52,12 +55,17 @@ __all__ = [
     "refuse_changes",
     "resume_point",
     "run_model",
+    "save_guide",
     "trained_model",
     "write_run_files",
 ]
 
 REFERENCE_MAX = 2048
 """At most this many held-out samples are kept in ``reference.safetensors``."""
+
+GUIDE_FILE = "guide.safetensors"
+"""The weak model of autoguidance (:class:`scoresde.guidance.AutoGuided`): EMA weights written once,
+at ``guide_at`` of the run, with the step in its metadata."""
 
 
 def new_run_dir(config: cfg.TrainConfig, root: str | os.PathLike = "runs") -> Path:
@@ -90,6 +98,31 @@ def write_run_files(run_dir: Path, config: cfg.TrainConfig, dataset: Dataset) ->
         if dataset.heldout_labels is not None:
             tensors["y"] = dataset.heldout_labels[:REFERENCE_MAX].contiguous().cpu()
         atomic_write_bytes(ref, save_safetensors(tensors, metadata={"kind": dataset.kind}))
+
+
+def save_guide(run_dir: Path, module: torch.nn.Module, step: int) -> None:
+    """Write ``module``'s weights (the EMA at ``step``) as the run's :data:`GUIDE_FILE`, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    atomic_write_bytes(run_dir / GUIDE_FILE, save_safetensors(tensors, metadata={"step": str(step)}))
+
+
+def load_guide(run_dir: str | os.PathLike, build: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, int] | None:
+    """(the guide network built by ``build`` with the run's :data:`GUIDE_FILE` loaded, its step), or None
+    when the run has none. A file that does not load is a ValueError naming it."""
+    path = Path(run_dir) / GUIDE_FILE
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            step = int((f.metadata() or {})["step"])
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the RNG as it was
+            module = build()
+        ckpt.load_weights(module, load_safetensors(path.read_bytes()), path)
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise ValueError(f"the autoguidance guide {path} does not load ({err}); delete it to sample without") from None
+    return module.requires_grad_(False).eval(), step
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -257,6 +290,8 @@ def load_run(
     checkpoint = ckpt.load_latest(run_dir, check=usable, warn=warn)
     config = built["config"]
     built["model"].requires_grad_(False).eval().to(device)
+    args = (config, built["data_shape"], built["kind"], built["sde"], built["num_classes"])
+    guide = load_guide(run_dir, lambda: build_model(*args))
     reference = reference_labels = None
     ref_path = run_dir / "reference.safetensors"
     if ref_path.is_file():
@@ -282,6 +317,7 @@ def load_run(
         class_names=built["class_names"],
         reference=reference,
         reference_labels=reference_labels,
+        guide=None if guide is None else guide[0].to(device),
     )
 
 
@@ -305,10 +341,17 @@ def run_model(
 
 
 def trained_model(
-    model: Any, sde: Any, config: cfg.TrainConfig, dataset: Dataset, num_classes: int | None, provenance: Provenance
+    model: Any,
+    sde: Any,
+    config: cfg.TrainConfig,
+    dataset: Dataset,
+    num_classes: int | None,
+    provenance: Provenance,
+    guide: Any = None,
 ) -> DiffusionModel:
     """:func:`run_model` for a model just trained on ``dataset``: the first :data:`REFERENCE_MAX` held-out
-    samples (and labels) are its reference data, as in the run folder's ``reference.safetensors``."""
+    samples (and labels) are its reference data, as in the run folder's ``reference.safetensors``;
+    ``guide``: its autoguidance guide, if it kept one."""
     labels = dataset.heldout_labels
     return run_model(
         model,
@@ -321,4 +364,5 @@ def trained_model(
         class_names=dataset.class_names if num_classes else None,
         reference=dataset.heldout[:REFERENCE_MAX].cpu(),
         reference_labels=labels[:REFERENCE_MAX].cpu() if labels is not None else None,
+        guide=guide,
     )

@@ -55,7 +55,16 @@ from .reporting import (
     metrics_record,
     truncate_metrics,
 )
-from .run_folder import check_fits, model_meta, prepare_run, resume_point, trained_model, write_run_files
+from .run_folder import (
+    check_fits,
+    load_guide,
+    model_meta,
+    prepare_run,
+    resume_point,
+    save_guide,
+    trained_model,
+    write_run_files,
+)
 from .runlock import RunLock, lock_run
 from .streaming import StreamingBatches
 
@@ -143,6 +152,8 @@ class Trainer:
                 warn = lambda m: self.reporter.log_message(f"warning: {m}")  # noqa: E731
                 self._restore(resume if resume is not True else resume_point(self.run_dir, warn))
             self.net = self.dist.wrap(self.model)
+            self.guide = self._existing_guide()
+            self._guide_due = self.guide is None and self.fraction_done() < c.guide_at  # not late, for a resumed run
             if c.compile:
                 self.net = torch.compile(self.net)
         except BaseException:
@@ -207,6 +218,32 @@ class Trainer:
         except (KeyError, TypeError, IndexError) as err:
             raise ValueError(f"checkpoint {path} is incomplete or corrupt (bad field {err})") from None
         self.last_checkpoint = path
+
+    # ---- the autoguidance guide ----------------------------------------------------------
+    def fraction_done(self) -> float:
+        """How far the run is, in [0, 1]: of ``steps`` or of ``minutes``, whichever is further."""
+        parts = [self.step / self.config.steps] if self.config.steps else []
+        if self.budget.limit:
+            parts.append(self.budget.seconds / self.budget.limit)
+        return min(1.0, max(parts, default=0.0))
+
+    def _existing_guide(self) -> nn.Module | None:
+        """A resumed run's guide (kept once, never replaced)."""
+        if self.run_dir is None:
+            return None
+        c, d = self.config, self.dataset
+        found = load_guide(self.run_dir, lambda: build_model(c, d.data_shape, d.kind, self.sde, self.num_classes))
+        return None if found is None else found[0]
+
+    def _keep_guide_if_due(self) -> None:
+        """At ``guide_at`` of the run, keep a copy of the EMA model (and write it to the run folder): the weak
+        model of autoguidance (Karras et al. 2024 guide with an early, less trained version of the model)."""
+        if not self._guide_due or self.fraction_done() < self.config.guide_at:
+            return
+        self._guide_due = False
+        self.guide = copy.deepcopy(self.ema).requires_grad_(False).eval()
+        if self.run_dir is not None and self.rank == 0:
+            save_guide(self.run_dir, self.guide, self.step)
 
     # ---- one step ------------------------------------------------------------------------
     def lr(self, step: int) -> float:
@@ -285,6 +322,7 @@ class Trainer:
                     self.budget.tick()  # one all-reduce shares any rank's Ctrl-C and rank 0's clock
                     stop, out_of_time = self.dist.any_of(self._stop, self.rank == 0 and self.budget.used)
                     self.stopped = STOPPED if out_of_time else None
+                    self._keep_guide_if_due()
                     if bar is not None:
                         bar.advance(self.budget.seconds)
                     at_end = self.step == c.steps or out_of_time
@@ -327,7 +365,8 @@ class Trainer:
             metrics=tuple(self.metrics),
             interrupted=interrupted,
         )
-        return trained_model(ema, self.sde, self.config, self.dataset, self.num_classes, provenance)
+        guide = self.guide if self.guide is None or self.device.type == "cpu" else copy.deepcopy(self.guide).cpu()
+        return trained_model(ema, self.sde, self.config, self.dataset, self.num_classes, provenance, guide)
 
     def _diverged(self) -> NoReturn:
         kept = (

@@ -281,6 +281,7 @@ def test_train_in_memory_gives_the_model_load_run_gives(tmp_path, monkeypatch):
         ".lock",
         "checkpoints",
         "config.json",
+        "guide.safetensors",
         "metrics.jsonl",
         "reference.safetensors",
     ]  # nothing written by the in-memory run

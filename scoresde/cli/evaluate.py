@@ -55,6 +55,10 @@ def evaluate(
             "accuracy of the samples per scale, and an FD-vs-accuracy plot"
         ),
     ] = None,
+    autoguidance: Annotated[
+        float | None,
+        typer.Option(help="autoguidance scale of the samples (default: as scoresde sample: 2 with a guide)"),
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="JSON output (default: RUN/eval_SOLVER_STEPS.json; diffusers: only if given)"),
@@ -88,11 +92,13 @@ def evaluate(
     run_dir = dm.provenance.run_dir
     if json_out is None and run_dir is not None:
         json_out = output_file(run_dir / f"eval_{'+'.join(solvers)}_{steps}.json", "--json", "a JSON file")
+    if autoguidance is not None and not math.isfinite(autoguidance):
+        fail(f"--autoguidance must be a finite number, got {autoguidance}")
     typer.echo(f"evaluating {dm.description} against {dm.dataset}")
     try:
         result = evaluate_model(
             dm, solvers=solvers, sample_steps=steps, num_samples=num, nll_num=max(nll_num, 1), methods=methods,
-            inception=inception, seed=seed, log=typer.echo, guidance=scales,
+            inception=inception, seed=seed, log=typer.echo, guidance=scales, autoguidance=autoguidance,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))

@@ -74,6 +74,11 @@ ClassOption = _option(
     str | None, "--class", help="class-conditional models: a class id or name, or all (one row per class)"
 )
 GuidanceOption = _option(float | None, help="classifier-free guidance scale w with --class (default 1)")
+AutoguidanceOption = _option(
+    float | None,
+    help="autoguidance scale w by the run's guide (its early EMA weights, guide.safetensors); default 2 where "
+    "the run kept one, 1 = off",
+)
 SeedOption = _option(int, help="seed of the generator (all randomness)")
 GridOption = _option(str, help=f"time grid: auto (the solver's measured best) or one of: {', '.join(TIME_GRIDS)}")
 TMinOption = _option(float | None, "--t-min", help="end time ε (default: the solver's)")
@@ -128,6 +133,7 @@ def sample(
     num: NumOption = None,
     class_: ClassOption = None,
     guidance: GuidanceOption = None,
+    autoguidance: AutoguidanceOption = None,
     seed: SeedOption = 0,
     grid: GridOption = "auto",
     t_min: TMinOption = None,
@@ -159,8 +165,9 @@ def sample(
     samples_file(out)
     set_threads(threads)
     check_device(device)
-    if guidance is not None and not math.isfinite(guidance):
-        fail(f"--guidance must be a finite number, got {guidance}")
+    for name, value in (("--guidance", guidance), ("--autoguidance", autoguidance)):
+        if value is not None and not math.isfinite(value):
+            fail(f"{name} must be a finite number, got {value}")
     options = _parse_options(option or [])
     dm = open_source(model=model, run=run, diffusers=diffusers, device=device)
     try:
@@ -183,8 +190,8 @@ def sample(
         with writing(out):
             done = generate(
                 dm, num, solver=solver, steps=steps, seed=seed, grid=grid, t_min=t_min, classes=classes,
-                guidance=guidance, batch_size=batch_size, out=out, device=device, progress=True, **observations,
-                **options,
+                guidance=guidance, autoguidance=autoguidance, batch_size=batch_size, out=out, device=device,
+                progress=True, **observations, **options,
             )  # fmt: skip
     except ValueError as err:
         fail(str(err))
@@ -199,6 +206,8 @@ def sample_report(dm, done, out: Path, classes: int | str | None) -> str:
         names = dm.class_names or tuple(str(i) for i in range(dm.num_classes))
         which = f"{done.per_class} per class" if done.per_class else f"class {names[classes]}"
         what = f" ({which}, guidance {done.guidance:g})"
+    if done.autoguidance is not None and done.autoguidance != 1.0:
+        what += f" (autoguidance {done.autoguidance:g})"
     lines = [
         f"wrote {out}: {done.num} samples{what} from {dm.description}, solver {done.solver}, {done.steps} steps, "
         f"NFE {done.nfe}, {done.seconds:.2f} s"

@@ -163,7 +163,7 @@ class Denoiser:
 
     def _eval(self, x: Tensor, t_vec: Tensor, t: float, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
         pred = self.model(x, t_vec, **self.cond) if self.cond else self.model(x, t_vec)
-        self.nfe += 1
+        self.nfe += getattr(self.model, "forwards", 1)  # an autoguided model runs two networks
         if not isinstance(pred, Tensor) or pred.shape != x.shape:
             got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
             raise ValueError(

@@ -1,0 +1,205 @@
+"""Autoguidance on trained runs: each run guided by its own EMA weights from earlier in training.
+
+Autoguidance (Karras et al. 2024) samples D_0 + w·(D_1 − D_0), D_1 the final EMA model and D_0 a
+weaker version of it; here D_0 is the run's EMA at a fraction f of its steps (the checkpoint nearest
+f × final step, so train the runs with ``--checkpoint-every 250 --keep 50``). Every (f, w) cell
+draws ``--num`` samples with each solver at 20 steps from the same noise as the model alone (w = 1).
+
+Two judges, both trained on the labelled data set:
+
+- **FD**: Fréchet distance in the features of the data's small classifier (``scoresde.metrics``,
+  the judge of every other table) against every image of the data set;
+- **digit share**: the share of samples that a second, stronger classifier (3,000 steps, seed 1;
+  its held-out accuracy is in the report) assigns to one class with probability ≥ 0.9 — a
+  count of recognisable digits; the data's own images score near 1.
+
+Mean ± sd over runs, and each cell's paired difference to the model alone (same run, same noise)::
+
+    for s in 0 1 2; do
+        scoresde train --data mnist --clock cpu --seed $s --checkpoint-every 250 --keep 50 --out runs/m$s
+    done
+    python benchmarks/autoguidance.py runs/m0 --save m0.json      # one process per run
+    python benchmarks/autoguidance.py --merge m0.json m1.json m2.json --out benchmarks/results/autoguidance_mnist.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from scoresde import checkpoint as ckpt
+from scoresde.build import build_model
+from scoresde.generation import generate
+from scoresde.metrics import frechet_distance, labelled_images, load_or_train_classifier, train_classifier
+from scoresde.nets.classifier import Classifier
+from scoresde.run_folder import load_run
+
+CONFIDENT = 0.9
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def guide_at(dm, fraction: float):
+    """(the run's EMA network at the checkpoint nearest ``fraction`` of its final step, that step)."""
+    run_dir, config = dm.provenance.run_dir, dm.provenance.config
+    steps = [int(p.stem.split("_")[1]) for p in ckpt.checkpoint_files(run_dir)]
+    step = min(steps, key=lambda s: abs(s - fraction * dm.provenance.step))
+    _, tensors = ckpt.read_checkpoint(ckpt.checkpoint_path(run_dir, step))
+    net = build_model(config, dm.data_shape, dm.kind, dm.sde, dm.num_classes)
+    ckpt.load_weights(net, ckpt.section(tensors, "ema."), run_dir)
+    return net.requires_grad_(False).eval(), step
+
+
+class Judges:
+    """The data's FD classifier and the stronger classifier that counts confident samples."""
+
+    def __init__(self, data: str, cache: Path) -> None:
+        self.x, labels = labelled_images(data)
+        self.fd_net, self.fd_info = load_or_train_classifier(data, cache)
+        self.features = self.fd_net.embed(self.x)
+        cached = cache / "strong.pt"  # the stronger judge, trained once per data set
+        if cached.exists():
+            state, self.strong_accuracy = torch.load(cached)
+            self.strong = Classifier(tuple(self.x.shape[1:]), int(labels.max()) + 1)
+            self.strong.load_state_dict(state)
+            self.strong.eval()
+        else:
+            self.strong, self.strong_accuracy = train_classifier(self.x, labels, steps=3000, seed=1)
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.save((self.strong.state_dict(), self.strong_accuracy), cached)
+        self.data_share = self.share(self.x)
+
+    @torch.no_grad()
+    def share(self, images: torch.Tensor) -> float:
+        p = torch.cat([self.strong(images[i : i + 500].float()).softmax(1) for i in range(0, len(images), 500)])
+        return (p.max(1).values >= CONFIDENT).double().mean().item()
+
+    def score(self, samples: torch.Tensor) -> dict[str, float]:
+        samples = samples.clamp(-1, 1)
+        return {"fd": frechet_distance(self.fd_net.embed(samples), self.features), "share": self.share(samples)}
+
+
+def run_cells(run: str, judges: Judges, fractions, scales, solvers, num: int, seed: int) -> dict:
+    dm = load_run(run)
+    row = {"run": run, "step": dm.provenance.step, "cells": []}
+    guides = {f: guide_at(dm, f) for f in fractions}
+    for solver in solvers:
+        cells = [(None, None, 1.0)] + [(f, *guides[f], w) for f in fractions for w in scales]
+        for cell in cells:
+            f, w = cell[0], cell[-1]
+            model = dm if f is None else dataclasses.replace(dm, guide=cell[1])
+            t0 = time.process_time()
+            out = generate(model, num, solver=solver, steps=20, seed=seed, autoguidance=w if f is not None else 1.0)
+            scores = judges.score(out.samples)
+            entry = {"solver": out.solver, "fraction": f, "guide_step": None if f is None else cell[2], "w": w}
+            row["cells"].append({**entry, **scores, "nfe": out.nfe, "cpu_s": time.process_time() - t0})
+            log(f"{run} {out.solver} f={f} w={w:g}: FD {scores['fd']:.3f}, digit share {scores['share']:.3f}")
+    return row
+
+
+def key(cell: dict) -> tuple:
+    return cell["solver"], cell["fraction"], cell["w"]
+
+
+def report(result: dict) -> str:
+    rows = result["rows"]
+    keys = list(dict.fromkeys(key(c) for c in rows[0]["cells"]))
+    by_run = [{key(c): c for c in row["cells"]} for row in rows]
+
+    def stat(values):
+        return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+    lines = [
+        f"# Autoguidance by the run's own early EMA weights ({result['data']}, {len(rows)} runs)",
+        "",
+        f"Generated {result['date']} by `{result['command']}` on {result['machine']}; runs: "
+        + ", ".join(f"{r['run']} (step {r['step']})" for r in rows)
+        + ".",
+        "",
+        f"{result['num']} samples per cell, 20 steps, sampling seed {result['seed']} (the same noise in every cell"
+        f" of a run). FD: the data's classifier (held-out accuracy {result['fd_accuracy']:.3f}) against all"
+        f" {result['n_data']} images. Digit share: samples a stronger classifier (held-out accuracy"
+        f" {result['strong_accuracy']:.3f}) assigns to one class with p ≥ {CONFIDENT}; the data's own images:"
+        f" {result['data_share']:.3f}. f: the guide is the EMA at the checkpoint nearest f × the final step."
+        " Δ: paired difference to the model alone (same run and noise), mean ± sd over runs.",
+        "",
+        "| solver | guide at f | w | NFE | FD | Δ FD | digit share | Δ share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in keys:
+        base = (k[0], None, 1.0)
+        fd, share = stat([r[k]["fd"] for r in by_run]), stat([r[k]["share"] for r in by_run])
+        dfd = stat([r[k]["fd"] - r[base]["fd"] for r in by_run])
+        dsh = stat([r[k]["share"] - r[base]["share"] for r in by_run])
+        f = "—" if k[1] is None else f"{k[1]:g}"
+        d1 = "" if k[1] is None else f"{dfd[0]:+.3f} ± {dfd[1]:.3f}"
+        d2 = "" if k[1] is None else f"{dsh[0]:+.3f} ± {dsh[1]:.3f}"
+        nfe = by_run[0][k]["nfe"]
+        lines.append(
+            f"| {k[0]} | {f} | {k[2]:g} | {nfe} | {fd[0]:.3f} ± {fd[1]:.3f} | {d1} | "
+            f"{share[0]:.3f} ± {share[1]:.3f} | {d2} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="*")
+    p.add_argument("--fractions", default="0.2,0.4,0.6")
+    p.add_argument("--scales", default="2,3,4")
+    p.add_argument("--solvers", default="auto")
+    p.add_argument("--num", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judges", type=Path, help="folder caching the judges (default: RUN/classifier)")
+    p.add_argument("--save", type=Path, help="write this process's rows (JSON) for --merge")
+    p.add_argument("--merge", nargs="*", type=Path, help="JSON files of --save to report together")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/autoguidance_mnist.md"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.merge:
+        parts = [json.loads(f.read_text()) for f in args.merge]
+        result = {**parts[0], "rows": [r for part in parts for r in part["rows"]]}
+    else:
+        dm = load_run(args.runs[0])
+        data = dm.dataset
+        judges = Judges(data, Path(args.judges or Path(args.runs[0]) / "classifier"))
+        log(f"judges: FD classifier {judges.fd_info['test_accuracy']:.3f}, strong {judges.strong_accuracy:.3f}")
+        fractions = [float(f) for f in args.fractions.split(",")]
+        scales = [float(w) for w in args.scales.split(",")]
+        solvers = args.solvers.split(",")
+        rows = [run_cells(r, judges, fractions, scales, solvers, args.num, args.seed) for r in args.runs]
+        result = {
+            "data": data,
+            "date": datetime.date.today().isoformat(),
+            "command": "python " + shlex.join(sys.argv),
+            "machine": f"{platform.machine()}, torch {torch.__version__}, one thread",
+            "num": args.num,
+            "seed": args.seed,
+            "fd_accuracy": judges.fd_info["test_accuracy"],
+            "strong_accuracy": judges.strong_accuracy,
+            "data_share": judges.data_share,
+            "n_data": len(judges.x),
+            "rows": rows,
+        }
+        if args.save:
+            args.save.write_text(json.dumps(result, indent=1))
+            return
+    args.out.write_text(report(result))
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
