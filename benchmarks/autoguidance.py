@@ -40,7 +40,13 @@ import torch
 from scoresde import checkpoint as ckpt
 from scoresde.build import build_model
 from scoresde.generation import generate
-from scoresde.metrics import frechet_distance, labelled_images, load_or_train_classifier, train_classifier
+from scoresde.metrics import (
+    frechet_distance,
+    labelled_images,
+    load_or_train_classifier,
+    sliced_wasserstein,
+    train_classifier,
+)
 from scoresde.nets.classifier import Classifier
 from scoresde.run_folder import load_run
 
@@ -91,7 +97,21 @@ class Judges:
         return {"fd": frechet_distance(self.fd_net.embed(samples), self.features), "share": self.share(samples)}
 
 
-def run_cells(run: str, judges: Judges, fractions, scales, solvers, num: int, seed: int) -> dict:
+class PointJudge:
+    """2-D sets: sliced W2 to the run's held-out points (the judge of budget_2d.md)."""
+
+    def __init__(self, reference: torch.Tensor) -> None:
+        self.reference = reference
+
+    def score(self, samples: torch.Tensor) -> dict[str, float]:
+        g = torch.Generator().manual_seed(0)
+        return {"sw2": sliced_wasserstein(samples.double(), self.reference.double(), generator=g)}
+
+
+METRICS = {"fd": "FD", "share": "digit share", "sw2": "SW2"}
+
+
+def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int) -> dict:
     dm = load_run(run)
     row = {"run": run, "step": dm.provenance.step, "cells": []}
     guides = {f: guide_at(dm, f) for f in fractions}
@@ -105,7 +125,7 @@ def run_cells(run: str, judges: Judges, fractions, scales, solvers, num: int, se
             scores = judges.score(out.samples)
             entry = {"solver": out.solver, "fraction": f, "guide_step": None if f is None else cell[2], "w": w}
             row["cells"].append({**entry, **scores, "nfe": out.nfe, "cpu_s": time.process_time() - t0})
-            log(f"{run} {out.solver} f={f} w={w:g}: FD {scores['fd']:.3f}, digit share {scores['share']:.3f}")
+            log(f"{run} {out.solver} f={f} w={w:g}: " + ", ".join(f"{METRICS[m]} {v:.4f}" for m, v in scores.items()))
     return row
 
 
@@ -129,29 +149,32 @@ def report(result: dict) -> str:
         + ".",
         "",
         f"{result['num']} samples per cell, 20 steps, sampling seed {result['seed']} (the same noise in every cell"
-        f" of a run). FD: the data's classifier (held-out accuracy {result['fd_accuracy']:.3f}) against all"
-        f" {result['n_data']} images. Digit share: samples a stronger classifier (held-out accuracy"
-        f" {result['strong_accuracy']:.3f}) assigns to one class with p ≥ {CONFIDENT}; the data's own images:"
-        f" {result['data_share']:.3f}. f: the guide is the EMA at the checkpoint nearest f × the final step."
+        f" of a run). {judged(result)} f: the guide is the EMA at the checkpoint nearest f × the final step."
         " Δ: paired difference to the model alone (same run and noise), mean ± sd over runs.",
         "",
-        "| solver | guide at f | w | NFE | FD | Δ FD | digit share | Δ share |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    metrics = [m for m in METRICS if m in rows[0]["cells"][0]]
+    lines.append("| solver | guide at f | w | NFE | " + " | ".join(f"{METRICS[m]} | Δ" for m in metrics) + " |")
+    lines.append("|---|---|---|---|" + "---|---|" * len(metrics))
     for k in keys:
         base = (k[0], None, 1.0)
-        fd, share = stat([r[k]["fd"] for r in by_run]), stat([r[k]["share"] for r in by_run])
-        dfd = stat([r[k]["fd"] - r[base]["fd"] for r in by_run])
-        dsh = stat([r[k]["share"] - r[base]["share"] for r in by_run])
-        f = "—" if k[1] is None else f"{k[1]:g}"
-        d1 = "" if k[1] is None else f"{dfd[0]:+.3f} ± {dfd[1]:.3f}"
-        d2 = "" if k[1] is None else f"{dsh[0]:+.3f} ± {dsh[1]:.3f}"
-        nfe = by_run[0][k]["nfe"]
-        lines.append(
-            f"| {k[0]} | {f} | {k[2]:g} | {nfe} | {fd[0]:.3f} ± {fd[1]:.3f} | {d1} | "
-            f"{share[0]:.3f} ± {share[1]:.3f} | {d2} |"
-        )
+        cells = [f"{k[0]}", "—" if k[1] is None else f"{k[1]:g}", f"{k[2]:g}", str(by_run[0][k]["nfe"])]
+        for m in metrics:
+            value, delta = stat([r[k][m] for r in by_run]), stat([r[k][m] - r[base][m] for r in by_run])
+            cells += [f"{value[0]:.4f} ± {value[1]:.4f}", "" if k[1] is None else f"{delta[0]:+.4f} ± {delta[1]:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def judged(result: dict) -> str:
+    if "sw2" in result["rows"][0]["cells"][0]:
+        return "SW2: sliced W2 to each run's held-out points (256 projections)."
+    return (
+        f"FD: the data's classifier (held-out accuracy {result['fd_accuracy']:.3f}) against all"
+        f" {result['n_data']} images. Digit share: samples a stronger classifier (held-out accuracy"
+        f" {result['strong_accuracy']:.3f}) assigns to one class with p ≥ {CONFIDENT}; the data's own images:"
+        f" {result['data_share']:.3f}."
+    )
 
 
 def main() -> None:
@@ -174,12 +197,9 @@ def main() -> None:
     else:
         dm = load_run(args.runs[0])
         data = dm.dataset
-        judges = Judges(data, Path(args.judges or Path(args.runs[0]) / "classifier"))
-        log(f"judges: FD classifier {judges.fd_info['test_accuracy']:.3f}, strong {judges.strong_accuracy:.3f}")
         fractions = [float(f) for f in args.fractions.split(",")]
         scales = [float(w) for w in args.scales.split(",")]
         solvers = args.solvers.split(",")
-        rows = [run_cells(r, judges, fractions, scales, solvers, args.num, args.seed) for r in args.runs]
         result = {
             "data": data,
             "date": datetime.date.today().isoformat(),
@@ -187,12 +207,21 @@ def main() -> None:
             "machine": f"{platform.machine()}, torch {torch.__version__}, one thread",
             "num": args.num,
             "seed": args.seed,
-            "fd_accuracy": judges.fd_info["test_accuracy"],
-            "strong_accuracy": judges.strong_accuracy,
-            "data_share": judges.data_share,
-            "n_data": len(judges.x),
-            "rows": rows,
         }
+        if dm.kind == "points":
+            rows = [run_cells(r, PointJudge(load_run(r).reference), fractions, scales, solvers, args.num, args.seed)
+                    for r in args.runs]  # fmt: skip
+        else:
+            judges = Judges(data, Path(args.judges or Path(args.runs[0]) / "classifier"))
+            log(f"judges: FD classifier {judges.fd_info['test_accuracy']:.3f}, strong {judges.strong_accuracy:.3f}")
+            rows = [run_cells(r, judges, fractions, scales, solvers, args.num, args.seed) for r in args.runs]
+            result.update(
+                fd_accuracy=judges.fd_info["test_accuracy"],
+                strong_accuracy=judges.strong_accuracy,
+                data_share=judges.data_share,
+                n_data=len(judges.x),
+            )
+        result["rows"] = rows
         if args.save:
             args.save.write_text(json.dumps(result, indent=1))
             return

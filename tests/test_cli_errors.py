@@ -69,6 +69,8 @@ BAD = {
         ["--threads", "-1", "--model", "gmm"],
         ["--out", "x.txt"],
         ["--out", "a-file/x.png", "--model", "gmm"],
+        ["--autoguidance", "2", "--model", "gmm"],
+        ["--autoguidance", "nan", "--model", "gmm"],
     ],
     "evaluate": [
         ["--run", "missing"],
@@ -82,6 +84,7 @@ BAD = {
         ["--nll-num", "-3", "--run", "good"],
         ["--threads", "-1"],
         ["--run", "good", "--json", "a-file/x.json"],
+        ["--run", "good", "--autoguidance", "inf"],
     ],
     "likelihood": [
         ["--run", "missing"],
