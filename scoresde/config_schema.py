@@ -232,11 +232,18 @@ class TrainConfig:
     checkpoint_every: int = _f(500, "Checkpoint every this many steps (and at the end).", resumable=True, ge=0)
     keep: int = _f(3, "Keep this many newest checkpoints.", resumable=True, ge=1)
     guide_at: float = _f(
-        0.2,
+        0.4,
         "Keep the EMA weights at this fraction of the run (of --steps or --minutes, whichever ends first) as "
         "guide.safetensors, the weak model of autoguidance (scoresde sample --autoguidance); 0 = none.",
+        resumable=True,
         ge=0,
         lt=1,
+    )
+    guide_scale: float = _f(
+        1.0,
+        "The autoguidance scale scoresde sample and evaluate use on this run by default (1 = the model alone).",
+        resumable=True,
+        gt=0,
     )
     sample_every: int = _f(400, "Save a sample picture every this many steps (0 = never).", resumable=True, ge=0)
     sample_num: int = _f(64, "Samples in each picture.", resumable=True, ge=1)

@@ -89,6 +89,8 @@ class DiffusionModel:
         guide: a weaker model of the same kind for autoguidance (a run's EMA weights from early in
             training, :data:`scoresde.run_folder.GUIDE_FILE`), or None
             (:func:`scoresde.generation.generate`'s ``autoguidance``).
+        guide_scale: the autoguidance scale sampling uses by default when there is a guide (1: the model
+            alone); a run's is its config's ``guide_scale`` (a per-data default).
     """
 
     model: Any
@@ -105,6 +107,7 @@ class DiffusionModel:
     clip_x0: float | None = None
     variance: str | None = None
     guide: Any = field(default=None, repr=False)
+    guide_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("points", "images"):
@@ -131,11 +134,9 @@ class DiffusionModel:
         return options
 
     def autoguidance_scale(self, autoguidance: float | None = None) -> float | None:
-        """The autoguidance scale a solve of this model uses: ``autoguidance``, or by default
-        :data:`scoresde.guidance.AUTOGUIDANCE` when the model has a :attr:`guide`; None when there is no
-        guide (the model alone). ValueError for a scale other than 1 without a guide."""
-        from .guidance import AUTOGUIDANCE
-
+        """The autoguidance scale a solve of this model uses: ``autoguidance``, by default
+        :attr:`guide_scale`; None when there is no :attr:`guide` (the model alone). ValueError for a
+        scale other than 1 without a guide."""
         if self.guide is None:
             if autoguidance is not None and float(autoguidance) != 1.0:
                 raise ValueError(
@@ -143,7 +144,7 @@ class DiffusionModel:
                     "of training: guide.safetensors; runs trained before 2026-12-06 or with --guide-at 0 have none)"
                 )
             return None
-        return AUTOGUIDANCE if autoguidance is None else float(autoguidance)
+        return float(self.guide_scale if autoguidance is None else autoguidance)
 
     def sampling_model(self, autoguidance: float | None = None) -> Any:
         """The model the solvers call: :attr:`model`, autoguided by :attr:`guide` at

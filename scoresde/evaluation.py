@@ -195,7 +195,7 @@ def evaluate(
     overall and per class (``result["guidance"][solver][w]``; :func:`guidance_table`).
 
     ``autoguidance``: samples are drawn as ``scoresde sample`` draws them, autoguided by the model's
-    guide where it has one (default scale :data:`~scoresde.guidance.AUTOGUIDANCE`, 1 = the model
+    guide where it has one (default scale ``dm.guide_scale``, 1 = the model
     alone; ``result["autoguidance"]``, None without a guide). Likelihoods are always the model's own.
     """
     import time

@@ -212,7 +212,7 @@ def generate(
             (one row per class in the picture), or None: unconditional (the null label).
         guidance: the classifier-free guidance scale with ``classes`` (default 1: conditional).
         autoguidance: the autoguidance scale with the model's guide (default
-            :data:`~scoresde.guidance.AUTOGUIDANCE` when ``dm.guide`` is set; 1 = the model alone):
+            ``dm.guide_scale`` when ``dm.guide`` is set; 1 = the model alone):
             :meth:`~scoresde.diffusion_model.DiffusionModel.sampling_model`. Two forwards per evaluation.
         batch_size: solve this many at a time (default :func:`auto_batch_size`: on the CPU about 49k
             values per batch, elsewhere all at once).

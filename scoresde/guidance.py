@@ -61,13 +61,7 @@ from torch import Tensor
 
 from .labels import check_labels
 
-__all__ = ["AUTOGUIDANCE", "AutoGuided", "Guided", "for_rows", "guided", "num_classes_of"]
-
-AUTOGUIDANCE = 2.0
-"""The autoguidance scale a run with a guide is sampled at by default (``scoresde sample``,
-:func:`scoresde.generation.generate`, :func:`scoresde.evaluation.evaluate`): on MNIST-5k default runs,
-guided by their EMA at 20% of training, it raised the share of samples a classifier calls a digit
-with ≥ 90% confidence and lowered the Fréchet distance (benchmarks/results/autoguidance_mnist.md)."""
+__all__ = ["AutoGuided", "Guided", "for_rows", "guided", "num_classes_of"]
 
 
 def num_classes_of(model: Callable) -> int | None:

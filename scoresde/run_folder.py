@@ -331,12 +331,22 @@ def run_model(
     **fields: Any,
 ) -> DiffusionModel:
     """A model trained by scoresde as a :class:`DiffusionModel`: its reference data are named by the
-    config, the VLB's chain length is the training N, images are sampled with x̂_0 clipped to [−1, 1].
+    config, the VLB's chain length is the training N, images are sampled with x̂_0 clipped to [−1, 1],
+    with autoguidance at the config's ``guide_scale`` where there is a guide.
     ``fields``: the record's other fields (classes, reference data)."""
     dataset = config.data.path or config.data.name
     clip = 1.0 if kind == "images" else None
     return DiffusionModel(
-        model, sde, data_shape, kind, provenance, dataset=dataset, N=config.loss.N, clip_x0=clip, **fields
+        model,
+        sde,
+        data_shape,
+        kind,
+        provenance,
+        dataset=dataset,
+        N=config.loss.N,
+        clip_x0=clip,
+        guide_scale=config.guide_scale,
+        **fields,
     )
 
 

@@ -13,8 +13,9 @@ import scoresde as sd
 from scoresde import checkpoint as ckpt
 from scoresde.analytic import Gaussian
 from scoresde.config import from_dict
+from scoresde.data_defaults import resolve
 from scoresde.generation import generate
-from scoresde.guidance import AUTOGUIDANCE, AutoGuided
+from scoresde.guidance import AutoGuided
 from scoresde.param import convert
 from scoresde.run_folder import GUIDE_FILE, load_run
 from scoresde.trainer import train
@@ -105,7 +106,7 @@ def test_a_solver_counts_both_forwards_and_reports_per_sample_nfe_across_chunks(
 
 
 def test_a_run_keeps_its_ema_at_guide_at_and_sampling_uses_it_by_default(tmp_path):
-    config = from_dict(tiny_images(steps=10, guide_at=0.3))
+    config = from_dict(tiny_images(steps=10, guide_at=0.3, guide_scale=2.5))
     dm = train(config, tmp_path / "run", progress=False)
     guide = load_file(tmp_path / "run" / GUIDE_FILE)
     early = train(from_dict(tiny_images(steps=3)), tmp_path / "early", progress=False)  # the same seed, 3 steps
@@ -117,13 +118,25 @@ def test_a_run_keeps_its_ema_at_guide_at_and_sampling_uses_it_by_default(tmp_pat
     run = load_run(tmp_path / "run")
     assert run.guide is not None and dm.guide is not None  # loaded, and kept by the trainer in memory
     default = generate(run, 6, solver="ddim", steps=4, seed=2)
-    assert default.autoguidance == AUTOGUIDANCE and default.nfe == 2 * 4
+    assert run.guide_scale == dm.guide_scale == 2.5
+    assert default.autoguidance == 2.5 and default.nfe == 2 * 4
     in_memory = generate(dm, 6, solver="ddim", steps=4, seed=2)
     assert torch.equal(default.samples, in_memory.samples)
     alone = generate(run, 6, solver="ddim", steps=4, seed=2, autoguidance=1.0)
     plain = sd.sample(run.model, run.sde, (6, *run.data_shape), "ddim", 4, generator=torch.Generator().manual_seed(2),
                       clip_x0=1.0)  # fmt: skip
     assert alone.nfe == 4 and torch.equal(alone.samples, plain) and not torch.equal(alone.samples, default.samples)
+
+
+def test_every_run_keeps_a_guide_and_the_data_decides_the_default_scale(tmp_path):
+    assert resolve({"data": {"name": "mnist"}}).guide_scale == 3.0  # autoguidance_mnist.md
+    assert resolve({"data": {"name": "digits"}}).guide_scale == 1.0  # autoguidance_digits.md: alone
+    assert resolve({"data": {"name": "mnist"}, "guide_scale": 1.5}).guide_scale == 1.5
+    train(from_dict(tiny_images(steps=5)), tmp_path / "run", progress=False)  # the field defaults: 0.4, w = 1
+    run = load_run(tmp_path / "run")
+    assert run.guide is not None and run.guide_scale == 1.0
+    alone, guided = generate(run, 4, solver="ddim", steps=3), generate(run, 4, solver="ddim", steps=3, autoguidance=3)
+    assert (alone.autoguidance, alone.nfe, guided.autoguidance, guided.nfe) == (1.0, 3, 3.0, 6)
 
 
 def test_no_guide_without_guide_at_and_no_late_guide_on_resume(tmp_path):
@@ -147,8 +160,8 @@ def test_guidance_by_a_measurement_drops_the_guide():
     from scoresde.observations import measurement_guided
 
     dm = sd.analytic.gmm().diffusion_model(name="gmm")
-    with_guide = dataclasses.replace(dm, guide=WEAK.model(dm.sde, "eps"))
-    assert with_guide.autoguidance_scale() == AUTOGUIDANCE and with_guide.autoguidance_scale(1) == 1.0
+    with_guide = dataclasses.replace(dm, guide=WEAK.model(dm.sde, "eps"), guide_scale=2.0)
+    assert with_guide.autoguidance_scale() == 2.0 and with_guide.autoguidance_scale(1) == 1.0
     assert isinstance(with_guide.sampling_model(), AutoGuided) and with_guide.sampling_model(1.0) is dm.model
     posterior, _ = measurement_guided(with_guide, "mask", torch.zeros(1, 2), 0.1, mask=torch.tensor([1.0, 0.0]))
     assert posterior.guide is None and posterior.autoguidance_scale() is None

@@ -57,7 +57,7 @@ def evaluate(
     ] = None,
     autoguidance: Annotated[
         float | None,
-        typer.Option(help="autoguidance scale of the samples (default: as scoresde sample: 2 with a guide)"),
+        typer.Option(help="autoguidance scale of the samples (default: the run's --guide-scale, as scoresde sample)"),
     ] = None,
     json_out: Annotated[
         Path | None,
