@@ -67,7 +67,7 @@ Evidence (``benchmarks/results/``):
   recipe_tdist_mnist.md: training times at P_mean -0.6 (as on digits) scored 0.86 ± 0.09 against
   1.25 ± 0.13 for EDM's -1.2 rerun beside them, better on every seed. autoguidance_mnist.md:
   sampled with autoguidance by the run's EMA at 40% of training (``guide_at``, every run's default)
-  at w = 3, FD and the share of recognisable digits improved on every run (the numbers are there);
+  at w = 2, FD and the share of recognisable digits improved on every run (the numbers are there);
   on digits it made FD worse (autoguidance_digits.md), so runs there are sampled alone (w = 1).
 * the 2-D sets: budget_2d.md: one CPU-minute (about 20,000 steps) against 1,200 steps, 3 seeds:
   checkerboard SW₂ 0.050 ± 0.005 against 0.087 ± 0.006 (better on every seed); moons 0.031 ± 0.015
@@ -82,7 +82,7 @@ DATA_DEFAULTS.register("mnist")(
         "loss": {"lognormal_p_mean": -0.6},
         "minutes": 15,
         "steps": None,
-        "guide_scale": 3.0,
+        "guide_scale": 2.0,
     }
 )
 for _name in TOY_SETS:

@@ -129,7 +129,7 @@ def test_a_run_keeps_its_ema_at_guide_at_and_sampling_uses_it_by_default(tmp_pat
 
 
 def test_every_run_keeps_a_guide_and_the_data_decides_the_default_scale(tmp_path):
-    assert resolve({"data": {"name": "mnist"}}).guide_scale == 3.0  # autoguidance_mnist.md
+    assert resolve({"data": {"name": "mnist"}}).guide_scale == 2.0  # autoguidance_mnist.md
     assert resolve({"data": {"name": "digits"}}).guide_scale == 1.0  # autoguidance_digits.md: alone
     assert resolve({"data": {"name": "mnist"}, "guide_scale": 1.5}).guide_scale == 1.5
     train(from_dict(tiny_images(steps=5)), tmp_path / "run", progress=False)  # the field defaults: 0.4, w = 1
