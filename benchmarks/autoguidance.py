@@ -3,7 +3,9 @@
 Autoguidance (Karras et al. 2024) samples D_0 + w·(D_1 − D_0), D_1 the final EMA model and D_0 a
 weaker version of it; here D_0 is the run's EMA at a fraction f of its steps (the checkpoint nearest
 f × final step, so train the runs with ``--checkpoint-every 250 --keep 50``). Every (f, w) cell
-draws ``--num`` samples with each solver at 20 steps from the same noise as the model alone (w = 1).
+draws ``--num`` samples with each solver at ``--steps`` (20) from the same noise as the model alone
+(w = 1). An autoguided evaluation is two forwards: compare it with the model alone at about the same
+NFE too (``--steps 10``, or ``--steps 41 --fractions ""`` for the model alone only).
 
 Two judges, both trained on the labelled data set:
 
@@ -20,6 +22,8 @@ Mean ± sd over runs, and each cell's paired difference to the model alone (same
     done
     python benchmarks/autoguidance.py runs/m0 --save m0.json      # one process per run
     python benchmarks/autoguidance.py --merge m0.json m1.json m2.json --out benchmarks/results/autoguidance_mnist.md
+
+``--merge`` joins the cells of parts that measured the same run (e.g. another solver, measured later).
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ class PointJudge:
 METRICS = {"fd": "FD", "share": "digit share", "sw2": "SW2"}
 
 
-def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int) -> dict:
+def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int, steps: int = 20) -> dict:
     dm = load_run(run)
     row = {"run": run, "step": dm.provenance.step, "cells": []}
     guides = {f: guide_at(dm, f) for f in fractions}
@@ -121,21 +125,22 @@ def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int)
             f, w = cell[0], cell[-1]
             model = dm if f is None else dataclasses.replace(dm, guide=cell[1])
             t0 = time.process_time()
-            out = generate(model, num, solver=solver, steps=20, seed=seed, autoguidance=w if f is not None else 1.0)
+            out = generate(model, num, solver=solver, steps=steps, seed=seed, autoguidance=w if f is not None else 1)
             scores = judges.score(out.samples)
-            entry = {"solver": out.solver, "fraction": f, "guide_step": None if f is None else cell[2], "w": w}
+            entry = {"solver": out.solver, "steps": steps, "fraction": f, "w": w}
+            entry["guide_step"] = None if f is None else cell[2]
             row["cells"].append({**entry, **scores, "nfe": out.nfe, "cpu_s": time.process_time() - t0})
             log(f"{run} {out.solver} f={f} w={w:g}: " + ", ".join(f"{METRICS[m]} {v:.4f}" for m, v in scores.items()))
     return row
 
 
 def key(cell: dict) -> tuple:
-    return cell["solver"], cell["fraction"], cell["w"]
+    return cell["solver"], cell.get("steps", 20), cell["fraction"], cell["w"]
 
 
 def report(result: dict) -> str:
     rows = result["rows"]
-    keys = list(dict.fromkeys(key(c) for c in rows[0]["cells"]))
+    keys = sorted(dict.fromkeys(key(c) for c in rows[0]["cells"]), key=lambda k: (k[0], k[1], k[2] or 0, k[3]))
     by_run = [{key(c): c for c in row["cells"]} for row in rows]
 
     def stat(values):
@@ -148,20 +153,21 @@ def report(result: dict) -> str:
         + ", ".join(f"{r['run']} (step {r['step']})" for r in rows)
         + ".",
         "",
-        f"{result['num']} samples per cell, 20 steps, sampling seed {result['seed']} (the same noise in every cell"
+        f"{result['num']} samples per cell, sampling seed {result['seed']} (the same noise in every cell"
         f" of a run). {judged(result)} f: the guide is the EMA at the checkpoint nearest f × the final step."
-        " Δ: paired difference to the model alone (same run and noise), mean ± sd over runs.",
+        " Δ: paired difference to the same solver's model alone at 20 steps (same run and noise), mean ± sd over"
+        " runs.",
         "",
     ]
     metrics = [m for m in METRICS if m in rows[0]["cells"][0]]
-    lines.append("| solver | guide at f | w | NFE | " + " | ".join(f"{METRICS[m]} | Δ" for m in metrics) + " |")
-    lines.append("|---|---|---|---|" + "---|---|" * len(metrics))
+    lines.append("| solver | steps | guide at f | w | NFE | " + " | ".join(f"{METRICS[m]} | Δ" for m in metrics) + " |")
+    lines.append("|---|---|---|---|---|" + "---|---|" * len(metrics))
     for k in keys:
-        base = (k[0], None, 1.0)
-        cells = [f"{k[0]}", "—" if k[1] is None else f"{k[1]:g}", f"{k[2]:g}", str(by_run[0][k]["nfe"])]
+        base = (k[0], 20, None, 1.0)  # the model alone at 20 steps
+        cells = [k[0], str(k[1]), "—" if k[2] is None else f"{k[2]:g}", f"{k[3]:g}", str(by_run[0][k]["nfe"])]
         for m in metrics:
             value, delta = stat([r[k][m] for r in by_run]), stat([r[k][m] - r[base][m] for r in by_run])
-            cells += [f"{value[0]:.4f} ± {value[1]:.4f}", "" if k[1] is None else f"{delta[0]:+.4f} ± {delta[1]:.4f}"]
+            cells += [f"{value[0]:.4f} ± {value[1]:.4f}", "" if k == base else f"{delta[0]:+.4f} ± {delta[1]:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -184,6 +190,7 @@ def main() -> None:
     p.add_argument("--scales", default="2,3,4")
     p.add_argument("--solvers", default="auto")
     p.add_argument("--num", type=int, default=500)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judges", type=Path, help="folder caching the judges (default: RUN/classifier)")
     p.add_argument("--save", type=Path, help="write this process's rows (JSON) for --merge")
@@ -193,11 +200,15 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.merge:
         parts = [json.loads(f.read_text()) for f in args.merge]
-        result = {**parts[0], "rows": [r for part in parts for r in part["rows"]]}
+        rows: dict[str, dict] = {}  # one row per run: the cells of every part that measured it
+        for row in (r for part in parts for r in part["rows"]):
+            rows.setdefault(row["run"], {**row, "cells": []})["cells"] += row["cells"]
+        result = {**parts[0], "rows": list(rows.values())}
+        result["command"] = " && ".join(dict.fromkeys(part["command"] for part in parts))
     else:
         dm = load_run(args.runs[0])
         data = dm.dataset
-        fractions = [float(f) for f in args.fractions.split(",")]
+        fractions = [float(f) for f in args.fractions.split(",") if f]
         scales = [float(w) for w in args.scales.split(",")]
         solvers = args.solvers.split(",")
         result = {
@@ -209,12 +220,14 @@ def main() -> None:
             "seed": args.seed,
         }
         if dm.kind == "points":
-            rows = [run_cells(r, PointJudge(load_run(r).reference), fractions, scales, solvers, args.num, args.seed)
-                    for r in args.runs]  # fmt: skip
+            rows = [run_cells(r, PointJudge(load_run(r).reference), fractions, scales, solvers, args.num, args.seed,
+                              args.steps) for r in args.runs]  # fmt: skip
         else:
             judges = Judges(data, Path(args.judges or Path(args.runs[0]) / "classifier"))
             log(f"judges: FD classifier {judges.fd_info['test_accuracy']:.3f}, strong {judges.strong_accuracy:.3f}")
-            rows = [run_cells(r, judges, fractions, scales, solvers, args.num, args.seed) for r in args.runs]
+            rows = [
+                run_cells(r, judges, fractions, scales, solvers, args.num, args.seed, args.steps) for r in args.runs
+            ]
             result.update(
                 fd_accuracy=judges.fd_info["test_accuracy"],
                 strong_accuracy=judges.strong_accuracy,
