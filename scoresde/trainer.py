@@ -12,6 +12,10 @@ config, optimizer hyper-parameters, the RNG states of every rank). Resuming rest
 from :func:`~scoresde.run_folder.resume_point`; the data order is a pure function of (seed, step)
 (:func:`scoresde.batches.batch_indices`), so a resumed run is bitwise identical to an uninterrupted one.
 
+At ``guide_at`` of the run the trainer keeps a copy of the EMA model, once: the weak model that
+autoguidance steers the final one away from (:class:`scoresde.guidance.AutoGuided`), written to the
+run folder as ``guide.safetensors`` and handed back as ``DiffusionModel.guide``.
+
 Under ``torchrun`` the same code runs with DistributedDataParallel (gloo on CPU, NCCL on GPU):
 each rank draws its own slice of every global batch and its own noise; rank 0 writes.
 """
