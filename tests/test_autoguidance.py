@@ -165,3 +165,24 @@ def test_guidance_by_a_measurement_drops_the_guide():
     assert isinstance(with_guide.sampling_model(), AutoGuided) and with_guide.sampling_model(1.0) is dm.model
     posterior, _ = measurement_guided(with_guide, "mask", torch.zeros(1, 2), 0.1, mask=torch.tensor([1.0, 0.0]))
     assert posterior.guide is None and posterior.autoguidance_scale() is None
+
+
+def test_classifier_free_guidance_wraps_an_autoguided_pair():
+    """CFG of the autoguided model: both branches go through both networks, two forwards per evaluation."""
+    from scoresde.analytic import GaussianMixture, gmm
+    from scoresde.guidance import guided
+
+    sde, good = sd.VPSDE(), gmm()
+    weak = GaussianMixture(good.weights, good.means + 0.2, good.stds * 1.5)
+    pair = AutoGuided(good.model(sde, "eps"), weak.model(sde, "eps"), 2.0)
+    x, t = _points()
+    y = torch.arange(8) % good.K
+    out = guided(pair, y, guidance=3.0)(x, t)
+
+    def auto(labels):
+        g, b = good.model(sde, "eps")(x, t, y=labels), weak.model(sde, "eps")(x, t, y=labels)
+        return b + 2.0 * (g - b)
+
+    uncond = auto(torch.full((8,), good.K))
+    torch.testing.assert_close(out, uncond + 3.0 * (auto(y) - uncond), rtol=1e-10, atol=1e-10)
+    assert guided(pair, y, guidance=3.0).forwards == 2 and pair.num_classes == good.K
