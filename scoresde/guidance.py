@@ -64,6 +64,12 @@ from .labels import check_labels
 __all__ = ["AutoGuided", "Guided", "for_rows", "guided", "num_classes_of"]
 
 
+def _check_scale(scale: float, message: str) -> None:
+    """ValueError (``message``, then the value) unless ``scale`` is a finite real number (not a bool)."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"{message}, got {scale!r}")
+
+
 def num_classes_of(model: Callable) -> int | None:
     """The number of classes K of a conditional model, or None if it is unconditional.
 
@@ -113,8 +119,7 @@ class Guided:
                 f"the model ({type(model).__name__}) is unconditional: it has no num_classes, so it cannot be "
                 "sampled at a class y or guided; use a model trained with class labels (--conditional)"
             )
-        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
-            raise ValueError(f"guidance must be a finite number (0 unconditional, 1 conditional), got {guidance!r}")
+        _check_scale(guidance, "guidance must be a finite number (0 unconditional, 1 conditional)")
         self.model = model
         self.prediction = getattr(model, "prediction", None)
         self.forwards = getattr(model, "forwards", 1)  # both branches in one forward (of each network)
@@ -228,8 +233,7 @@ class AutoGuided:
     """
 
     def __init__(self, model: Callable[..., Tensor], guide: Callable[..., Tensor], guidance: float) -> None:
-        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
-            raise ValueError(f"autoguidance must be a finite number (1 = the model alone), got {guidance!r}")
+        _check_scale(guidance, "autoguidance must be a finite number (1 = the model alone)")
         prediction = getattr(model, "prediction", None)
         if getattr(guide, "prediction", None) != prediction:
             raise ValueError(

@@ -106,23 +106,19 @@ def save_guide(run_dir: Path, module: torch.nn.Module, step: int) -> None:
     atomic_write_bytes(run_dir / GUIDE_FILE, save_safetensors(tensors, metadata={"step": str(step)}))
 
 
-def load_guide(run_dir: str | os.PathLike, build: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, int] | None:
-    """(the guide network built by ``build`` with the run's :data:`GUIDE_FILE` loaded, its step), or None
-    when the run has none. A file that does not load is a ValueError naming it."""
+def load_guide(run_dir: str | os.PathLike, build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
+    """The guide network built by ``build`` with the run's :data:`GUIDE_FILE` loaded (eval mode, no
+    gradients), or None when the run has none. A file that does not load is a ValueError naming it."""
     path = Path(run_dir) / GUIDE_FILE
     if not path.is_file():
         return None
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            step = int((f.metadata() or {})["step"])
         with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the RNG as it was
             module = build()
         ckpt.load_weights(module, load_safetensors(path.read_bytes()), path)
-    except (OSError, KeyError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"the autoguidance guide {path} does not load ({err}); delete it to sample without") from None
-    return module.requires_grad_(False).eval(), step
+    return module.requires_grad_(False).eval()
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -317,7 +313,7 @@ def load_run(
         class_names=built["class_names"],
         reference=reference,
         reference_labels=reference_labels,
-        guide=None if guide is None else guide[0].to(device),
+        guide=None if guide is None else guide.to(device),
     )
 
 

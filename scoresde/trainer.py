@@ -236,8 +236,7 @@ class Trainer:
         if self.run_dir is None:
             return None
         c, d = self.config, self.dataset
-        found = load_guide(self.run_dir, lambda: build_model(c, d.data_shape, d.kind, self.sde, self.num_classes))
-        return None if found is None else found[0]
+        return load_guide(self.run_dir, lambda: build_model(c, d.data_shape, d.kind, self.sde, self.num_classes))
 
     def _keep_guide_if_due(self) -> None:
         """At ``guide_at`` of the run, keep a copy of the EMA model (and write it to the run folder): the weak
