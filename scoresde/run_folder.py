@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -116,7 +117,7 @@ def load_guide(run_dir: str | os.PathLike, build: Callable[[], torch.nn.Module])
         with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the RNG as it was
             module = build()
         ckpt.load_weights(module, load_safetensors(path.read_bytes()), path)
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise ValueError(f"the autoguidance guide {path} does not load ({err}); delete it to sample without") from None
     return module.requires_grad_(False).eval()
 

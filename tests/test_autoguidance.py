@@ -155,6 +155,13 @@ def test_no_guide_without_guide_at_and_no_late_guide_on_resume(tmp_path):
     assert load_run(tmp_path / "r").guide is not None
 
 
+def test_a_guide_that_does_not_load_is_one_line_naming_it(tmp_path):
+    train(from_dict(tiny_images(steps=4)), tmp_path / "run", progress=False)
+    (tmp_path / "run" / GUIDE_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"the autoguidance guide .*guide\.safetensors does not load"):
+        load_run(tmp_path / "run")
+
+
 def test_guidance_by_a_measurement_drops_the_guide():
     """A gradient-guided model has no guide: autoguiding it by the plain guide would scale its guidance term."""
     from scoresde.observations import measurement_guided
