@@ -156,7 +156,7 @@ class Trainer:
                 warn = lambda m: self.reporter.log_message(f"warning: {m}")  # noqa: E731
                 self._restore(resume if resume is not True else resume_point(self.run_dir, warn))
             self.net = self.dist.wrap(self.model)
-            self.guide = self._existing_guide()
+            self.guide = self._existing_guide() if resume is not False else None  # a fresh run keeps its own
             self._guide_due = self.guide is None and self.fraction_done() < c.guide_at  # not late, for a resumed run
             if c.compile:
                 self.net = torch.compile(self.net)
