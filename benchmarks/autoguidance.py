@@ -34,12 +34,15 @@ import datetime
 import json
 import platform
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fair import mean_sd
 
 from scoresde import checkpoint as ckpt
 from scoresde.build import build_model
@@ -143,9 +146,6 @@ def report(result: dict) -> str:
     keys = sorted(dict.fromkeys(key(c) for c in rows[0]["cells"]), key=lambda k: (k[0], k[1], k[2] or 0, k[3]))
     by_run = [{key(c): c for c in row["cells"]} for row in rows]
 
-    def stat(values):
-        return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
-
     lines = [
         f"# Autoguidance by the run's own early EMA weights ({result['data']}, {len(rows)} runs)",
         "",
@@ -166,7 +166,7 @@ def report(result: dict) -> str:
         base = (k[0], 20, None, 1.0)  # the model alone at 20 steps
         cells = [k[0], str(k[1]), "—" if k[2] is None else f"{k[2]:g}", f"{k[3]:g}", str(by_run[0][k]["nfe"])]
         for m in metrics:
-            value, delta = stat([r[k][m] for r in by_run]), stat([r[k][m] - r[base][m] for r in by_run])
+            value, delta = mean_sd([r[k][m] for r in by_run]), mean_sd([r[k][m] - r[base][m] for r in by_run])
             cells += [f"{value[0]:.4f} ± {value[1]:.4f}", "" if k == base else f"{delta[0]:+.4f} ± {delta[1]:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
