@@ -64,14 +64,15 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def guide_at(dm, fraction: float):
-    """(the run's EMA network at the checkpoint nearest ``fraction`` of its final step, that step)."""
+def guide_at(dm, fraction: float, weights: str = "ema"):
+    """(the run's network at the checkpoint nearest ``fraction`` of its final step, that step); ``weights``:
+    the checkpoint's ``ema`` or raw ``model`` weights."""
     run_dir, config = dm.provenance.run_dir, dm.provenance.config
     steps = [int(p.stem.split("_")[1]) for p in ckpt.checkpoint_files(run_dir)]
     step = min(steps, key=lambda s: abs(s - fraction * dm.provenance.step))
     _, tensors = ckpt.read_checkpoint(ckpt.checkpoint_path(run_dir, step))
     net = build_model(config, dm.data_shape, dm.kind, dm.sde, dm.num_classes)
-    ckpt.load_weights(net, ckpt.section(tensors, "ema."), run_dir)
+    ckpt.load_weights(net, ckpt.section(tensors, f"{weights}."), run_dir)
     return net.requires_grad_(False).eval(), step
 
 
@@ -118,10 +119,11 @@ class PointJudge:
 METRICS = {"fd": "FD", "share": "digit share", "sw2": "SW2"}
 
 
-def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int, steps: int = 20) -> dict:
+def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int, steps: int = 20,
+              weights: str = "ema") -> dict:  # fmt: skip
     dm = load_run(run)
     row = {"run": run, "step": dm.provenance.step, "cells": []}
-    guides = {f: guide_at(dm, f) for f in fractions}
+    guides = {f: guide_at(dm, f, weights) for f in fractions}
     for solver in solvers:
         cells = [(None, None, 1.0)] + [(f, *guides[f], w) for f in fractions for w in scales]
         for cell in cells:
@@ -131,6 +133,7 @@ def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int,
             out = generate(model, num, solver=solver, steps=steps, seed=seed, autoguidance=w if f is not None else 1)
             scores = judges.score(out.samples)
             entry = {"solver": out.solver, "steps": steps, "fraction": f, "w": w}
+            entry["guide_weights"] = None if f is None else weights
             entry["guide_step"] = None if f is None else cell[2]
             row["cells"].append({**entry, **scores, "nfe": out.nfe, "cpu_s": time.process_time() - t0})
             log(f"{run} {out.solver} f={f} w={w:g}: " + ", ".join(f"{METRICS[m]} {v:.4f}" for m, v in scores.items()))
@@ -138,12 +141,12 @@ def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int,
 
 
 def key(cell: dict) -> tuple:
-    return cell["solver"], cell.get("steps", 20), cell["fraction"], cell["w"]
+    return cell["solver"], cell.get("steps", 20), cell["fraction"], cell["w"], cell.get("guide_weights") or "ema"
 
 
 def report(result: dict) -> str:
     rows = result["rows"]
-    keys = sorted(dict.fromkeys(key(c) for c in rows[0]["cells"]), key=lambda k: (k[0], k[1], k[2] or 0, k[3]))
+    keys = sorted(dict.fromkeys(key(c) for c in rows[0]["cells"]), key=lambda k: (k[0], k[1], k[2] or 0, k[4], k[3]))
     by_run = [{key(c): c for c in row["cells"]} for row in rows]
 
     lines = [
@@ -154,7 +157,8 @@ def report(result: dict) -> str:
         + ".",
         "",
         f"{result['num']} samples per cell, sampling seed {result['seed']} (the same noise in every cell"
-        f" of a run). {judged(result)} f: the guide is the EMA at the checkpoint nearest f × the final step."
+        f" of a run). {judged(result)} f: the guide is the EMA (or the raw weights, where the row says) at the"
+        " checkpoint nearest f × the final step."
         " Δ: paired difference to the same solver's model alone at 20 steps (same run and noise), mean ± sd over"
         " runs.",
         "",
@@ -163,8 +167,9 @@ def report(result: dict) -> str:
     lines.append("| solver | steps | guide at f | w | NFE | " + " | ".join(f"{METRICS[m]} | Δ" for m in metrics) + " |")
     lines.append("|---|---|---|---|---|" + "---|---|" * len(metrics))
     for k in keys:
-        base = (k[0], 20, None, 1.0)  # the model alone at 20 steps
-        cells = [k[0], str(k[1]), "—" if k[2] is None else f"{k[2]:g}", f"{k[3]:g}", str(by_run[0][k]["nfe"])]
+        base = (k[0], 20, None, 1.0, "ema")  # the model alone at 20 steps
+        guide = "—" if k[2] is None else f"{k[2]:g}" + (" (raw weights)" if k[4] == "model" else "")
+        cells = [k[0], str(k[1]), guide, f"{k[3]:g}", str(by_run[0][k]["nfe"])]
         for m in metrics:
             value, delta = mean_sd([r[k][m] for r in by_run]), mean_sd([r[k][m] - r[base][m] for r in by_run])
             cells += [f"{value[0]:.4f} ± {value[1]:.4f}", "" if k == base else f"{delta[0]:+.4f} ± {delta[1]:.4f}"]
@@ -192,6 +197,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=500)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guide-weights", default="ema", choices=("ema", "model"), help="the guide's EMA or raw weights")
     p.add_argument("--judges", type=Path, help="folder caching the judges (default: RUN/classifier)")
     p.add_argument("--save", type=Path, help="write this process's rows (JSON) for --merge")
     p.add_argument("--merge", nargs="*", type=Path, help="JSON files of --save to report together")
@@ -221,12 +227,13 @@ def main() -> None:
         }
         if dm.kind == "points":
             rows = [run_cells(r, PointJudge(load_run(r).reference), fractions, scales, solvers, args.num, args.seed,
-                              args.steps) for r in args.runs]  # fmt: skip
+                              args.steps, args.guide_weights) for r in args.runs]  # fmt: skip
         else:
             judges = Judges(data, Path(args.judges or Path(args.runs[0]) / "classifier"))
             log(f"judges: FD classifier {judges.fd_info['test_accuracy']:.3f}, strong {judges.strong_accuracy:.3f}")
             rows = [
-                run_cells(r, judges, fractions, scales, solvers, args.num, args.seed, args.steps) for r in args.runs
+                run_cells(r, judges, fractions, scales, solvers, args.num, args.seed, args.steps, args.guide_weights)
+                for r in args.runs
             ]
             result.update(
                 fd_accuracy=judges.fd_info["test_accuracy"],
