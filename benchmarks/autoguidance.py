@@ -119,8 +119,9 @@ class PointJudge:
 METRICS = {"fd": "FD", "share": "digit share", "sw2": "SW2"}
 
 
-def run_cells(run: str, judges, fractions, scales, solvers, num: int, seed: int, steps: int = 20,
-              weights: str = "ema") -> dict:  # fmt: skip
+def run_cells(
+    run: str, judges, fractions, scales, solvers, num: int, seed: int, steps: int = 20, weights: str = "ema"
+) -> dict:
     dm = load_run(run)
     row = {"run": run, "step": dm.provenance.step, "cells": []}
     guides = {f: guide_at(dm, f, weights) for f in fractions}
