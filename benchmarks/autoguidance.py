@@ -24,6 +24,15 @@ Mean ± sd over runs, and each cell's paired difference to the model alone (same
     python benchmarks/autoguidance.py --merge m0.json m1.json m2.json --out benchmarks/results/autoguidance_mnist.md
 
 ``--merge`` joins the cells of parts that measured the same run (e.g. another solver, measured later).
+
+A class-conditional run (``scoresde train --conditional``) is sampled unconditionally (the null label)
+in every cell above; ``--cfg 1,2`` adds the same cells again with classifier-free guidance at each
+scale, ``--num`` split evenly over the classes. ``--arm NAME`` labels a process's runs: the report
+keeps arms apart (mean ± sd over the runs of one arm) and, where two arms hold runs trained with the
+same seeds, gives a paired difference to the first arm's model alone::
+
+    python benchmarks/autoguidance.py runs/u0 --arm unconditional --save u0.json
+    python benchmarks/autoguidance.py runs/c0 --arm conditional --cfg 1,2,3 --save c0.json
 """
 
 from __future__ import annotations
@@ -120,34 +129,61 @@ METRICS = {"fd": "FD", "share": "digit share", "sw2": "SW2"}
 
 
 def run_cells(
-    run: str, judges, fractions, scales, solvers, num: int, seed: int, steps: int = 20, weights: str = "ema"
+    run: str,
+    judges,
+    fractions,
+    scales,
+    solvers,
+    num: int,
+    seed: int,
+    steps: int = 20,
+    weights: str = "ema",
+    cfg=(),
+    arm: str = "",
 ) -> dict:
     dm = load_run(run)
-    row = {"run": run, "step": dm.provenance.step, "cells": []}
+    if cfg and not dm.num_classes:
+        raise SystemExit(f"--cfg needs a class-conditional run; {run} is unconditional")
+    row = {"run": run, "arm": arm, "seed": dm.provenance.config.seed, "step": dm.provenance.step, "cells": []}
     guides = {f: guide_at(dm, f, weights) for f in fractions}
-    for solver in solvers:
+    for solver, c in ((solver, c) for solver in solvers for c in (None, *cfg)):
         cells = [(None, None, 1.0)] + [(f, *guides[f], w) for f in fractions for w in scales]
+        labels = {} if c is None else {"classes": "all", "guidance": c}
+        n = num if c is None else num // dm.num_classes  # per class with classes="all"
         for cell in cells:
             f, w = cell[0], cell[-1]
             model = dm if f is None else dataclasses.replace(dm, guide=cell[1])
             t0 = time.process_time()
-            out = generate(model, num, solver=solver, steps=steps, seed=seed, autoguidance=w if f is not None else 1)
+            out = generate(
+                model, n, solver=solver, steps=steps, seed=seed, autoguidance=w if f is not None else 1, **labels
+            )
             scores = judges.score(out.samples)
-            entry = {"solver": out.solver, "steps": steps, "fraction": f, "w": w}
+            entry = {"solver": out.solver, "steps": steps, "fraction": f, "w": w, "cfg": c}
             entry["guide_weights"] = None if f is None else weights
             entry["guide_step"] = None if f is None else cell[2]
             row["cells"].append({**entry, **scores, "nfe": out.nfe, "cpu_s": time.process_time() - t0})
-            log(f"{run} {out.solver} f={f} w={w:g}: " + ", ".join(f"{METRICS[m]} {v:.4f}" for m, v in scores.items()))
+            log(
+                f"{run} {out.solver} cfg={c} f={f} w={w:g}: "
+                + ", ".join(f"{METRICS[m]} {v:.4f}" for m, v in scores.items())
+            )
     return row
 
 
 def key(cell: dict) -> tuple:
-    return cell["solver"], cell.get("steps", 20), cell["fraction"], cell["w"], cell.get("guide_weights") or "ema"
+    weights = cell.get("guide_weights") or "ema"
+    return cell["solver"], cell.get("steps", 20), cell["fraction"], cell["w"], weights, cell.get("cfg")
+
+
+def order(k: tuple) -> tuple:
+    return k[0], k[5] or 0, k[1], k[2] or 0, k[4], k[3]
 
 
 def report(result: dict) -> str:
     rows = result["rows"]
-    keys = sorted(dict.fromkeys(key(c) for c in rows[0]["cells"]), key=lambda k: (k[0], k[1], k[2] or 0, k[4], k[3]))
+    arms = list(dict.fromkeys(r.get("arm", "") for r in rows))
+    if len(arms) > 1:
+        return arms_report(result, arms)
+    keys = sorted(dict.fromkeys(key(c) for c in rows[0]["cells"]), key=order)
     by_run = [{key(c): c for c in row["cells"]} for row in rows]
 
     lines = [
@@ -168,13 +204,58 @@ def report(result: dict) -> str:
     lines.append("| solver | steps | guide at f | w | NFE | " + " | ".join(f"{METRICS[m]} | Δ" for m in metrics) + " |")
     lines.append("|---|---|---|---|---|" + "---|---|" * len(metrics))
     for k in keys:
-        base = (k[0], 20, None, 1.0, "ema")  # the model alone at 20 steps
-        guide = "—" if k[2] is None else f"{k[2]:g}" + (" (raw weights)" if k[4] == "model" else "")
-        cells = [k[0], str(k[1]), guide, f"{k[3]:g}", str(by_run[0][k]["nfe"])]
+        base = (k[0], 20, None, 1.0, "ema", None)  # the model alone at 20 steps
+        cells = [k[0], str(k[1]), guide_text(k), f"{k[3]:g}", str(by_run[0][k]["nfe"])]
         for m in metrics:
             value, delta = mean_sd([r[k][m] for r in by_run]), mean_sd([r[k][m] - r[base][m] for r in by_run])
             cells += [f"{value[0]:.4f} ± {value[1]:.4f}", "" if k == base else f"{delta[0]:+.4f} ± {delta[1]:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def guide_text(k: tuple) -> str:
+    return "—" if k[2] is None else f"{k[2]:g}" + (" (raw weights)" if k[4] == "model" else "")
+
+
+def arms_report(result: dict, arms: list[str]) -> str:
+    """One table over arms (e.g. unconditional and conditional runs): mean ± sd over each arm's runs, and
+    the paired difference (same seed) to the first arm's model alone at 20 steps."""
+    rows = result["rows"]
+    first = {r["seed"]: {key(c): c for c in r["cells"]} for r in rows if r["arm"] == arms[0]}
+    lines = [
+        f"# Unconditional and class-conditional runs, guided ({result['data']}, {len(rows)} runs)",
+        "",
+        f"Generated {result['date']} by `{result['command']}` on {result['machine']}; runs: "
+        + ", ".join(f"{r['run']} ({r['arm']}, seed {r['seed']}, step {r['step']})" for r in rows)
+        + ".",
+        "",
+        f"{result['num']} samples per cell, sampling seed {result['seed']}. {judged(result)} Autoguidance: the"
+        " guide is the run's EMA at the checkpoint nearest f × the final step, w its scale. CFG: classifier-free"
+        " guidance at that scale with labels balanced over the classes; — : the null label (unconditional)."
+        f" Δ: paired difference (same training seed) to the {arms[0]} runs' model alone at 20 steps, mean ± sd.",
+        "",
+    ]
+    metrics = [m for m in METRICS if m in rows[0]["cells"][0]]
+    lines.append(
+        "| runs | solver | steps | CFG | guide at f | w | NFE | "
+        + " | ".join(f"{METRICS[m]} | Δ" for m in metrics)
+        + " |"
+    )
+    lines.append("|---|---|---|---|---|---|---|" + "---|---|" * len(metrics))
+    for arm in arms:
+        by_run = [(r["seed"], {key(c): c for c in r["cells"]}) for r in rows if r["arm"] == arm]
+        for k in sorted(dict.fromkeys(k for _, cells in by_run for k in cells), key=order):
+            base = (k[0], 20, None, 1.0, "ema", None)
+            present = [(s, cells[k]) for s, cells in by_run if k in cells]
+            cfg = "—" if k[5] is None else f"{k[5]:g}"
+            cells = [arm, k[0], str(k[1]), cfg, guide_text(k), f"{k[3]:g}", str(present[0][1]["nfe"])]
+            for m in metrics:
+                value = mean_sd([c[m] for _, c in present])
+                paired = [c[m] - first[s][base][m] for s, c in present if s in first and base in first[s]]
+                same = arm == arms[0] and k == base
+                delta = "" if same or not paired else "{:+.4f} ± {:.4f}".format(*mean_sd(paired))
+                cells += [f"{value[0]:.4f} ± {value[1]:.4f}", delta]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -199,6 +280,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guide-weights", default="ema", choices=("ema", "model"), help="the guide's EMA or raw weights")
+    p.add_argument("--cfg", default="", help="classifier-free guidance scales of a conditional run (e.g. 1,2)")
+    p.add_argument("--arm", default="", help="label of these runs in the report (see the docstring)")
     p.add_argument("--judges", type=Path, help="folder caching the judges (default: RUN/classifier)")
     p.add_argument("--save", type=Path, help="write this process's rows (JSON) for --merge")
     p.add_argument("--merge", nargs="*", type=Path, help="JSON files of --save to report together")
@@ -218,6 +301,7 @@ def main() -> None:
         fractions = [float(f) for f in args.fractions.split(",") if f]
         scales = [float(w) for w in args.scales.split(",")]
         solvers = args.solvers.split(",")
+        cfg = [float(c) for c in args.cfg.split(",") if c]
         result = {
             "data": data,
             "date": datetime.date.today().isoformat(),
@@ -233,7 +317,19 @@ def main() -> None:
             judges = Judges(data, Path(args.judges or Path(args.runs[0]) / "classifier"))
             log(f"judges: FD classifier {judges.fd_info['test_accuracy']:.3f}, strong {judges.strong_accuracy:.3f}")
             rows = [
-                run_cells(r, judges, fractions, scales, solvers, args.num, args.seed, args.steps, args.guide_weights)
+                run_cells(
+                    r,
+                    judges,
+                    fractions,
+                    scales,
+                    solvers,
+                    args.num,
+                    args.seed,
+                    args.steps,
+                    args.guide_weights,
+                    cfg,
+                    args.arm,
+                )
                 for r in args.runs
             ]
             result.update(
