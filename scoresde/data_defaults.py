@@ -71,6 +71,9 @@ Evidence (``benchmarks/results/``):
   on digits it made FD worse (autoguidance_digits.md), so runs there are sampled alone (w = 1).
   recipe_mult_mnist.md: a wider 7×7 level (channel_mult 1,2,4) lowered the guided FD on two of three
   seeds but lowered the digit share on all three, so (1, 2, 2) stays.
+* Caveat for both image entries (conditional_mnist.md): at 16 channels every GroupNorm has one
+  channel per group, which erases the UNet's time/class embedding, so all of this evidence was
+  gathered on nets that see neither t nor y; a fixed net needs the defaults chosen again.
 * the 2-D sets: budget_2d.md: one CPU-minute (about 20,000 steps) against 1,200 steps, 3 seeds:
   checkerboard SW₂ 0.050 ± 0.005 against 0.087 ± 0.006 (better on every seed); moons 0.031 ± 0.015
   against 0.039 ± 0.007, both at the metric's floor. Measured on those two, applied to all six.
