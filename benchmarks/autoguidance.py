@@ -186,20 +186,16 @@ def report(result: dict) -> str:
     keys = sorted(dict.fromkeys(key(c) for c in rows[0]["cells"]), key=order)
     by_run = [{key(c): c for c in row["cells"]} for row in rows]
 
-    lines = [
-        f"# Autoguidance by the run's own early EMA weights ({result['data']}, {len(rows)} runs)",
-        "",
-        f"Generated {result['date']} by `{result['command']}` on {result['machine']}; runs: "
-        + ", ".join(f"{r['run']} (step {r['step']})" for r in rows)
-        + ".",
-        "",
+    lines = header(
+        result,
+        "Autoguidance by the run's own early EMA weights",
+        ", ".join(f"{r['run']} (step {r['step']})" for r in rows),
         f"{result['num']} samples per cell, sampling seed {result['seed']} (the same noise in every cell"
         f" of a run). {judged(result)} f: the guide is the EMA (or the raw weights, where the row says) at the"
         " checkpoint nearest f × the final step."
         " Δ: paired difference to the same solver's model alone at 20 steps (same run and noise), mean ± sd over"
         " runs.",
-        "",
-    ]
+    )
     metrics = [m for m in METRICS if m in rows[0]["cells"][0]]
     lines.append("| solver | steps | guide at f | w | NFE | " + " | ".join(f"{METRICS[m]} | Δ" for m in metrics) + " |")
     lines.append("|---|---|---|---|---|" + "---|---|" * len(metrics))
@@ -213,6 +209,13 @@ def report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def header(result: dict, title: str, runs: str, setting: str) -> list[str]:
+    """The lines above a report's table: title, provenance (command, machine, runs) and setting."""
+    data, n = result["data"], len(result["rows"])
+    provenance = f"Generated {result['date']} by `{result['command']}` on {result['machine']}; runs: {runs}."
+    return [f"# {title} ({data}, {n} runs)", "", provenance, "", setting, ""]
+
+
 def guide_text(k: tuple) -> str:
     return "—" if k[2] is None else f"{k[2]:g}" + (" (raw weights)" if k[4] == "model" else "")
 
@@ -222,19 +225,15 @@ def arms_report(result: dict, arms: list[str]) -> str:
     the paired difference (same seed) to the first arm's model alone at 20 steps."""
     rows = result["rows"]
     first = {r["seed"]: {key(c): c for c in r["cells"]} for r in rows if r["arm"] == arms[0]}
-    lines = [
-        f"# Unconditional and class-conditional runs, guided ({result['data']}, {len(rows)} runs)",
-        "",
-        f"Generated {result['date']} by `{result['command']}` on {result['machine']}; runs: "
-        + ", ".join(f"{r['run']} ({r['arm']}, seed {r['seed']}, step {r['step']})" for r in rows)
-        + ".",
-        "",
+    lines = header(
+        result,
+        "Unconditional and class-conditional runs, guided",
+        ", ".join(f"{r['run']} ({r['arm']}, seed {r['seed']}, step {r['step']})" for r in rows),
         f"{result['num']} samples per cell, sampling seed {result['seed']}. {judged(result)} Autoguidance: the"
         " guide is the run's EMA at the checkpoint nearest f × the final step, w its scale. CFG: classifier-free"
         " guidance at that scale with labels balanced over the classes; — : the null label (unconditional)."
         f" Δ: paired difference (same training seed) to the {arms[0]} runs' model alone at 20 steps, mean ± sd.",
-        "",
-    ]
+    )
     metrics = [m for m in METRICS if m in rows[0]["cells"][0]]
     lines.append(
         "| runs | solver | steps | CFG | guide at f | w | NFE | "
