@@ -54,11 +54,8 @@ def test_output_has_the_input_shape_and_depends_on_time(name, shape, options):
 )
 def test_unet_output_moves_with_time_and_class_beyond_round_off(channels):
     torch.manual_seed(0)
-    net = make_network("unet", (1, 28, 28), channels=channels, channel_mult=(1, 2, 2), num_res_blocks=1,
-                       attention_resolutions=(7,), num_classes=10)  # fmt: skip
-    for p in net.parameters():  # undo the zero init of output layers so the output can move
-        if p.abs().sum() == 0:
-            torch.nn.init.normal_(p, std=0.05)
+    shape = {"channels": channels, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "attention_resolutions": (7,)}
+    net = _unzeroed(make_network("unet", (1, 28, 28), num_classes=10, **shape))
     net.eval()  # no dropout: only t and y may move the output
     x, label = torch.randn(2, 1, 28, 28), torch.full((2,), 200.0)
     out = net(x, label)
