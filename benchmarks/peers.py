@@ -117,6 +117,8 @@ def diffusers_unet(size: str | dict, data_shape: tuple[int, int, int]):
         attention_head_dim=None,  # one head, as Ho et al. (and our UNet)
         dropout=cfg["dropout"],
         norm_num_groups=math.gcd(32, channels),  # as our UNet: 32 groups, fewer for narrow nets
+        # as our UNet's blocks take the time embedding (model.embedding): after the norm, or added before it
+        resnet_time_scale_shift="scale_shift" if cfg.get("embedding", "scale-shift") == "scale-shift" else "default",
     )
 
 

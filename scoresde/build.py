@@ -45,7 +45,7 @@ def build_model(
     m = config.model
     net_name = m.net if m.net != "auto" else ("unet" if kind == "images" else "mlp")
     if net_name == "unet":
-        options: dict[str, Any] = {"size": m.size}
+        options: dict[str, Any] = {"size": m.size, "embedding": m.embedding}
         for key in ("channels", "channel_mult", "num_res_blocks", "attention_resolutions", "dropout"):
             if getattr(m, key) is not None:
                 options[key] = getattr(m, key)

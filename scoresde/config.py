@@ -20,6 +20,7 @@ Unknown keys and wrong types raise ``ValueError`` naming the key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import inspect
@@ -187,6 +188,24 @@ def registry_options(factory: Callable[..., Any], section: Any, entry: str) -> d
 def to_dict(config: TrainConfig) -> dict[str, Any]:
     """A JSON-ready dict (tuples become lists)."""
     return dataclasses.asdict(config)
+
+
+SAVED_BEFORE: dict[str, Any] = {"model.embedding": "add"}
+"""Fields added after runs were first saved whose default changed the model, with the value those
+older runs used: :func:`complete_saved` puts it into a saved config that lacks the field."""
+
+
+def complete_saved(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config (``config.json``, a checkpoint's) with the :data:`SAVED_BEFORE` value of
+    every field it predates, so an old run builds the network it was trained with."""
+    out = copy.deepcopy(data)
+    for path, value in SAVED_BEFORE.items():
+        *sections, leaf = path.split(".")
+        table = out
+        for name in sections:
+            table = table.setdefault(name, {})
+        table.setdefault(leaf, value)
+    return out
 
 
 def from_dict(data: dict[str, Any], cls: type = TrainConfig, prefix: str = "") -> Any:

@@ -109,6 +109,12 @@ class ModelConfig:
         None, "UNet attention resolutions, e.g. 16 or 8,16.", flag="--attention", ge=1
     )
     dropout: float | None = _f(None, "Dropout probability.", ge=0, lt=1)
+    embedding: str = _f(
+        "scale-shift",
+        "How UNet blocks take the time and class embedding, {choices} (scale-shift: after the norm, as "
+        "ADM; add: before it, as Ho et al., which the norm erases at one channel per group).",
+        choices="nets.EMBEDDINGS",
+    )
     conditional: bool = _f(
         False, "Class-conditional model on the data's labels, for classifier-free guidance (scoresde.guidance)."
     )

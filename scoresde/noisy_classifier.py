@@ -309,6 +309,7 @@ def train_classifier(
             "width": width,
             "depth": len(net.blocks),
             "time_dim": net.time.base_dim,
+            "embedding": net.embedding,
         },
         "time_label": TIME_LABEL,
         "sde": cfg.to_dict(config)["sde"],
@@ -380,7 +381,7 @@ def load_classifier(path: str | os.PathLike) -> TimeClassifier:
         n = info["network"]
         net = NoisyClassifier(
             tuple(n["data_shape"]), int(n["num_classes"]), width=int(n["width"]), depth=int(n["depth"]),
-            time_dim=int(n["time_dim"]),
+            time_dim=int(n["time_dim"]), embedding=n.get("embedding", "add"),  # "add" before it was saved
         )  # fmt: skip
         sde = make_sde(**info["sde"])
         if info.get("time_label") != TIME_LABEL:

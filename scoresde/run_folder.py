@@ -206,8 +206,9 @@ def prepare_run(
             if run_dir is None:
                 raise ValueError("--resume needs --out, the run folder to continue")
             checkpoint = resume_point(run_dir, warn)
-            refuse_changes(checkpoint.config, overrides)
-            config = cfg.from_dict(cfg.merge(checkpoint.config, run_length(overrides)))
+            saved = cfg.complete_saved(checkpoint.config)
+            refuse_changes(saved, overrides)
+            config = cfg.from_dict(cfg.merge(saved, run_length(overrides)))
         else:
             config = resolve(overrides)
             run_dir = run_dir or new_run_dir(config)
@@ -265,7 +266,7 @@ def load_run(
     def usable(checkpoint: ckpt.Checkpoint) -> None:  # build the network and load the weights, or ValueError
         meta, path = checkpoint.meta, checkpoint.path
         try:
-            config = cfg.from_dict(meta["config"])
+            config = cfg.from_dict(cfg.complete_saved(meta["config"]))
             data_shape, kind = tuple(int(n) for n in meta["data_shape"]), str(meta["kind"])
             sde = build_sde(config)
             num_classes = None if meta["num_classes"] is None else int(meta["num_classes"])

@@ -30,6 +30,7 @@ def test_output_has_the_input_shape_and_depends_on_time(name, shape, options):
     for p in net.parameters():  # undo the zero init of output layers so the output can move
         if p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.05)
+    net.eval()  # no dropout: the time alone must move the output
     x = torch.randn(3, *shape)
     out = net(x, torch.tensor([0.0, 500.0, 999.0]))
     assert out.shape == x.shape
@@ -37,25 +38,11 @@ def test_output_has_the_input_shape_and_depends_on_time(name, shape, options):
     assert not torch.allclose(out, same_t)
 
 
-@pytest.mark.parametrize(
-    "channels",
-    [
-        pytest.param(
-            16,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known bug (issue 21 note, 2026-12-06): GroupNorm(gcd(32, C)) has one channel per group at "
-                "C = 16 and 32, so the embedding's per-channel shift, added before norm2, is removed by the norm: "
-                "the 16-channel UNets of the digits and MNIST defaults see neither t nor y",
-            ),
-        ),
-        64,
-    ],
-)
-def test_unet_output_moves_with_time_and_class_beyond_round_off(channels):
+@pytest.mark.parametrize(("embedding", "channels"), [("scale-shift", 16), ("scale-shift", 32), ("add", 64)])
+def test_unet_output_moves_with_time_and_class_beyond_round_off(embedding, channels):
     torch.manual_seed(0)
     shape = {"channels": channels, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "attention_resolutions": (7,)}
-    net = _unzeroed(make_network("unet", (1, 28, 28), num_classes=10, **shape))
+    net = _unzeroed(make_network("unet", (1, 28, 28), num_classes=10, embedding=embedding, **shape))
     net.eval()  # no dropout: only t and y may move the output
     x, label = torch.randn(2, 1, 28, 28), torch.full((2,), 200.0)
     out = net(x, label)
@@ -64,9 +51,30 @@ def test_unet_output_moves_with_time_and_class_beyond_round_off(channels):
     assert (net(x, label, torch.tensor([0, 1])) - out).abs().max() > 1e-3 * scale
 
 
+def test_added_embedding_is_erased_by_the_norm_at_one_channel_per_group():
+    """Why ``embedding="add"`` (Ho et al.; runs saved before the option) is no longer the default: at
+    16 channels GroupNorm has one channel per group and subtracts the per-channel shift entirely."""
+    torch.manual_seed(0)
+    shape = {"channels": 16, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "attention_resolutions": (7,)}
+    net = _unzeroed(make_network("unet", (1, 28, 28), num_classes=10, embedding="add", **shape)).eval()
+    x, label = torch.randn(2, 1, 28, 28), torch.full((2,), 200.0)
+    out = net(x, label)
+    assert (net(x, label + 600.0) - out).abs().max() < 1e-5 * out.abs().max()
+    assert (net(x, label, torch.tensor([0, 1])) - out).abs().max() < 1e-5 * out.abs().max()
+
+
+def test_unet_refuses_an_unknown_embedding():
+    with pytest.raises(ValueError, match="embedding must be one of scale-shift, add, got 'film'"):
+        make_network("unet", (1, 8, 8), size="tiny", embedding="film")
+
+
 def test_unet_cifar10_size_matches_the_paper():
-    net = make_network("unet", (3, 32, 32), size="cifar10")
+    net = make_network("unet", (3, 32, 32), size="cifar10", embedding="add")
     assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == 35.7  # Ho et al. 2020, App. B
+    scale_shift = make_network("unet", (3, 32, 32), size="cifar10")  # each block's embedding map doubles
+    blocks = [m for m in scale_shift.modules() if hasattr(m, "scale_shift")]
+    extra = sum(b.temb.out_features // 2 * (b.temb.in_features + 1) for b in blocks)
+    assert sum(p.numel() for p in scale_shift.parameters()) == sum(p.numel() for p in net.parameters()) + extra
 
 
 def test_unet_refuses_sizes_it_cannot_halve():

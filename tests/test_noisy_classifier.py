@@ -19,7 +19,14 @@ from scoresde.config import from_dict
 from scoresde.data import load_dataset
 from scoresde.gradient_guidance import classifier_guided
 from scoresde.nets import NoisyClassifier
-from scoresde.noisy_classifier import FILES, heldout_accuracy, load_classifier, train_classifier
+from scoresde.noisy_classifier import (
+    FILES,
+    TimeClassifier,
+    heldout_accuracy,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from scoresde.trainer import train
 
 GAUSSIANS = from_dict({"data": {"name": "8gaussians", "n": 4000}})
@@ -69,11 +76,16 @@ def test_on_digits_the_accuracy_is_high_at_small_t_and_chance_at_T(tmp_path):
     assert result.info["network"]["data_shape"] == [1, 8, 8] and result.info["heldout"] == 180
     x = torch.randn(6, 1, 8, 8)
     assert torch.equal(load_classifier(tmp_path)(x, torch.full((6,), 0.3)), result.classifier(x, torch.full((6,), 0.3)))
+    assert result.info["network"]["embedding"] == "scale-shift"
+    # a classifier saved before the embedding option: its blocks added the time embedding before the norm
+    old = TimeClassifier(NoisyClassifier((1, 8, 8), 10, width=32, embedding="add"), result.classifier.sde)
+    info = {**result.info, "network": {k: v for k, v in result.info["network"].items() if k != "embedding"}}
+    save_classifier(old, info, tmp_path / "old")
+    loaded, t = load_classifier(tmp_path / "old"), torch.full((6,), 0.3)
+    assert loaded.net.embedding == "add" and torch.equal(loaded(x, t), old(x, t))
 
 
 def test_the_saved_classifier_round_trips_and_corruption_is_refused(gaussians_classifier, tmp_path):
-    from scoresde.noisy_classifier import save_classifier
-
     trained = gaussians_classifier
     path = save_classifier(trained.classifier, trained.info, tmp_path)
     g = torch.Generator().manual_seed(0)

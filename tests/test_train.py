@@ -21,7 +21,7 @@ from scoresde.build import validate
 from scoresde.config import from_dict
 from scoresde.metrics import sliced_wasserstein
 from scoresde.run_folder import latest_run, load_run
-from scoresde.trainer import Trainer, TrainingDiverged, train
+from scoresde.trainer import Trainer, TrainingDiverged, train, train_in_folder
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -207,6 +207,24 @@ def test_load_run_falls_back_past_newer_checkpoints_that_are_corrupt_or_do_not_f
     assert all(torch.equal(v, saved[f"ema.{k}"]) for k, v in run.model.state_dict().items())
     with pytest.warns(UserWarning, match="skipped it, using the older"):
         assert load_run(tmp_path).provenance.step == 2
+
+
+def test_a_run_saved_before_the_embedding_option_loads_and_resumes_with_the_added_embedding(tmp_path):
+    """Runs saved before ``model.embedding`` existed were trained with the embedding added before the
+    norm; their config lacks the key, and they must build that network, not today's default."""
+    train(from_dict(tiny_images(steps=2, checkpoint_every=2, model={"embedding": "add"})), tmp_path, progress=False)
+    path = tmp_path / "checkpoints" / "step_00000002.json"
+    meta = json.loads(path.read_text())
+    del meta["config"]["model"]["embedding"]  # as written by earlier versions
+    path.write_text(json.dumps(meta))
+    run = load_run(tmp_path)
+    assert run.provenance.config.model.embedding == "add"
+    assert not any(getattr(m, "scale_shift", True) for m in run.model.modules() if hasattr(m, "temb"))
+    saved = ckpt.read_checkpoint(path)[1]
+    assert all(torch.equal(v, saved[f"ema.{k}"]) for k, v in run.model.state_dict().items())
+    resumed = train_in_folder(tmp_path, {"steps": 4}, resume=True, progress=False)
+    assert resumed.provenance.config.model.embedding == "add"
+    assert from_dict(tiny_images()).model.embedding == "scale-shift"  # new runs
 
 
 DDP_DRIVER = textwrap.dedent(

@@ -14,9 +14,10 @@ from ..registry import Registry
 from .embeddings import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
 from .noisy_classifier import NoisyClassifier
-from .unet import UNet
+from .unet import EMBEDDINGS, UNet
 
 __all__ = [
+    "EMBEDDINGS",
     "MLP",
     "NETWORKS",
     "UNET_SIZES",

@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .embeddings import TimeEmbedding
-from .unet import Downsample, ResBlock
+from .unet import Downsample, ResBlock, check_embedding
 
 __all__ = ["NoisyClassifier"]
 
@@ -51,10 +51,19 @@ class NoisyClassifier(nn.Module):
             hidden units of the vector MLP.
         depth: residual blocks of the vector MLP (images: always three blocks, one per resolution).
         time_dim: size of the sinusoidal time code (labels on the scale of step indices, e.g. 999·t).
+        embedding: how the image blocks take the time embedding (:data:`~scoresde.nets.unet.EMBEDDINGS`):
+            ``"scale-shift"`` (default) or ``"add"``, which the norm erases at one channel per group
+            (classifiers saved before the option existed).
     """
 
     def __init__(
-        self, data_shape: tuple[int, ...], num_classes: int, width: int = 64, depth: int = 3, time_dim: int = 64
+        self,
+        data_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 64,
+        depth: int = 3,
+        time_dim: int = 64,
+        embedding: str = "scale-shift",
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -65,14 +74,16 @@ class NoisyClassifier(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.data_shape, self.num_classes = tuple(int(n) for n in data_shape), num_classes
+        self.embedding = check_embedding(embedding)
         self.images = len(self.data_shape) == 3
         if self.images:
             c, w = self.data_shape[0], width
             temb_dim = 4 * w
             self.time = TimeEmbedding(time_dim, temb_dim)
             self.conv_in = nn.Conv2d(c, w, 3, padding=1)
-            self.blocks = nn.ModuleList([ResBlock(w, w, temb_dim, 0.0), ResBlock(w, 2 * w, temb_dim, 0.0),
-                                         ResBlock(2 * w, 2 * w, temb_dim, 0.0)])  # fmt: skip
+            self.blocks = nn.ModuleList(
+                ResBlock(i, o, temb_dim, 0.0, embedding) for i, o in ((w, w), (w, 2 * w), (2 * w, 2 * w))
+            )
             self.down = nn.ModuleList([Downsample(w), Downsample(2 * w)])
             self.out = nn.Sequential(nn.GroupNorm(math.gcd(32, 2 * w), 2 * w), nn.SiLU())
             self.head = nn.Linear(2 * w, num_classes)

@@ -1,10 +1,20 @@
 """The DDPM UNet (Ho et al. 2020, App. B; a PixelCNN++ backbone), sized from tiny to CIFAR-10.
 
-Residual blocks with GroupNorm and the time embedding added after the first convolution,
-single-head self-attention at chosen resolutions, dropout, and ``num_res_blocks`` blocks per
-level on the way down, ``num_res_blocks + 1`` (with skip connections) on the way up.
-``UNet((3, 32, 32))`` with the defaults is the paper's 35.7M-parameter CIFAR-10 model:
-channels 128, multipliers (1, 2, 2, 2), 2 blocks per level, attention at 16×16, dropout 0.1.
+Residual blocks with GroupNorm and the time (and class) embedding, single-head self-attention at
+chosen resolutions, dropout, and ``num_res_blocks`` blocks per level on the way down,
+``num_res_blocks + 1`` (with skip connections) on the way up. ``UNet((3, 32, 32), embedding="add")``
+is the paper's 35.7M-parameter CIFAR-10 model: channels 128, multipliers (1, 2, 2, 2), 2 blocks per
+level, attention at 16×16, dropout 0.1.
+
+How a block takes the embedding (:data:`EMBEDDINGS`):
+
+* ``"scale-shift"`` (the default; ADM's ``use_scale_shift_norm``, Dhariwal & Nichol 2021): a linear
+  map of the embedding gives a per-channel scale and shift applied *after* the second GroupNorm,
+  ``norm(h)·(1 + scale) + shift``.
+* ``"add"`` (Ho et al.): the embedding is added to h *before* that GroupNorm. The norm subtracts each
+  group's mean, so only the within-group differences of the shift survive — at one channel per group
+  (16 or 32 channels) nothing does: the net sees neither t nor the class. Runs trained before the
+  option existed used it and load with it (``scoresde.config.SAVED_BEFORE``).
 """
 
 from __future__ import annotations
@@ -31,19 +41,35 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+EMBEDDINGS = ("scale-shift", "add")
+"""How a residual block takes the time/class embedding (see the module docstring)."""
+
+
+def check_embedding(embedding: str) -> str:
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
+    return embedding
+
+
 class ResBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float) -> None:
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, embedding: str = "scale-shift") -> None:
         super().__init__()
+        self.scale_shift = check_embedding(embedding) == "scale-shift"
         self.norm1, self.conv1 = _norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.temb = nn.Linear(temb_dim, out_ch)
+        self.temb = nn.Linear(temb_dim, 2 * out_ch if self.scale_shift else out_ch)
         self.norm2, self.drop = _norm(out_ch), nn.Dropout(dropout)
         self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + rearrange(self.temb(F.silu(temb)), "b c -> b c 1 1")
-        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        emb = rearrange(self.temb(F.silu(temb)), "b c -> b c 1 1")
+        if self.scale_shift:
+            scale, shift = emb.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + emb)
+        h = self.conv2(self.drop(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -66,9 +92,9 @@ class Attention(nn.Module):
 class Stage(nn.Module):
     """A residual block, followed by self-attention at the chosen resolutions."""
 
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, attention: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, attention: bool, embedding: str) -> None:
         super().__init__()
-        self.res = ResBlock(in_ch, out_ch, temb_dim, dropout)
+        self.res = ResBlock(in_ch, out_ch, temb_dim, dropout, embedding)
         self.attn = Attention(out_ch) if attention else nn.Identity()
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
@@ -107,7 +133,9 @@ class UNet(nn.Module):
         attention_resolutions: feature-map sizes that get self-attention ((16,)).
         dropout: dropout inside residual blocks (0.1 on CIFAR-10).
         num_classes: number of classes for a class-conditional net; None (default) for an
-            unconditional one, whose parameters are exactly those of earlier versions.
+            unconditional one.
+        embedding: how residual blocks take the time/class embedding, ``"scale-shift"`` (default)
+            or ``"add"`` (Ho et al.; blind at one channel per group), see :data:`EMBEDDINGS`.
     """
 
     def __init__(
@@ -119,8 +147,10 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...] = (16,),
         dropout: float = 0.1,
         num_classes: int | None = None,
+        embedding: str = "scale-shift",
     ) -> None:
         super().__init__()
+        check_embedding(embedding)
         if len(data_shape) != 3:
             raise ValueError(f"the UNet needs images of shape (C, H, W), got data shape {tuple(data_shape)}")
         in_ch, height, width = data_shape
@@ -139,7 +169,7 @@ class UNet(nn.Module):
         skips, ch, res = [channels], channels, height
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                self.down.append(Stage(ch, channels * mult, temb_dim, dropout, res in attention_resolutions))
+                self.down.append(Stage(ch, channels * mult, temb_dim, dropout, res in attention_resolutions, embedding))
                 ch = channels * mult
                 skips.append(ch)
             if level != len(channel_mult) - 1:
@@ -147,13 +177,13 @@ class UNet(nn.Module):
                 skips.append(ch)
                 res //= 2
 
-        self.mid = nn.ModuleList([Stage(ch, ch, temb_dim, dropout, True), Stage(ch, ch, temb_dim, dropout, False)])
+        self.mid = nn.ModuleList([Stage(ch, ch, temb_dim, dropout, attn, embedding) for attn in (True, False)])
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
                 self.up.append(
-                    Stage(ch + skips.pop(), channels * mult, temb_dim, dropout, res in attention_resolutions)
+                    Stage(ch + skips.pop(), channels * mult, temb_dim, dropout, res in attention_resolutions, embedding)
                 )
                 ch = channels * mult
             if level != 0:
