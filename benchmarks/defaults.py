@@ -6,9 +6,11 @@ defaults, its time budget, preview pictures and checkpoints included in the budg
 ``scoresde sample`` does (``generate`` with its defaults: ``auto`` solver, 20 steps) and with the
 deterministic solvers at 20 steps. Theirs is the loop of diffusers' ``train_unconditional.py`` with
 its default ``EMAModel`` and gradient clipping (``fair.diffusers_train_ema``, AdamW at lr 1e-3, which
-beats the example's 1e-4 + cosine at this budget: peers.md) for the same CPU seconds, with two
+beats the example's 1e-4 + cosine at this budget: peers.md) for the same CPU seconds, with three
 networks: the UNet2DModel with the parameter count of our old default (channels 32) and with
-ours now (channels 16, 16 GroupNorm groups); sampled by DPMSolverMultistep, UniPCMultistep and DDIM
+ours now (channels 16, 16 GroupNorm groups), both with diffusers' default time embedding (added
+before the norm: ``resnet_time_scale_shift="default"``), and at 16 channels with ours
+(``"scale_shift"``, after the norm); sampled by DPMSolverMultistep, UniPCMultistep and DDIM
 with their default settings at 20 steps. The clock is process CPU time of one torch thread (fair on
 a shared machine); the budget is the data's own default (digits: 3 minutes).
 
@@ -18,11 +20,11 @@ small classifier (``scoresde.metrics``), one sampling seed; mean ± sd over trai
     python benchmarks/defaults.py --data digits --seeds 3          # ~30 CPU-minutes
     python benchmarks/defaults.py --seeds 1 --first-seed K --save sK.json   # one seed per process
     python benchmarks/defaults.py --merge s0.json s1.json s2.json  # then the report
-    python benchmarks/defaults.py --theirs-from results/defaults_digits.json   # ours only, theirs reused
+    python benchmarks/defaults.py --theirs-from results/defaults_digits.json   # ours, theirs reused
 
-The rows go to the report's ``.json`` too. ``--theirs-from`` reruns our side only and takes each
-seed's diffusers cells from an earlier run's rows (their side does not depend on our defaults; the
-report says which run they came from).
+The rows go to the report's ``.json`` too. ``--theirs-from`` reruns our side and takes each seed's
+diffusers cells from an earlier run's rows (their side does not depend on our defaults; the report
+says which run they came from), training only the diffusers nets those rows lack.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from peers import FAIR_THEIRS as THEIRS
 
-THEIR_NETS = {"channels 32": {"channels": 32}, "channels 16": {"channels": 16}}
+THEIR_NETS = {  # label: our UNet's layout at this width, with diffusers' default time embedding or ADM's
+    "channels 32": {"channels": 32, "embedding": "add"},
+    "channels 16": {"channels": 16, "embedding": "add"},
+    "channels 16, scale-shift": {"channels": 16, "embedding": "scale-shift"},
+}
 OURS = {  # label: generate() options (20 steps, the CLI's default)
     "scoresde sample (default)": {},
     "unipc": {"solver": "unipc"},
@@ -60,7 +66,7 @@ def log(message: str) -> None:
 def run_seed(data: str, seed: int, num: int, classifier, ref, minutes: float | None = None, theirs=None) -> dict:
     """One training seed: ours (the defaults) and theirs (both nets) for the same CPU seconds.
 
-    ``theirs``: an earlier run's row of this seed, whose diffusers cells are reused."""
+    ``theirs``: an earlier run's row of this seed, whose diffusers cells are reused (nets it lacks are run)."""
     from fair import diffusers_train_ema
     from peers import DiffusersNet, diffusers_unet, fair_cells_theirs, frechet
 
@@ -86,11 +92,12 @@ def run_seed(data: str, seed: int, num: int, classifier, ref, minutes: float | N
             raise SystemExit(
                 f"--theirs-from: seed {seed} ran {theirs['budget_s']:.0f} CPU-s, this budget is {budget:.0f}"
             )
-        row["theirs"] = theirs["theirs"]
-        return row
+        row["theirs"] = dict(theirs["theirs"])
     images = load_dataset(data, seed=0).train
     shape = tuple(images.shape[1:])
     for net_label, net_options in THEIR_NETS.items():
+        if net_label in row["theirs"]:
+            continue
         torch.manual_seed(seed)
         net = DiffusersNet(diffusers_unet(net_options, shape))  # the tiny UNet's layout at this width
         snaps, secs = diffusers_train_ema(net, images, [10**9], 64, lr=1e-3, seed=seed, budget=budget)
@@ -142,7 +149,9 @@ def report(rows: list[dict], args, cinfo, floor: float) -> str:
                          f"{', '.join(f'{v:.2f}' for v in values)} |")  # fmt: skip
     lines += ["", f"Best diffusers side: {best_theirs[2]}, FD {best_theirs[0]:.2f} ± {best_theirs[1]:.2f}.", ""]
     if getattr(args, "theirs_from", None):
-        lines += [f"The diffusers rows are {args.theirs_from}'s (same seeds, budget and judge; not rerun).", ""]
+        reused = sorted(set(THEIR_NETS).intersection(*(r["theirs"] for r in json.loads(args.theirs_from.read_text()))))
+        lines += [f"The diffusers rows of {', '.join(reused)} are {args.theirs_from}'s (same seeds, budget and "
+                  "judge; not rerun).", ""]  # fmt: skip
     for label, target in (("scoresde sample (default)", 0.6), ("unipc", 0.75), ("dpm-solver++", 0.75)):
         m, s, _ = ours[label]
         gap, two_sd = best_theirs[0] - m, 2 * max(s, best_theirs[1])
@@ -163,7 +172,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="also write the rows as JSON here (for --merge)")
     parser.add_argument("--merge", type=Path, nargs="+", help="only render the rows --save'd by other processes")
     parser.add_argument(
-        "--theirs-from", type=Path, help="rerun ours only; the diffusers cells of each seed from these rows"
+        "--theirs-from", type=Path, help="rerun ours; reuse the diffusers cells of these rows (nets they lack run)"
     )
     parser.add_argument("--out", type=Path, default=None, help="report (default results/defaults_DATA.md)")
     args = parser.parse_args()
