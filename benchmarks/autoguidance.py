@@ -148,7 +148,7 @@ def run_cells(
     guides = {f: guide_at(dm, f, weights) for f in fractions}
     for solver, c in ((solver, c) for solver in solvers for c in (None, *cfg)):
         cells = [(None, None, 1.0)] + [(f, *guides[f], w) for f in fractions for w in scales]
-        labels = {} if c is None else {"classes": "all", "guidance": c}
+        labels = {"classes": "null"} if c is None else {"classes": "all", "guidance": c}
         n = num if c is None else num // dm.num_classes  # per class with classes="all"
         for cell in cells:
             f, w = cell[0], cell[-1]

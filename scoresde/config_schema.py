@@ -251,6 +251,13 @@ class TrainConfig:
         resumable=True,
         gt=0,
     )
+    class_guidance: float = _f(
+        1.0,
+        "The classifier-free guidance scale scoresde sample and evaluate use on a --conditional run by default, "
+        "with classes drawn from the data's class frequencies (1 = the conditional model).",
+        resumable=True,
+        ge=0,
+    )
     sample_every: int = _f(400, "Save a sample picture every this many steps (0 = never).", resumable=True, ge=0)
     sample_num: int = _f(64, "Samples in each picture.", resumable=True, ge=1)
     sample_solver: str = _f(

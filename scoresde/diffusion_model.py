@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .sde import SDE
@@ -91,6 +92,12 @@ class DiffusionModel:
             (:func:`scoresde.generation.generate`'s ``autoguidance``).
         guide_scale: the autoguidance scale sampling uses by default when there is a guide (1: the model
             alone); a run's is its config's ``guide_scale`` (a per-data default).
+        class_guidance: the classifier-free guidance scale sampling uses by default with labels (1: the
+            conditional model); a run's is its config's ``class_guidance`` (a per-data default).
+        sample_classes: what sampling without a class draws: None, the null label (unconditional), or
+            ``"data"``, classes drawn from the frequencies of :attr:`reference_labels`
+            (:meth:`data_labels`) at :attr:`class_guidance` — a conditional run's default. Models
+            steered by observations sample the null label (the class is not known).
     """
 
     model: Any
@@ -108,10 +115,14 @@ class DiffusionModel:
     variance: str | None = None
     guide: Any = field(default=None, repr=False)
     guide_scale: float = 1.0
+    class_guidance: float = 1.0
+    sample_classes: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("points", "images"):
             raise ValueError(f"kind must be 'points' or 'images', got {self.kind!r}")
+        if self.sample_classes not in (None, "data"):
+            raise ValueError(f"sample_classes must be None or 'data', got {self.sample_classes!r}")
         if getattr(self.model, "prediction", None) is None:
             raise TypeError("the model must carry .prediction (wrap it with sd.as_model(net, prediction=...))")
 
@@ -154,8 +165,21 @@ class DiffusionModel:
         w = self.autoguidance_scale(autoguidance)
         return self.model if w is None or w == 1.0 else AutoGuided(self.model, self.guide, w)
 
-    def class_id(self, text: int | str, option: str = "--class") -> int | str:
-        """A class given as an id, a class name or ``all``, checked against the model.
+    def data_labels(self, num: int, seed: int = 0) -> Tensor:
+        """``num`` labels drawn from the class frequencies of :attr:`reference_labels` (a run's held-out
+        labels), so that y ~ p(y) then x ~ p(x | y) is a draw of p(x) at guidance 1. ValueError when
+        the model is unconditional or its data's labels are unknown."""
+        if self.num_classes is None or self.reference_labels is None:
+            raise ValueError(
+                f"drawing classes from the data needs a class-conditional model with labelled reference data; "
+                f"{self.description} has {'none' if self.num_classes is not None else 'no classes'}"
+            )
+        counts = torch.bincount(self.reference_labels.long(), minlength=self.num_classes)[: self.num_classes]
+        g = torch.Generator().manual_seed(seed)
+        return torch.multinomial(counts.double(), num, replacement=True, generator=g)
+
+    def class_id(self, text: int | str, option: str = "--class", words: tuple[str, ...] = ("all",)) -> int | str:
+        """A class given as an id, a class name or one of ``words`` (``all``), checked against the model.
 
         ValueError (naming ``option``) for any class on an unconditional model, an unknown name
         or an id out of range.
@@ -167,8 +191,8 @@ class DiffusionModel:
             )
         given_id = isinstance(text, int) and not isinstance(text, bool)
         text = str(text).strip()
-        if text == "all":
-            return "all"
+        if text in words:
+            return text
         names = self.class_names or tuple(str(i) for i in range(self.num_classes))
         if not given_id and text in names:  # a name first: class names may look like other ids
             return names.index(text)
@@ -177,7 +201,7 @@ class DiffusionModel:
         except ValueError:
             raise ValueError(
                 f"{option} {text!r} is not a class of {self.description}; give an id 0 … {self.num_classes - 1}, "
-                f"a class name ({', '.join(names)}) or all"
+                f"a class name ({', '.join(names)}) or {' / '.join(words)}"
             ) from None
         if not 0 <= k < self.num_classes:
             raise ValueError(

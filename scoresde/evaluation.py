@@ -196,7 +196,9 @@ def evaluate(
 
     ``autoguidance``: samples are drawn as ``scoresde sample`` draws them, autoguided by the model's
     guide where it has one (default scale ``dm.guide_scale``, 1 = the model
-    alone; ``result["autoguidance"]``, None without a guide). Likelihoods are always the model's own.
+    alone; ``result["autoguidance"]``, None without a guide), and for a conditional run with classes
+    drawn from the data at ``dm.class_guidance`` (``dm.sample_classes``; ``result["classes"]``).
+    Likelihoods are always the model's own (unconditional: the null label).
     """
     import time
 
@@ -288,9 +290,13 @@ def evaluate(
         )
         return samples, info.nfe
 
+    default: dict[str, Any] = {}  # as scoresde sample draws: a conditional run's classes from the data
+    if dm.sample_classes == "data":
+        default = {"y": dm.data_labels(num_samples, seed), "guidance": dm.class_guidance}
+        result["classes"] = {"drawn": "data", "guidance": dm.class_guidance}
     for solver in solvers:
         t0 = time.perf_counter()
-        samples, nfe = draw(solver)
+        samples, nfe = draw(solver, **default)
         seconds = time.perf_counter() - t0
         entry = {"steps": sample_steps, "nfe": nfe, "n": num_samples, "seconds": seconds}
         if dm.kind == "images":

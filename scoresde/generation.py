@@ -157,17 +157,21 @@ class NpzWriter:
         Path(self.tmp).unlink(missing_ok=True)
 
 
-def _labels(dm: DiffusionModel, classes: int | str | None, num: int | None) -> tuple[Tensor | None, int | None, int]:
-    """(labels, per_class, num) for ``classes`` None, a class id or ``"all"``."""
+def _labels(
+    dm: DiffusionModel, classes: int | str | None, num: int | None, seed: int
+) -> tuple[Tensor | None, int | None, int]:
+    """(labels, per_class, num) for ``classes`` None (the null label), ``"data"``, a class id or ``"all"``."""
     images = dm.kind == "images"
     if classes is None:
         return None, None, num if num is not None else 64 if images else 2000
-    classes = dm.class_id(classes, "classes")
+    classes = dm.class_id(classes, "classes", ("all", "data"))
     if classes == "all":
         per_class = num if num is not None else 8 if images else 500
         labels = class_rows(dm.num_classes, per_class)
         return labels, per_class, len(labels)
     num = num if num is not None else 64 if images else 2000
+    if classes == "data":
+        return dm.data_labels(num, seed), None, num
     return torch.full((num,), int(classes), dtype=torch.long), None, num
 
 
@@ -209,8 +213,12 @@ def generate(
         num: how many (default 64 images or 2,000 points); per class with ``classes="all"``
             (default 8 images or 500 points per class).
         classes: a class id or name (a class-conditional model), ``"all"`` for every class in turn
-            (one row per class in the picture), or None: unconditional (the null label).
-        guidance: the classifier-free guidance scale with ``classes`` (default 1: conditional).
+            (one row per class in the picture), ``"data"`` for classes drawn from the data's class
+            frequencies (:meth:`~scoresde.diffusion_model.DiffusionModel.data_labels`), ``"null"`` for the
+            null label (unconditional), or None: the model's default, ``dm.sample_classes`` (a
+            conditional run: ``"data"``), the null label with observations (``known``, ``init``).
+        guidance: the classifier-free guidance scale with classes (default ``dm.class_guidance``, 1 for
+            models that are not runs: conditional).
         autoguidance: the autoguidance scale with the model's guide (default
             ``dm.guide_scale`` when ``dm.guide`` is set; 1 = the model alone):
             :meth:`~scoresde.diffusion_model.DiffusionModel.sampling_model`. Two forwards per evaluation.
@@ -236,17 +244,21 @@ def generate(
         raise ValueError(
             "the model's data_shape is unknown; give one when making it (e.g. from_denoiser(..., data_shape=))"
         )
+    if classes is None and not any(key in options for key in PER_SAMPLE):
+        classes = dm.sample_classes
+    if classes == "null":
+        classes = None
     if guidance is not None and classes is None:
-        raise ValueError("guidance needs classes (the class to guide towards): a class id, a class name or all")
+        raise ValueError("guidance needs classes (the class to guide towards): a class id, a class name, all or data")
     for name, value in (("num", num), ("batch_size", batch_size)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     suffix = Path(out).suffix.lower() if out is not None else None
     if suffix not in (None, ".png", ".npz"):
         raise ValueError(f"out must end in .png or .npz, got {out}")
-    labels, per_class, num = _labels(dm, classes, num)
+    labels, per_class, num = _labels(dm, classes, num, seed)
     model, auto = dm.sampling_model(autoguidance), dm.autoguidance_scale(autoguidance)
-    cond = {} if labels is None else {"guidance": 1.0 if guidance is None else float(guidance)}
+    cond = {} if labels is None else {"guidance": dm.class_guidance if guidance is None else float(guidance)}
     options = {**{k: v for k, v in dm.sample_options(solver).items() if k not in options}, **options}
     generator = torch.Generator(device).manual_seed(seed)
     origin = dm.provenance.origin  # ground truth: the analytic model itself, not steered by observations

@@ -420,11 +420,12 @@ def guided_by_classifier(
     if str(classes).strip() == "all":
         labels = class_rows(k, num if num is not None else 8)
         guided = classifier_guided(dm.model, dm.sde, classifier, labels, scale)
-        return dataclasses.replace(dm, model=guided, guide=None), len(labels)  # no autoguidance under it
+        return dataclasses.replace(dm, model=guided, guide=None, sample_classes=None), len(labels)  # no autoguidance
     try:
         label = int(str(classes).strip())
     except ValueError:
         raise ValueError(f"--class {classes!r} is not a class id 0 … {k - 1} of the classifier at {where}") from None
     if not 0 <= label < k:
         raise ValueError(f"--class {label} is out of range: the classifier at {where} knows {k} classes, 0 … {k - 1}")
-    return dataclasses.replace(dm, model=classifier_guided(dm.model, dm.sde, classifier, label, scale), guide=None), num
+    guided = classifier_guided(dm.model, dm.sde, classifier, label, scale)
+    return dataclasses.replace(dm, model=guided, guide=None, sample_classes=None), num

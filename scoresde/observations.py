@@ -174,7 +174,7 @@ def measurement_guided(
     config = dm.provenance.config
     sigma_data = float(config.model.sigma_data) if config is not None else 1.0
     guided = dps(dm.model, dm.sde, operator, y, noise_std, scale, x0_variance=x0_variance, sigma_data=sigma_data)
-    return dataclasses.replace(dm, model=guided, guide=None), y  # no autoguidance under it
+    return dataclasses.replace(dm, model=guided, guide=None, sample_classes=None), y  # no autoguidance, no class
 
 
 def steering(

@@ -330,10 +330,12 @@ def run_model(
 ) -> DiffusionModel:
     """A model trained by scoresde as a :class:`DiffusionModel`: its reference data are named by the
     config, the VLB's chain length is the training N, images are sampled with x̂_0 clipped to [−1, 1],
-    with autoguidance at the config's ``guide_scale`` where there is a guide.
+    with autoguidance at the config's ``guide_scale`` where there is a guide, and a conditional run
+    (labelled reference data) with classes drawn from the data at the config's ``class_guidance``.
     ``fields``: the record's other fields (classes, reference data)."""
     dataset = config.data.path or config.data.name
     clip = 1.0 if kind == "images" else None
+    labelled = fields.get("num_classes") is not None and fields.get("reference_labels") is not None
     return DiffusionModel(
         model,
         sde,
@@ -344,6 +346,8 @@ def run_model(
         N=config.loss.N,
         clip_x0=clip,
         guide_scale=config.guide_scale,
+        class_guidance=config.class_guidance,
+        sample_classes="data" if labelled else None,
         **fields,
     )
 

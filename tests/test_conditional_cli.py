@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
+import scoresde as sd
 from scoresde.cli import app
 
 TINY = ["--channels", "8", "--channel-mult", "1,2", "--batch-size", "8", "--sample-every", "0", "--quiet"]
@@ -80,9 +82,26 @@ def test_sample_classes_of_a_conditional_run(runs, tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     with np.load(npz) as f:
         assert f["samples"].shape == (5, 1, 8, 8) and f["y"].tolist() == [7] * 5
-    # without --class: the unconditional model (null label)
-    result = invoke(*args, "--num", "4", "--out", str(tmp_path / "plain.png"))
-    assert result.exit_code == 0 and "samples from run" in result.output
+    # without --class: classes drawn from the data (the run's held-out labels); --class null: the null label
+    result = invoke(*args, "--num", "6", "--guidance", "2", "--out", str(tmp_path / "drawn.npz"))
+    assert result.exit_code == 0 and "6 samples (classes drawn from the data, guidance 2)" in result.output
+    dm = sd.load_run(cond)
+    with np.load(tmp_path / "drawn.npz") as f:
+        assert f["y"].tolist() == dm.data_labels(6, seed=0).tolist()
+    result = invoke(*args, "--num", "4", "--class", "null", "--out", str(tmp_path / "null.npz"))
+    assert result.exit_code == 0 and "4 samples from run" in result.output
+    with np.load(tmp_path / "null.npz") as f:
+        assert "y" not in f.files
+
+
+def test_data_labels_follow_the_class_frequencies_of_the_reference_labels(runs):
+    """20,000 draws: each class frequency within 4 standard errors of its share of the held-out labels."""
+    dm = sd.load_run(runs[0])
+    counts = torch.bincount(dm.reference_labels, minlength=10).double()
+    p = counts / counts.sum()
+    drawn = torch.bincount(dm.data_labels(20_000, seed=3), minlength=10).double() / 20_000
+    assert ((drawn - p).abs() <= 4 * (p * (1 - p) / 20_000).sqrt() + 1e-12).all()
+    assert dm.sample_classes == "data" and dm.class_guidance == 1.0
 
 
 def test_sample_a_class_of_the_analytic_mixture():
@@ -100,7 +119,7 @@ def test_conditioning_errors_are_one_line_and_write_nothing(runs, tmp_path):
     cases = [
         ([*sample, "--run", str(cond), "--class", "10"], r"--class 10 is out of range: .* has 10 classes, ids 0 … 9"),
         ([*sample, "--run", str(cond), "--class", "seven"], r"--class 'seven' is not a class of run"),
-        ([*sample, "--run", str(cond), "--guidance", "2"], r"--guidance needs --class"),
+        ([*sample, "--run", str(cond), "--class", "null", "--guidance", "2"], r"guidance needs classes"),
         (
             [*sample, "--run", str(plain), "--class", "3"],
             r"--class needs a class-conditional model, but run .* is "
@@ -188,4 +207,5 @@ def test_evaluate_draws_in_chunks_with_each_chunks_labels(runs, monkeypatch, tmp
         assert many["nfe"] == one["nfe"] == 3 and many["n"] == one["n"] == 20
         assert many["fd"] == pytest.approx(one["fd"], rel=1e-4)
     assert results[7]["guidance"]["ddim"]["2"]["per_class"] == results[20]["guidance"]["ddim"]["2"]["per_class"]
-    assert batches == [(20, 7, False), (20, 7, True), (20, 20, False), (20, 20, True)]
+    assert batches == [(20, 7, True)] * 2 + [(20, 20, True)] * 2  # the headline too: classes drawn from the data
+    assert results[7]["classes"] == {"drawn": "data", "guidance": 1.0}

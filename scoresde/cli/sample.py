@@ -8,9 +8,11 @@ the way or an unwritable folder ends in one error line.
 
 A class-conditional model (a ``--conditional`` run; an analytic mixture, whose components are
 its classes) samples one class with ``--class K`` (an id or a class name) at classifier-free
-guidance ``--guidance W`` (default 1, :mod:`scoresde.guidance`), or every class with
-``--class all``: ``--num`` samples per class, the picture one row per class. Without ``--class``
-it samples unconditionally (the null label). The work is :func:`scoresde.generation.generate`.
+guidance ``--guidance W`` (default: the run's ``--class-guidance``, else 1; :mod:`scoresde.guidance`),
+every class with ``--class all`` (``--num`` samples per class, the picture one row per class), classes
+drawn from the data's class frequencies with ``--class data`` — a conditional run's default — or the
+null label (unconditional) with ``--class null``, the default of an analytic mixture and of steered
+sampling. The work is :func:`scoresde.generation.generate`.
 
 Steered by observations: ``--inpaint IMG --mask MASK`` completes the pixels the mask leaves open
 (replacement, every solver; ``--resample K`` for RePaint's resampling), and ``--measure NAME
@@ -71,9 +73,14 @@ NumOption = _option(
     int | None, help="number of samples (default: 64 images, a grid; 2000 points; one per --inpaint image)"
 )
 ClassOption = _option(
-    str | None, "--class", help="class-conditional models: a class id or name, or all (one row per class)"
+    str | None,
+    "--class",
+    help="class-conditional models: a class id or name, all (one row per class), data (classes drawn from the "
+    "data's frequencies: a conditional run's default) or null (unconditional)",
 )
-GuidanceOption = _option(float | None, help="classifier-free guidance scale w with --class (default 1)")
+GuidanceOption = _option(
+    float | None, help="classifier-free guidance scale w with classes (default: the run's --class-guidance, else 1)"
+)
 AutoguidanceOption = _option(
     float | None,
     help="autoguidance scale w by the run's guide (its early EMA weights, guide.safetensors); default: the "
@@ -181,12 +188,10 @@ def sample(
     if classifier_scale is not None:  # classifier guidance replaces the class conditioning below
         dm, num = _classifier_guided(dm, class_, classifier_scale, classifier, num, guidance)
         class_ = None
-    if guidance is not None and class_ is None:
-        if dm.num_classes is None:
-            fail(f"--guidance needs a class-conditional model and --class, but {dm.description} is unconditional")
-        fail("--guidance needs --class (the class to guide towards): give --class K, a class name or all")
+    if guidance is not None and dm.num_classes is None:
+        fail(f"--guidance needs a class-conditional model and --class, but {dm.description} is unconditional")
     try:
-        classes = dm.class_id(class_) if class_ is not None else None
+        classes = dm.class_id(class_, words=("all", "data", "null")) if class_ is not None else None
         with writing(out):
             done = generate(
                 dm, num, solver=solver, steps=steps, seed=seed, grid=grid, t_min=t_min, classes=classes,
@@ -204,7 +209,12 @@ def sample_report(dm, done, out: Path, classes: int | str | None) -> str:
     what = ""
     if done.labels is not None:
         names = dm.class_names or tuple(str(i) for i in range(dm.num_classes))
-        which = f"{done.per_class} per class" if done.per_class else f"class {names[classes]}"
+        if done.per_class:
+            which = f"{done.per_class} per class"
+        elif isinstance(classes, int):
+            which = f"class {names[classes]}"
+        else:
+            which = "classes drawn from the data"
         what = f" ({which}, guidance {done.guidance:g})"
     if done.autoguidance is not None and done.autoguidance != 1.0:
         what += f" (autoguidance {done.autoguidance:g})"
