@@ -102,6 +102,11 @@ def test_data_labels_follow_the_class_frequencies_of_the_reference_labels(runs):
     drawn = torch.bincount(dm.data_labels(20_000, seed=3), minlength=10).double() / 20_000
     assert ((drawn - p).abs() <= 4 * (p * (1 - p) / 20_000).sqrt() + 1e-12).all()
     assert dm.sample_classes == "data" and dm.class_guidance == 1.0
+    from scoresde.generation import generate
+
+    assert generate(dm, 3, steps=2).labels.tolist() == dm.data_labels(3).tolist()
+    known, mask = dm.reference[:1], (torch.arange(8) < 4).float().expand(1, 8, 8)  # the left half observed
+    assert generate(dm, 3, steps=2, known=known, mask=mask).labels is None  # inpainting: the class is unknown
 
 
 def test_sample_a_class_of_the_analytic_mixture():
