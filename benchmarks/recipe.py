@@ -69,6 +69,8 @@ RECIPES = {
     "pmean -1.8": {"loss": {"lognormal_p_mean": -1.8}},
     "pmean 0": {"loss": {"lognormal_p_mean": 0.0}},
     "pstd 1.6": {"loss": {"lognormal_p_std": 1.6}},
+    # how UNet blocks take the time embedding: before the norm (Ho et al.; erased at 1 channel per group)
+    "embed add": {"model": {"embedding": "add"}},
 }
 # --data NAME: the network every recipe starts from (digits: the tiny UNet, train's default;
 # mnist: examples/mnist.py's narrow 3-level UNet, 28 -> 14 -> 7, the net the peers benchmark uses)

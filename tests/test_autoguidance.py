@@ -129,9 +129,11 @@ def test_a_run_keeps_its_ema_at_guide_at_and_sampling_uses_it_by_default(tmp_pat
 
 
 def test_every_run_keeps_a_guide_and_the_data_decides_the_default_scale(tmp_path):
-    assert resolve({"data": {"name": "mnist"}}).guide_scale == 2.0  # autoguidance_mnist.md
+    mnist = resolve({"data": {"name": "mnist"}})  # conditional_mnist.md: CFG at 1.25 beats autoguidance
+    assert mnist.guide_scale == 1.0 and mnist.model.conditional and mnist.class_guidance == 1.25
     assert resolve({"data": {"name": "digits"}}).guide_scale == 1.0  # autoguidance_digits.md: alone
     assert resolve({"data": {"name": "mnist"}, "guide_scale": 1.5}).guide_scale == 1.5
+    assert not resolve({"data": {"name": "mnist"}, "model": {"conditional": False}}).model.conditional
     train(from_dict(tiny_images(steps=5)), tmp_path / "run", progress=False)  # the field defaults: 0.4, w = 1
     run = load_run(tmp_path / "run")
     assert run.guide is not None and run.guide_scale == 1.0

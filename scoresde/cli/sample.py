@@ -84,7 +84,7 @@ GuidanceOption = _option(
 AutoguidanceOption = _option(
     float | None,
     help="autoguidance scale w by the run's guide (its early EMA weights, guide.safetensors); default: the "
-    "run's --guide-scale (MNIST 2, else 1 = the model alone)",
+    "run's --guide-scale (1 = the model alone)",
 )
 SeedOption = _option(int, help="seed of the generator (all randomness)")
 GridOption = _option(str, help=f"time grid: auto (the solver's measured best) or one of: {', '.join(TIME_GRIDS)}")
