@@ -148,9 +148,8 @@ def report(rows: list[dict], args, cinfo, floor: float) -> str:
             lines.append(f"| diffusers + EMAModel | {net} | {key} | {st} | {m:.2f} ± {s:.2f} | "
                          f"{', '.join(f'{v:.2f}' for v in values)} |")  # fmt: skip
     lines += ["", f"Best diffusers side: {best_theirs[2]}, FD {best_theirs[0]:.2f} ± {best_theirs[1]:.2f}.", ""]
-    if getattr(args, "theirs_from", None):
-        reused = sorted(set(THEIR_NETS).intersection(*(r["theirs"] for r in json.loads(args.theirs_from.read_text()))))
-        lines += [f"The diffusers rows of {', '.join(reused)} are {args.theirs_from}'s (same seeds, budget and "
+    if getattr(args, "reused", None):
+        lines += [f"The diffusers rows of {', '.join(args.reused)} are {args.theirs_from}'s (same seeds, budget and "
                   "judge; not rerun).", ""]  # fmt: skip
     for label, target in (("scoresde sample (default)", 0.6), ("unipc", 0.75), ("dpm-solver++", 0.75)):
         m, s, _ = ours[label]
@@ -189,6 +188,9 @@ def main() -> None:
     data = load_dataset(args.data, seed=0).train
     g = torch.Generator().manual_seed(123)
     floor = frechet(data[torch.randperm(len(data), generator=g)[: min(args.num, len(data))]], classifier, ref)
+    if args.theirs_from:  # read before the report's JSON (which may be that file) is rewritten
+        earlier_rows = json.loads(args.theirs_from.read_text())
+        args.reused = sorted(set(THEIR_NETS).intersection(*(r["theirs"] for r in earlier_rows)))
     if args.merge:
         rows = sorted((r for p in args.merge for r in json.loads(p.read_text())), key=lambda r: r["seed"])
     else:
