@@ -77,8 +77,8 @@ Evidence (``benchmarks/results/``):
   usable: ``mnist`` is class-conditional (label dropout 0.1) and sampled with classes drawn from the
   data at classifier-free guidance 1.25, not autoguided (conditional_mnist.md, 3 runs of 900 CPU-s
   each): FD 0.16 ± 0.01 and digit share 0.95 ± 0.02, against 0.40 ± 0.18 and 0.78 for the previous
-  default (unconditional, autoguided at w = 2); guidance 1 gives FD 0.065 (the share of 500 held-out
-  images is 0.09) and share 0.89, guidance 1.5 FD 0.38 and share 0.97; autoguidance on top of
+  default (unconditional, autoguided at w = 2); guidance 1 gives FD 0.065 (500 held-out images score
+  0.09) and share 0.89, guidance 1.5 FD 0.38 and share 0.97; autoguidance on top of
   either made FD worse. The unconditional MNIST net scored no better with the new embedding (FD
   0.60 ± 0.09 autoguided) and digits at 180 CPU-s not better either (recipe_embedding.md); the other
   choices were not re-made on the new net.

@@ -162,14 +162,14 @@ def _labels(
 ) -> tuple[Tensor | None, int | None, int]:
     """(labels, per_class, num) for ``classes`` None (the null label), ``"data"``, a class id or ``"all"``."""
     images = dm.kind == "images"
-    if classes is None:
-        return None, None, num if num is not None else 64 if images else 2000
-    classes = dm.class_id(classes, "classes", ("all", "data"))
+    classes = None if classes is None else dm.class_id(classes, "classes", ("all", "data"))
     if classes == "all":
         per_class = num if num is not None else 8 if images else 500
         labels = class_rows(dm.num_classes, per_class)
         return labels, per_class, len(labels)
     num = num if num is not None else 64 if images else 2000
+    if classes is None:
+        return None, None, num
     if classes == "data":
         return dm.data_labels(num, seed), None, num
     return torch.full((num,), int(classes), dtype=torch.long), None, num
